@@ -1,0 +1,196 @@
+//! Table metadata files: naming the next version, writing, reading through a cache, and the
+//! snapshot statistics the catalog keeps on each table row.
+//!
+//! Metadata files are immutable, so the cache is keyed by location and never invalidated; it
+//! keeps the parsed metadata and its JSON text, so loading a table serializes nothing.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use iceberg::io::FileIO;
+use iceberg::spec::TableMetadata;
+use loch_meta::TableStats;
+use serde_json::value::RawValue;
+
+use crate::error::{CatalogError, Result};
+
+/// Table property naming a directory for metadata files (instead of `{location}/metadata`).
+const METADATA_PATH: &str = "write.metadata.path";
+/// Table property choosing metadata file compression (`none` or `gzip`).
+const METADATA_COMPRESSION: &str = "write.metadata.compression-codec";
+
+/// Parsed table metadata together with its JSON text.
+#[derive(Debug)]
+pub struct CachedMetadata {
+    /// The parsed metadata.
+    pub metadata: Arc<TableMetadata>,
+    /// The metadata as JSON, exactly as stored.
+    pub json: Box<RawValue>,
+}
+
+impl CachedMetadata {
+    /// Serializes metadata that has no file yet (staged creates).
+    pub fn from_metadata(metadata: TableMetadata) -> Result<Self> {
+        let json = serde_json::to_string(&metadata).map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
+        Self::parse(json, Some(metadata))
+    }
+
+    fn parse(json: String, parsed: Option<TableMetadata>) -> Result<Self> {
+        let metadata = match parsed {
+            Some(m) => m,
+            None => serde_json::from_str(&json).map_err(|e| CatalogError::BadRequest(format!("invalid table metadata: {e}")))?,
+        };
+        let json = RawValue::from_string(json).map_err(|e| CatalogError::Internal(format!("metadata json: {e}")))?;
+        Ok(Self { metadata: Arc::new(metadata), json })
+    }
+}
+
+/// Cache of parsed metadata files, weighted by JSON size.
+#[derive(Debug, Clone)]
+pub struct MetadataCache {
+    cache: moka::future::Cache<String, Arc<CachedMetadata>>,
+}
+
+impl MetadataCache {
+    /// A cache holding up to `max_bytes` of metadata JSON.
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Arc<CachedMetadata>| {
+                u32::try_from(k.len() + v.json.get().len() * 4).unwrap_or(u32::MAX)
+            })
+            .build();
+        Self { cache }
+    }
+
+    /// The metadata at `location`, read from storage on a miss (concurrent misses read once).
+    pub async fn load(&self, io: &FileIO, location: &str) -> Result<Arc<CachedMetadata>> {
+        self.cache
+            .try_get_with(location.to_string(), async { read_metadata(io, location).await.map(Arc::new) })
+            .await
+            .map_err(|e: Arc<CatalogError>| match &*e {
+                CatalogError::Storage(inner) => CatalogError::Storage(clone_iceberg_error(inner)),
+                other => CatalogError::Internal(other.to_string()),
+            })
+    }
+
+    /// Remembers metadata just written to `location`.
+    pub async fn insert(&self, location: &str, metadata: Arc<CachedMetadata>) {
+        self.cache.insert(location.to_string(), metadata).await;
+    }
+}
+
+fn clone_iceberg_error(e: &iceberg::Error) -> iceberg::Error {
+    iceberg::Error::new(e.kind(), e.to_string())
+}
+
+/// Reads and parses a metadata file (plain or gzip-compressed JSON).
+pub async fn read_metadata(io: &FileIO, location: &str) -> Result<CachedMetadata> {
+    let bytes = io
+        .new_input(location)
+        .map_err(|e| CatalogError::storage(format!("open {location}"), e))?
+        .read()
+        .await
+        .map_err(|e| CatalogError::storage(format!("read {location}"), e))?;
+    let json = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut out)
+            .map_err(|e| CatalogError::Internal(format!("decompress {location}: {e}")))?;
+        out
+    } else {
+        String::from_utf8(bytes.to_vec()).map_err(|e| CatalogError::Internal(format!("{location} is not UTF-8: {e}")))?
+    };
+    CachedMetadata::parse(json, None)
+        .map_err(|e| CatalogError::Internal(format!("cannot parse metadata file {location}: {e}")))
+}
+
+/// Location of the next metadata file: `{dir}/{version:05}-{uuid}[.gz].metadata.json`, one
+/// version past `current` (or version 0 for a new table).
+pub fn next_metadata_location(metadata: &TableMetadata, current: Option<&str>) -> String {
+    let version = current.and_then(parse_version).map_or(0, |v| v + 1);
+    let dir = match metadata.properties().get(METADATA_PATH) {
+        Some(dir) => dir.trim_end_matches('/').to_string(),
+        None => format!("{}/metadata", metadata.location().trim_end_matches('/')),
+    };
+    let gz = if is_gzip(metadata) { ".gz" } else { "" };
+    format!("{dir}/{version:05}-{}{gz}.metadata.json", uuid::Uuid::new_v4())
+}
+
+fn is_gzip(metadata: &TableMetadata) -> bool {
+    metadata.properties().get(METADATA_COMPRESSION).is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+}
+
+/// Version number of a metadata file named `NNNNN-uuid.metadata.json` or `vN.metadata.json`.
+pub fn parse_version(location: &str) -> Option<i64> {
+    let name = location.rsplit('/').next()?;
+    let stem = name.strip_suffix(".metadata.json")?;
+    let stem = stem.strip_suffix(".gz").unwrap_or(stem);
+    match stem.split_once('-') {
+        Some((v, _)) => v.parse().ok(),
+        None => stem.strip_prefix('v')?.parse().ok(),
+    }
+}
+
+/// Writes `metadata` to `location`; returns it with its JSON text for the cache.
+pub async fn write_metadata(io: &FileIO, location: &str, metadata: TableMetadata) -> Result<Arc<CachedMetadata>> {
+    let cached = CachedMetadata::from_metadata(metadata)?;
+    let text = cached.json.get().as_bytes();
+    let payload = if is_gzip(&cached.metadata) {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(text).and_then(|_| encoder.finish()).map_err(|e| CatalogError::Internal(format!("gzip: {e}")))?
+    } else {
+        text.to_vec()
+    };
+    write_new_file(io, location, Bytes::from(payload)).await?;
+    Ok(Arc::new(cached))
+}
+
+/// Writes a file that must not exist yet.
+pub async fn write_new_file(io: &FileIO, location: &str, bytes: Bytes) -> Result<()> {
+    io.new_output(location)
+        .map_err(|e| CatalogError::storage(format!("create {location}"), e))?
+        .write(bytes)
+        .await
+        .map_err(|e| CatalogError::storage(format!("write {location}"), e))
+}
+
+/// Deletes files that were written but never committed; failures only leave orphans.
+pub async fn delete_uncommitted(io: &FileIO, locations: &[String]) {
+    for location in locations {
+        if let Err(e) = io.delete(location).await {
+            tracing::warn!(%location, error = %e, "cannot delete uncommitted metadata file; it is an orphan now");
+        }
+    }
+}
+
+/// Statistics of the current snapshot, from its summary.
+pub fn stats_of(metadata: &TableMetadata) -> TableStats {
+    let Some(snapshot) = metadata.current_snapshot() else {
+        return TableStats::default();
+    };
+    let summary = &snapshot.summary().additional_properties;
+    let total = |key: &str| summary.get(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    TableStats {
+        snapshot_id: Some(snapshot.snapshot_id()),
+        data_files: total("total-data-files"),
+        delete_files: total("total-delete-files"),
+        total_size: total("total-files-size"),
+        total_records: total("total-records"),
+        last_commit_ms: Some(snapshot.timestamp_ms()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_parsed_from_both_naming_styles() {
+        assert_eq!(parse_version("s3://b/t/metadata/00012-1b4e28ba-2fa1-11d2-883f-0016d3cca427.metadata.json"), Some(12));
+        assert_eq!(parse_version("file:///t/metadata/00003-abc.gz.metadata.json"), Some(3));
+        assert_eq!(parse_version("file:///t/metadata/v7.metadata.json"), Some(7));
+        assert_eq!(parse_version("file:///t/metadata/whatever.json"), None);
+    }
+}

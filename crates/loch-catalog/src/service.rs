@@ -1,0 +1,112 @@
+//! The catalog service: shared state behind every catalog operation.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use loch_meta::{CatalogRecord, MetaStore};
+use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
+
+use crate::error::{CatalogError, Result};
+use crate::metadata::MetadataCache;
+use crate::storage::Warehouse;
+
+/// Tuning of the catalog service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// How often a commit that lost the pointer race is re-applied to the new base before the
+    /// client gets a 409.
+    pub commit_retries: u32,
+    /// Bytes of metadata JSON kept in memory.
+    pub metadata_cache_bytes: u64,
+}
+
+impl Default for ServiceOptions {
+    fn default() -> Self {
+        Self { commit_retries: 4, metadata_cache_bytes: 256 << 20 }
+    }
+}
+
+/// A catalog resolved by name, with its storage.
+#[derive(Debug, Clone)]
+pub struct ResolvedCatalog {
+    /// The stored catalog.
+    pub record: CatalogRecord,
+    /// Its warehouse.
+    pub warehouse: Arc<Warehouse>,
+}
+
+/// The catalog service. Every writer of table metadata inside Loch goes through it.
+#[derive(Debug)]
+pub struct CatalogService {
+    pub(crate) store: MetaStore,
+    pub(crate) options: ServiceOptions,
+    pub(crate) metadata: MetadataCache,
+    warehouses: Mutex<HashMap<i64, (i64, Arc<Warehouse>)>>,
+    commit_locks: Vec<AsyncMutex<()>>,
+}
+
+const COMMIT_LOCK_STRIPES: usize = 256;
+
+impl CatalogService {
+    /// A service over `store`.
+    pub fn new(store: MetaStore, options: ServiceOptions) -> Self {
+        Self {
+            metadata: MetadataCache::new(options.metadata_cache_bytes),
+            store,
+            options,
+            warehouses: Mutex::new(HashMap::new()),
+            commit_locks: (0..COMMIT_LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
+        }
+    }
+
+    /// The metadata store.
+    pub fn store(&self) -> &MetaStore {
+        &self.store
+    }
+
+    /// Looks up a catalog by name; its storage client is built once per catalog version.
+    pub async fn resolve(&self, name: &str) -> Result<ResolvedCatalog> {
+        let record = self.store.get_catalog(name).await?.ok_or_else(|| CatalogError::NoSuchCatalog(name.to_string()))?;
+        let warehouse = self.warehouse_of(&record)?;
+        Ok(ResolvedCatalog { record, warehouse })
+    }
+
+    pub(crate) fn warehouse_of(&self, record: &CatalogRecord) -> Result<Arc<Warehouse>> {
+        let mut cache = self.warehouses.lock().map_err(|_| CatalogError::Internal("warehouse cache poisoned".into()))?;
+        if let Some((version, warehouse)) = cache.get(&record.id)
+            && *version == record.updated_at
+        {
+            return Ok(warehouse.clone());
+        }
+        let warehouse = Warehouse::from_properties(&record.properties)?;
+        cache.insert(record.id, (record.updated_at, warehouse.clone()));
+        Ok(warehouse)
+    }
+
+    /// Serializes commits to the same tables inside this process, so racing writers queue
+    /// instead of wasting metadata writes; across processes the pointer compare-and-swap
+    /// decides. Keys are locked in a fixed order, so multi-table commits cannot deadlock.
+    pub(crate) async fn lock_tables<'a>(&'a self, keys: impl IntoIterator<Item = String>) -> Vec<MutexGuard<'a, ()>> {
+        let mut stripes: Vec<usize> = keys
+            .into_iter()
+            .map(|key| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                key.hash(&mut hasher);
+                (hasher.finish() % COMMIT_LOCK_STRIPES as u64) as usize
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.commit_locks[stripe].lock().await);
+        }
+        guards
+    }
+}
+
+/// Key of a table for [`CatalogService::lock_tables`].
+pub(crate) fn table_key(catalog_id: i64, namespace: &[String], name: &str) -> String {
+    format!("{catalog_id}\u{1f}{}\u{1f}{name}", namespace.join("\u{1f}"))
+}

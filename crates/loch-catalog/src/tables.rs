@@ -1,0 +1,322 @@
+//! Table operations of the Iceberg REST API other than commits: create, load, list, drop,
+//! rename, register, credentials.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use iceberg::TableCreation;
+use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec};
+use loch_meta::{MetaError, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
+
+use crate::catalogs::persisted_table_defaults;
+use crate::error::{CatalogError, Result};
+use crate::ident::{display_namespace, validate_name, validate_namespace};
+use crate::metadata::{CachedMetadata, delete_uncommitted, next_metadata_location, read_metadata, stats_of, write_metadata};
+use crate::service::{CatalogService, ResolvedCatalog, table_key};
+use crate::storage::normalize_location;
+
+/// Table format of plain Iceberg tables.
+pub const FORMAT_ICEBERG: &str = "iceberg";
+
+/// A table or view identifier: namespace levels and a name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    /// Namespace levels, outermost first.
+    pub namespace: Vec<String>,
+    /// Name within the namespace.
+    pub name: String,
+}
+
+impl TableName {
+    /// An identifier from its parts.
+    pub fn new(namespace: Vec<String>, name: impl Into<String>) -> Self {
+        Self { namespace, name: name.into() }
+    }
+
+    /// Checks both parts (400 on invalid identifiers).
+    pub fn validate(&self) -> Result<()> {
+        validate_namespace(&self.namespace)?;
+        validate_name("name", &self.name)
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", display_namespace(&self.namespace), self.name)
+    }
+}
+
+/// A loaded table: its metadata and the configuration a client needs to read its files.
+#[derive(Debug, Clone)]
+pub struct LoadedTable {
+    /// The current metadata file; `None` for a staged (uncommitted) create.
+    pub metadata_location: Option<String>,
+    /// The metadata.
+    pub metadata: Arc<CachedMetadata>,
+    /// Storage properties for the table's files.
+    pub config: HashMap<String, String>,
+}
+
+/// A create-table request.
+#[derive(Debug, Clone)]
+pub struct CreateTable {
+    /// Table name.
+    pub name: String,
+    /// Location; the catalog picks one under its warehouse when absent.
+    pub location: Option<String>,
+    /// Schema (field ids are reassigned).
+    pub schema: Schema,
+    /// Partition spec; unpartitioned when absent.
+    pub partition_spec: Option<UnboundPartitionSpec>,
+    /// Sort order; unsorted when absent.
+    pub write_order: Option<SortOrder>,
+    /// Only build and return the metadata; the client commits it with `assert-create`.
+    pub stage_create: bool,
+    /// Table properties (`format-version` picks the format version).
+    pub properties: HashMap<String, String>,
+}
+
+impl CatalogService {
+    /// Tables of a namespace.
+    pub async fn list_tables(&self, catalog: &ResolvedCatalog, namespace: &[String], page: &PageRequest) -> Result<Page<TableRecord>> {
+        self.load_namespace(catalog, namespace).await?;
+        Ok(self.store.list_tables(catalog.record.id, namespace, TableKind::Table, page).await?)
+    }
+
+    /// The table row, or 404 if there is no table (a view of that name does not count).
+    pub(crate) async fn table_row(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<TableRecord> {
+        ident.validate()?;
+        match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
+            Some(row) if row.kind == TableKind::Table => Ok(row),
+            _ => Err(CatalogError::NoSuchTable(ident.to_string())),
+        }
+    }
+
+    /// True when the table exists.
+    pub async fn table_exists(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<bool> {
+        match self.table_row(catalog, ident).await {
+            Ok(_) => Ok(true),
+            Err(CatalogError::NoSuchTable(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Loads a table's current metadata.
+    pub async fn load_table(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<LoadedTable> {
+        let row = self.table_row(catalog, ident).await?;
+        let metadata = self.metadata.load(&catalog.warehouse.file_io, &row.metadata_location).await?;
+        Ok(LoadedTable { metadata_location: Some(row.metadata_location), metadata, config: catalog.warehouse.client_config.clone() })
+    }
+
+    /// The current metadata location of a table; cheap (no file access), for conditional loads.
+    pub async fn table_metadata_location(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<String> {
+        Ok(self.table_row(catalog, ident).await?.metadata_location)
+    }
+
+    /// Picks the location of a new table or view: the requested one (which must not overlap
+    /// another table) or `{warehouse}/{namespace}/{name}`, made unique if taken.
+    pub(crate) async fn choose_location(&self, catalog: &ResolvedCatalog, ident: &TableName, requested: Option<&str>) -> Result<String> {
+        if let Some(requested) = requested {
+            let location = normalize_location(requested)?;
+            let overlapping = self.store.tables_overlapping_location(catalog.record.id, &location).await?;
+            if !overlapping.is_empty() {
+                return Err(CatalogError::BadRequest(format!("location {location} overlaps table(s) {}", overlapping.join(", "))));
+            }
+            return Ok(location);
+        }
+        let base = catalog.warehouse.default_location(&ident.namespace, &ident.name);
+        if self.store.tables_overlapping_location(catalog.record.id, &base).await?.is_empty() {
+            return Ok(base);
+        }
+        Ok(format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    }
+
+    /// Table properties of a new table: the catalog's table defaults, then the request's.
+    pub(crate) fn new_table_properties(catalog: &ResolvedCatalog, requested: HashMap<String, String>) -> HashMap<String, String> {
+        let mut properties: HashMap<String, String> = persisted_table_defaults(&catalog.record).collect();
+        properties.extend(requested);
+        properties
+    }
+
+    /// Creates a table, or with `stage_create` returns the metadata a create transaction starts from.
+    pub async fn create_table(&self, catalog: &ResolvedCatalog, namespace: &[String], request: CreateTable) -> Result<LoadedTable> {
+        let ident = TableName::new(namespace.to_vec(), request.name.clone());
+        ident.validate()?;
+        self.load_namespace(catalog, namespace).await?;
+        if self.store.get_table(catalog.record.id, namespace, &request.name).await?.is_some() {
+            return Err(CatalogError::AlreadyExists(format!("table or view {ident}")));
+        }
+        let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
+        let mut properties = Self::new_table_properties(catalog, request.properties);
+        let format_version = take_format_version(&mut properties)?;
+        let creation = TableCreation::builder()
+            .name(request.name.clone())
+            .location(location.clone())
+            .schema(request.schema)
+            .partition_spec_opt(request.partition_spec)
+            .sort_order_opt(request.write_order)
+            .properties(properties)
+            .format_version(format_version)
+            .build();
+        let metadata = TableMetadataBuilder::from_table_creation(creation)
+            .and_then(|b| b.build())
+            .map_err(|e| CatalogError::BadRequest(format!("invalid table definition: {e}")))?
+            .metadata;
+        let config = catalog.warehouse.client_config.clone();
+        if request.stage_create {
+            let metadata = Arc::new(CachedMetadata::from_metadata(metadata)?);
+            return Ok(LoadedTable { metadata_location: None, metadata, config });
+        }
+
+        let _lock = self.lock_tables([table_key(catalog.record.id, namespace, &request.name)]).await;
+        let metadata_location = next_metadata_location(&metadata, None);
+        let cached = write_metadata(&catalog.warehouse.file_io, &metadata_location, metadata).await?;
+        let new = NewTable {
+            catalog_id: catalog.record.id,
+            namespace: namespace.to_vec(),
+            name: request.name,
+            kind: TableKind::Table,
+            format: FORMAT_ICEBERG.into(),
+            uuid: cached.metadata.uuid().to_string(),
+            location,
+            metadata_location: metadata_location.clone(),
+            stats: stats_of(&cached.metadata),
+        };
+        if let Err(e) = self.store.insert_table(&new).await {
+            delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
+            return Err(match e {
+                MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("table or view {ident}")),
+                MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
+                other => other.into(),
+            });
+        }
+        self.metadata.insert(&metadata_location, cached.clone()).await;
+        Ok(LoadedTable { metadata_location: Some(metadata_location), metadata: cached, config })
+    }
+
+    /// Drops a table; with `purge`, also deletes its files.
+    pub async fn drop_table(&self, catalog: &ResolvedCatalog, ident: &TableName, purge: bool) -> Result<()> {
+        let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
+        let mut attempts = 0;
+        let row = loop {
+            let row = self.table_row(catalog, ident).await?;
+            match self.store.delete_table(row.id, row.version).await {
+                Ok(()) => break row,
+                Err(MetaError::Conflict(_)) if attempts < self.options.commit_retries => attempts += 1,
+                Err(e) => return Err(e.into()),
+            }
+        };
+        tracing::info!(table = %ident, purge, "dropped table");
+        if purge {
+            let exclusive = self.store.tables_overlapping_location(catalog.record.id, &row.location).await?.is_empty()
+                && catalog.warehouse.contains(&row.location);
+            crate::purge::purge_table(&catalog.warehouse.file_io, &row.metadata_location, &row.location, exclusive).await;
+        }
+        Ok(())
+    }
+
+    /// Renames (or moves) a table within its catalog.
+    pub async fn rename_table(&self, catalog: &ResolvedCatalog, from: &TableName, to: &TableName) -> Result<()> {
+        self.rename(catalog, from, to, TableKind::Table).await
+    }
+
+    pub(crate) async fn rename(&self, catalog: &ResolvedCatalog, from: &TableName, to: &TableName, kind: TableKind) -> Result<()> {
+        from.validate()?;
+        to.validate()?;
+        let missing = |ident: &TableName| match kind {
+            TableKind::Table => CatalogError::NoSuchTable(ident.to_string()),
+            TableKind::View => CatalogError::NoSuchView(ident.to_string()),
+        };
+        let row = match self.store.get_table(catalog.record.id, &from.namespace, &from.name).await? {
+            Some(row) if row.kind == kind => row,
+            _ => return Err(missing(from)),
+        };
+        self.load_namespace(catalog, &to.namespace).await?;
+        let _lock = self
+            .lock_tables([
+                table_key(catalog.record.id, &from.namespace, &from.name),
+                table_key(catalog.record.id, &to.namespace, &to.name),
+            ])
+            .await;
+        self.store.rename_table(row.id, catalog.record.id, &to.namespace, &to.name).await.map_err(|e| match e {
+            MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("table or view {to}")),
+            MetaError::NotFound(what) if what.starts_with("namespace") => CatalogError::NoSuchNamespace(display_namespace(&to.namespace)),
+            MetaError::NotFound(_) => missing(from),
+            other => other.into(),
+        })
+    }
+
+    /// Registers an existing metadata file as a table; `overwrite` repoints an existing table.
+    pub async fn register_table(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+        metadata_location: &str,
+        overwrite: bool,
+    ) -> Result<LoadedTable> {
+        ident.validate()?;
+        self.load_namespace(catalog, &ident.namespace).await?;
+        let metadata = read_metadata(&catalog.warehouse.file_io, metadata_location)
+            .await
+            .map_err(|e| CatalogError::BadRequest(format!("cannot register {metadata_location}: {e}")))?;
+        let metadata = Arc::new(metadata);
+        let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
+        let location = normalize_location(metadata.metadata.location())?;
+        match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
+            Some(row) if overwrite && row.kind == TableKind::Table => {
+                let swap = PointerSwap {
+                    table_id: row.id,
+                    expected_version: row.version,
+                    previous_metadata_location: row.metadata_location.clone(),
+                    metadata_location: metadata_location.to_string(),
+                    location,
+                    stats: stats_of(&metadata.metadata),
+                };
+                self.store.swap_pointers(&[swap]).await?;
+            }
+            Some(_) => return Err(CatalogError::AlreadyExists(format!("table or view {ident}"))),
+            None => {
+                let new = NewTable {
+                    catalog_id: catalog.record.id,
+                    namespace: ident.namespace.clone(),
+                    name: ident.name.clone(),
+                    kind: TableKind::Table,
+                    format: FORMAT_ICEBERG.into(),
+                    uuid: metadata.metadata.uuid().to_string(),
+                    location,
+                    metadata_location: metadata_location.to_string(),
+                    stats: stats_of(&metadata.metadata),
+                };
+                self.store.insert_table(&new).await?;
+            }
+        }
+        self.metadata.insert(metadata_location, metadata.clone()).await;
+        Ok(LoadedTable {
+            metadata_location: Some(metadata_location.to_string()),
+            metadata,
+            config: catalog.warehouse.client_config.clone(),
+        })
+    }
+
+    /// Storage credentials for a table's files, as `(location prefix, properties)` pairs.
+    pub async fn table_credentials(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<Vec<(String, HashMap<String, String>)>> {
+        let row = self.table_row(catalog, ident).await?;
+        let config = &catalog.warehouse.client_config;
+        if config.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(vec![(row.location, config.clone())])
+    }
+}
+
+/// Removes the reserved `format-version` property and returns the version it asks for (v2
+/// when absent).
+pub(crate) fn take_format_version(properties: &mut HashMap<String, String>) -> Result<FormatVersion> {
+    match properties.remove("format-version").as_deref() {
+        None => Ok(FormatVersion::V2),
+        Some("1") => Ok(FormatVersion::V1),
+        Some("2") => Ok(FormatVersion::V2),
+        Some("3") => Ok(FormatVersion::V3),
+        Some(other) => Err(CatalogError::BadRequest(format!("unsupported format-version {other:?}; use 1, 2 or 3"))),
+    }
+}

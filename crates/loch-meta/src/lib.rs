@@ -1,0 +1,28 @@
+//! Loch's metadata store: the relational state behind the catalog service and, later, the
+//! optimizing and maintenance services.
+//!
+//! One [`MetaStore`] speaks to SQLite (the embedded default, WAL mode, one writer connection)
+//! or PostgreSQL. Both run the same SQL text: statements use `$N` placeholders, which both
+//! drivers accept, and every value is a plain integer or string. Each public method is one
+//! domain operation and, where it writes, one transaction.
+
+mod catalogs;
+mod error;
+mod namespaces;
+mod page;
+mod store;
+mod tables;
+mod tokens;
+
+pub use catalogs::{CatalogRecord, NewCatalog};
+pub use error::{MetaError, Result};
+pub use namespaces::{NamespaceRecord, PropertyChanges};
+pub use page::{Page, PageRequest};
+pub use store::{Backend, MetaStore, StoreOptions};
+pub use tables::{NewTable, PointerSwap, TableKind, TableRecord, TableStats};
+pub use tokens::TokenRecord;
+
+/// Milliseconds since the Unix epoch, the time unit of every column in the store.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,248 @@
+//! Integration tests of the metadata store against real SQLite files and a real PostgreSQL.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use loch_meta::{
+    MetaError, MetaStore, NewCatalog, NewTable, PageRequest, PointerSwap, StoreOptions, TableKind, TableStats,
+};
+
+/// A store on a fresh SQLite file (kept alive by the returned directory).
+async fn sqlite() -> (MetaStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("loch.db").display());
+    (MetaStore::connect(&url, &StoreOptions::default()).await.unwrap(), dir)
+}
+
+/// A store on a fresh PostgreSQL database, or `None` when PostgreSQL cannot run here.
+async fn postgres() -> Option<MetaStore> {
+    let url = loch_testkit::postgres()?.create_database();
+    Some(MetaStore::connect(&url, &StoreOptions::default()).await.unwrap())
+}
+
+fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn levels(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn new_table(catalog_id: i64, ns: &[&str], name: &str, kind: TableKind) -> NewTable {
+    NewTable {
+        catalog_id,
+        namespace: levels(ns),
+        name: name.into(),
+        kind,
+        format: "iceberg".into(),
+        uuid: "00000000-0000-0000-0000-000000000001".into(),
+        location: format!("file:///wh/{}/{name}", ns.join("/")),
+        metadata_location: format!("file:///wh/{}/{name}/metadata/00000-a.metadata.json", ns.join("/")),
+        stats: TableStats::default(),
+    }
+}
+
+async fn catalogs_namespaces_tables(store: MetaStore) {
+    // Catalogs.
+    let cat = store
+        .create_catalog(&NewCatalog {
+            name: "c1".into(),
+            kind: "internal".into(),
+            properties: props(&[("warehouse", "file:///wh")]),
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_catalog(&NewCatalog { name: "c1".into(), kind: "internal".into(), properties: props(&[]) }).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    let updated = store.update_catalog("c1", &props(&[("warehouse", "file:///wh2")])).await.unwrap();
+    assert_eq!(updated.properties["warehouse"], "file:///wh2");
+    assert_eq!(store.list_catalogs().await.unwrap().len(), 1);
+
+    // Namespaces: parents must exist, listing is per level and paginated.
+    store.create_namespace(cat.id, &levels(&["a"]), &props(&[("owner", "x")])).await.unwrap();
+    assert!(matches!(
+        store.create_namespace(cat.id, &levels(&["a"]), &props(&[])).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.create_namespace(cat.id, &levels(&["nope", "b"]), &props(&[])).await,
+        Err(MetaError::NotFound(_))
+    ));
+    for child in ["b", "c", "d"] {
+        store.create_namespace(cat.id, &levels(&["a", child]), &props(&[])).await.unwrap();
+    }
+    store.create_namespace(cat.id, &levels(&["z"]), &props(&[])).await.unwrap();
+    let top = store.list_namespaces(cat.id, &[], &PageRequest::all()).await.unwrap();
+    assert_eq!(top.items.iter().map(|n| n.levels.clone()).collect::<Vec<_>>(), vec![levels(&["a"]), levels(&["z"])]);
+    let first =
+        store.list_namespaces(cat.id, &levels(&["a"]), &PageRequest { after: None, limit: Some(2) }).await.unwrap();
+    assert_eq!(first.items.len(), 2);
+    let second = store
+        .list_namespaces(cat.id, &levels(&["a"]), &PageRequest { after: first.next.clone(), limit: Some(2) })
+        .await
+        .unwrap();
+    assert_eq!(second.items.iter().map(|n| n.levels.clone()).collect::<Vec<_>>(), vec![levels(&["a", "d"])]);
+    assert_eq!(second.next, None);
+
+    let changes = store
+        .update_namespace_properties(cat.id, &levels(&["a"]), &props(&[("k", "v")]), &levels(&["owner", "missing"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (changes.updated, changes.removed, changes.missing),
+        (levels(&["k"]), levels(&["owner"]), levels(&["missing"]))
+    );
+    assert_eq!(store.get_namespace(cat.id, &levels(&["a"])).await.unwrap().unwrap().properties, props(&[("k", "v")]));
+
+    // Tables and views share names; the pointer moves only by compare-and-swap.
+    let t = store.insert_table(&new_table(cat.id, &["a", "b"], "t", TableKind::Table)).await.unwrap();
+    assert_eq!((t.version, t.namespace.clone()), (1, levels(&["a", "b"])));
+    assert!(matches!(
+        store.insert_table(&new_table(cat.id, &["a", "b"], "t", TableKind::View)).await,
+        Err(MetaError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.insert_table(&new_table(cat.id, &["q"], "t", TableKind::Table)).await,
+        Err(MetaError::NotFound(_))
+    ));
+    store.insert_table(&new_table(cat.id, &["a", "b"], "v", TableKind::View)).await.unwrap();
+    let tables = store.list_tables(cat.id, &levels(&["a", "b"]), TableKind::Table, &PageRequest::all()).await.unwrap();
+    assert_eq!(tables.items.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), vec!["t"]);
+
+    let swap = |expected_version, to: &str| PointerSwap {
+        table_id: t.id,
+        expected_version,
+        previous_metadata_location: t.metadata_location.clone(),
+        metadata_location: to.into(),
+        location: t.location.clone(),
+        stats: TableStats { snapshot_id: Some(7), data_files: 3, ..Default::default() },
+    };
+    store.swap_pointers(&[swap(1, "file:///m1")]).await.unwrap();
+    // A second writer based on the same version loses, and changes nothing.
+    assert!(matches!(store.swap_pointers(&[swap(1, "file:///m2")]).await, Err(MetaError::Conflict(_))));
+    let now = store.get_table(cat.id, &levels(&["a", "b"]), "t").await.unwrap().unwrap();
+    assert_eq!((now.version, now.metadata_location.as_str(), now.stats.data_files), (2, "file:///m1", 3));
+
+    // Locations of two tables must not overlap.
+    assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t").await.unwrap(), vec!["a.b.t"]);
+    assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t/sub").await.unwrap(), vec!["a.b.t"]);
+    assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a").await.unwrap(), vec!["a.b.t"]);
+    assert!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t2").await.unwrap().is_empty());
+
+    // Non-empty namespaces and catalogs cannot be dropped.
+    assert!(matches!(store.drop_namespace(cat.id, &levels(&["a"])).await, Err(MetaError::NotEmpty(_))));
+    assert!(matches!(store.drop_namespace(cat.id, &levels(&["a", "b"])).await, Err(MetaError::NotEmpty(_))));
+    assert!(matches!(store.delete_catalog("c1").await, Err(MetaError::NotEmpty(_))));
+
+    store.rename_table(t.id, cat.id, &levels(&["a", "c"]), "t2").await.unwrap();
+    assert!(store.get_table(cat.id, &levels(&["a", "b"]), "t").await.unwrap().is_none());
+    let moved = store.get_table(cat.id, &levels(&["a", "c"]), "t2").await.unwrap().unwrap();
+    assert_eq!(moved.id, t.id);
+    assert!(matches!(store.delete_table(moved.id, 1).await, Err(MetaError::Conflict(_))));
+    store.delete_table(moved.id, moved.version).await.unwrap();
+    let view = store.get_table(cat.id, &levels(&["a", "b"]), "v").await.unwrap().unwrap();
+    store.delete_table(view.id, view.version).await.unwrap();
+    store.drop_namespace(cat.id, &levels(&["a", "b"])).await.unwrap();
+    assert!(matches!(store.drop_namespace(cat.id, &levels(&["a", "b"])).await, Err(MetaError::NotFound(_))));
+    store.delete_catalog("c1").await.unwrap();
+    assert!(store.get_catalog("c1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn sqlite_catalogs_namespaces_tables() {
+    let (store, _dir) = sqlite().await;
+    catalogs_namespaces_tables(store).await;
+}
+
+#[tokio::test]
+async fn postgres_catalogs_namespaces_tables() {
+    let Some(store) = postgres().await else { return };
+    catalogs_namespaces_tables(store).await;
+}
+
+async fn concurrent_swaps_serialize(store: MetaStore) {
+    let cat = store
+        .create_catalog(&NewCatalog { name: "c".into(), kind: "internal".into(), properties: props(&[]) })
+        .await
+        .unwrap();
+    store.create_namespace(cat.id, &levels(&["n"]), &props(&[])).await.unwrap();
+    let t = store.insert_table(&new_table(cat.id, &["n"], "t", TableKind::Table)).await.unwrap();
+    // 8 writers race 20 times each; every version is won by exactly one of them.
+    let mut handles = Vec::new();
+    for w in 0..8 {
+        let store = store.clone();
+        let id = t.id;
+        handles.push(tokio::spawn(async move {
+            let mut wins = 0;
+            while wins < 20 {
+                let cur = store.get_table_by_id(id).await.unwrap().unwrap();
+                let swap = PointerSwap {
+                    table_id: id,
+                    expected_version: cur.version,
+                    previous_metadata_location: cur.metadata_location.clone(),
+                    metadata_location: format!("file:///m-{w}-{wins}"),
+                    location: cur.location.clone(),
+                    stats: TableStats::default(),
+                };
+                match store.swap_pointers(&[swap]).await {
+                    Ok(()) => wins += 1,
+                    Err(MetaError::Conflict(_)) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(store.get_table_by_id(t.id).await.unwrap().unwrap().version, 1 + 8 * 20);
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_swaps_serialize() {
+    let (store, _dir) = sqlite().await;
+    concurrent_swaps_serialize(store).await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_swaps_serialize() {
+    let Some(store) = postgres().await else { return };
+    concurrent_swaps_serialize(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_survives_reopen_and_tokens_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("loch.db").display());
+    {
+        let store = MetaStore::connect(&url, &StoreOptions::default()).await.unwrap();
+        store
+            .create_catalog(&NewCatalog { name: "kept".into(), kind: "internal".into(), properties: props(&[]) })
+            .await
+            .unwrap();
+        store
+            .insert_token(&loch_meta::TokenRecord {
+                token_hash: "h".into(),
+                client_id: "c".into(),
+                issued_at: 1,
+                expires_at: 1000,
+            })
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    let store = MetaStore::connect(&url, &StoreOptions::default()).await.unwrap();
+    assert!(store.get_catalog("kept").await.unwrap().is_some());
+    assert!(store.find_token("h", 999).await.unwrap().is_some());
+    assert!(store.find_token("h", 1000).await.unwrap().is_none());
+    assert_eq!(store.purge_expired_tokens(2000).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn bad_urls_are_rejected() {
+    let err = MetaStore::connect("mysql://u:secret@h/db", &StoreOptions::default()).await.unwrap_err();
+    assert!(matches!(err, MetaError::InvalidUrl(ref u) if !u.contains("secret")), "{err}");
+}
