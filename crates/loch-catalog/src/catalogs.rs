@@ -65,7 +65,12 @@ impl CatalogService {
     }
 
     /// Creates an internal catalog after checking that its warehouse is writable.
-    pub async fn create_catalog(&self, name: &str, kind: &str, properties: BTreeMap<String, String>) -> Result<CatalogRecord> {
+    pub async fn create_catalog(
+        &self,
+        name: &str,
+        kind: &str,
+        properties: BTreeMap<String, String>,
+    ) -> Result<CatalogRecord> {
         validate_catalog_name(name)?;
         if kind != INTERNAL {
             return Err(CatalogError::BadRequest(format!("unsupported catalog type {kind:?}; supported: {INTERNAL}")));

@@ -32,14 +32,16 @@ pub struct CachedMetadata {
 impl CachedMetadata {
     /// Serializes metadata that has no file yet (staged creates).
     pub fn from_metadata(metadata: TableMetadata) -> Result<Self> {
-        let json = serde_json::to_string(&metadata).map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
+        let json =
+            serde_json::to_string(&metadata).map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
         Self::parse(json, Some(metadata))
     }
 
     fn parse(json: String, parsed: Option<TableMetadata>) -> Result<Self> {
         let metadata = match parsed {
             Some(m) => m,
-            None => serde_json::from_str(&json).map_err(|e| CatalogError::BadRequest(format!("invalid table metadata: {e}")))?,
+            None => serde_json::from_str(&json)
+                .map_err(|e| CatalogError::BadRequest(format!("invalid table metadata: {e}")))?,
         };
         let json = RawValue::from_string(json).map_err(|e| CatalogError::Internal(format!("metadata json: {e}")))?;
         Ok(Self { metadata: Arc::new(metadata), json })
@@ -100,7 +102,8 @@ pub async fn read_metadata(io: &FileIO, location: &str) -> Result<CachedMetadata
             .map_err(|e| CatalogError::Internal(format!("decompress {location}: {e}")))?;
         out
     } else {
-        String::from_utf8(bytes.to_vec()).map_err(|e| CatalogError::Internal(format!("{location} is not UTF-8: {e}")))?
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| CatalogError::Internal(format!("{location} is not UTF-8: {e}")))?
     };
     CachedMetadata::parse(json, None)
         .map_err(|e| CatalogError::Internal(format!("cannot parse metadata file {location}: {e}")))
@@ -139,7 +142,10 @@ pub async fn write_metadata(io: &FileIO, location: &str, metadata: TableMetadata
     let text = cached.json.get().as_bytes();
     let payload = if is_gzip(&cached.metadata) {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        encoder.write_all(text).and_then(|_| encoder.finish()).map_err(|e| CatalogError::Internal(format!("gzip: {e}")))?
+        encoder
+            .write_all(text)
+            .and_then(|_| encoder.finish())
+            .map_err(|e| CatalogError::Internal(format!("gzip: {e}")))?
     } else {
         text.to_vec()
     };
@@ -188,7 +194,10 @@ mod tests {
 
     #[test]
     fn versions_are_parsed_from_both_naming_styles() {
-        assert_eq!(parse_version("s3://b/t/metadata/00012-1b4e28ba-2fa1-11d2-883f-0016d3cca427.metadata.json"), Some(12));
+        assert_eq!(
+            parse_version("s3://b/t/metadata/00012-1b4e28ba-2fa1-11d2-883f-0016d3cca427.metadata.json"),
+            Some(12)
+        );
         assert_eq!(parse_version("file:///t/metadata/00003-abc.gz.metadata.json"), Some(3));
         assert_eq!(parse_version("file:///t/metadata/v7.metadata.json"), Some(7));
         assert_eq!(parse_version("file:///t/metadata/whatever.json"), None);

@@ -10,7 +10,12 @@ use crate::service::{CatalogService, ResolvedCatalog};
 
 impl CatalogService {
     /// Namespaces directly under `parent` (top level when empty).
-    pub async fn list_namespaces(&self, catalog: &ResolvedCatalog, parent: &[String], page: &PageRequest) -> Result<Page<NamespaceRecord>> {
+    pub async fn list_namespaces(
+        &self,
+        catalog: &ResolvedCatalog,
+        parent: &[String],
+        page: &PageRequest,
+    ) -> Result<Page<NamespaceRecord>> {
         if !parent.is_empty() {
             self.load_namespace(catalog, parent).await?;
         }
@@ -26,10 +31,14 @@ impl CatalogService {
     ) -> Result<NamespaceRecord> {
         validate_namespace(levels)?;
         self.store.create_namespace(catalog.record.id, levels, &properties).await.map_err(|e| match e {
-            MetaError::NotFound(_) => {
-                CatalogError::NoSuchNamespace(format!("{} (parent of {})", display_namespace(&levels[..levels.len() - 1]), display_namespace(levels)))
+            MetaError::NotFound(_) => CatalogError::NoSuchNamespace(format!(
+                "{} (parent of {})",
+                display_namespace(&levels[..levels.len() - 1]),
+                display_namespace(levels)
+            )),
+            MetaError::AlreadyExists(_) => {
+                CatalogError::AlreadyExists(format!("namespace {}", display_namespace(levels)))
             }
-            MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("namespace {}", display_namespace(levels))),
             other => other.into(),
         })
     }
@@ -67,12 +76,11 @@ impl CatalogService {
         if !both.is_empty() {
             return Err(CatalogError::Unprocessable(format!("properties both updated and removed: {both:?}")));
         }
-        self.store
-            .update_namespace_properties(catalog.record.id, levels, &updates, &removals)
-            .await
-            .map_err(|e| match e {
+        self.store.update_namespace_properties(catalog.record.id, levels, &updates, &removals).await.map_err(
+            |e| match e {
                 MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(levels)),
                 other => other.into(),
-            })
+            },
+        )
     }
 }

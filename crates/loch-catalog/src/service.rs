@@ -67,13 +67,15 @@ impl CatalogService {
 
     /// Looks up a catalog by name; its storage client is built once per catalog version.
     pub async fn resolve(&self, name: &str) -> Result<ResolvedCatalog> {
-        let record = self.store.get_catalog(name).await?.ok_or_else(|| CatalogError::NoSuchCatalog(name.to_string()))?;
+        let record =
+            self.store.get_catalog(name).await?.ok_or_else(|| CatalogError::NoSuchCatalog(name.to_string()))?;
         let warehouse = self.warehouse_of(&record)?;
         Ok(ResolvedCatalog { record, warehouse })
     }
 
     pub(crate) fn warehouse_of(&self, record: &CatalogRecord) -> Result<Arc<Warehouse>> {
-        let mut cache = self.warehouses.lock().map_err(|_| CatalogError::Internal("warehouse cache poisoned".into()))?;
+        let mut cache =
+            self.warehouses.lock().map_err(|_| CatalogError::Internal("warehouse cache poisoned".into()))?;
         if let Some((version, warehouse)) = cache.get(&record.id)
             && *version == record.updated_at
         {

@@ -98,7 +98,8 @@ mod tests {
 
     #[test]
     fn default_locations_nest_namespaces() {
-        let props = BTreeMap::from([(WAREHOUSE.to_string(), "s3://b/wh".to_string()), ("s3.region".into(), "r".into())]);
+        let props =
+            BTreeMap::from([(WAREHOUSE.to_string(), "s3://b/wh".to_string()), ("s3.region".into(), "r".into())]);
         let wh = Warehouse::from_properties(&props).unwrap();
         assert_eq!(wh.default_location(&["a".into(), "b".into()], "t"), "s3://b/wh/a/b/t");
         assert!(wh.contains("s3://b/wh/a/b/t"));

@@ -11,7 +11,9 @@ use loch_meta::{MetaError, NewTable, Page, PageRequest, PointerSwap, TableKind, 
 use crate::catalogs::persisted_table_defaults;
 use crate::error::{CatalogError, Result};
 use crate::ident::{display_namespace, validate_name, validate_namespace};
-use crate::metadata::{CachedMetadata, delete_uncommitted, next_metadata_location, read_metadata, stats_of, write_metadata};
+use crate::metadata::{
+    CachedMetadata, delete_uncommitted, next_metadata_location, read_metadata, stats_of, write_metadata,
+};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::normalize_location;
 
@@ -78,7 +80,12 @@ pub struct CreateTable {
 
 impl CatalogService {
     /// Tables of a namespace.
-    pub async fn list_tables(&self, catalog: &ResolvedCatalog, namespace: &[String], page: &PageRequest) -> Result<Page<TableRecord>> {
+    pub async fn list_tables(
+        &self,
+        catalog: &ResolvedCatalog,
+        namespace: &[String],
+        page: &PageRequest,
+    ) -> Result<Page<TableRecord>> {
         self.load_namespace(catalog, namespace).await?;
         Ok(self.store.list_tables(catalog.record.id, namespace, TableKind::Table, page).await?)
     }
@@ -105,7 +112,11 @@ impl CatalogService {
     pub async fn load_table(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<LoadedTable> {
         let row = self.table_row(catalog, ident).await?;
         let metadata = self.metadata.load(&catalog.warehouse.file_io, &row.metadata_location).await?;
-        Ok(LoadedTable { metadata_location: Some(row.metadata_location), metadata, config: catalog.warehouse.client_config.clone() })
+        Ok(LoadedTable {
+            metadata_location: Some(row.metadata_location),
+            metadata,
+            config: catalog.warehouse.client_config.clone(),
+        })
     }
 
     /// The current metadata location of a table; cheap (no file access), for conditional loads.
@@ -115,12 +126,20 @@ impl CatalogService {
 
     /// Picks the location of a new table or view: the requested one (which must not overlap
     /// another table) or `{warehouse}/{namespace}/{name}`, made unique if taken.
-    pub(crate) async fn choose_location(&self, catalog: &ResolvedCatalog, ident: &TableName, requested: Option<&str>) -> Result<String> {
+    pub(crate) async fn choose_location(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+        requested: Option<&str>,
+    ) -> Result<String> {
         if let Some(requested) = requested {
             let location = normalize_location(requested)?;
             let overlapping = self.store.tables_overlapping_location(catalog.record.id, &location).await?;
             if !overlapping.is_empty() {
-                return Err(CatalogError::BadRequest(format!("location {location} overlaps table(s) {}", overlapping.join(", "))));
+                return Err(CatalogError::BadRequest(format!(
+                    "location {location} overlaps table(s) {}",
+                    overlapping.join(", ")
+                )));
             }
             return Ok(location);
         }
@@ -132,14 +151,22 @@ impl CatalogService {
     }
 
     /// Table properties of a new table: the catalog's table defaults, then the request's.
-    pub(crate) fn new_table_properties(catalog: &ResolvedCatalog, requested: HashMap<String, String>) -> HashMap<String, String> {
+    pub(crate) fn new_table_properties(
+        catalog: &ResolvedCatalog,
+        requested: HashMap<String, String>,
+    ) -> HashMap<String, String> {
         let mut properties: HashMap<String, String> = persisted_table_defaults(&catalog.record).collect();
         properties.extend(requested);
         properties
     }
 
     /// Creates a table, or with `stage_create` returns the metadata a create transaction starts from.
-    pub async fn create_table(&self, catalog: &ResolvedCatalog, namespace: &[String], request: CreateTable) -> Result<LoadedTable> {
+    pub async fn create_table(
+        &self,
+        catalog: &ResolvedCatalog,
+        namespace: &[String],
+        request: CreateTable,
+    ) -> Result<LoadedTable> {
         let ident = TableName::new(namespace.to_vec(), request.name.clone());
         ident.validate()?;
         self.load_namespace(catalog, namespace).await?;
@@ -210,7 +237,8 @@ impl CatalogService {
         if purge {
             let exclusive = self.store.tables_overlapping_location(catalog.record.id, &row.location).await?.is_empty()
                 && catalog.warehouse.contains(&row.location);
-            crate::purge::purge_table(&catalog.warehouse.file_io, &row.metadata_location, &row.location, exclusive).await;
+            crate::purge::purge_table(&catalog.warehouse.file_io, &row.metadata_location, &row.location, exclusive)
+                .await;
         }
         Ok(())
     }
@@ -220,7 +248,13 @@ impl CatalogService {
         self.rename(catalog, from, to, TableKind::Table).await
     }
 
-    pub(crate) async fn rename(&self, catalog: &ResolvedCatalog, from: &TableName, to: &TableName, kind: TableKind) -> Result<()> {
+    pub(crate) async fn rename(
+        &self,
+        catalog: &ResolvedCatalog,
+        from: &TableName,
+        to: &TableName,
+        kind: TableKind,
+    ) -> Result<()> {
         from.validate()?;
         to.validate()?;
         let missing = |ident: &TableName| match kind {
@@ -240,7 +274,9 @@ impl CatalogService {
             .await;
         self.store.rename_table(row.id, catalog.record.id, &to.namespace, &to.name).await.map_err(|e| match e {
             MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("table or view {to}")),
-            MetaError::NotFound(what) if what.starts_with("namespace") => CatalogError::NoSuchNamespace(display_namespace(&to.namespace)),
+            MetaError::NotFound(what) if what.starts_with("namespace") => {
+                CatalogError::NoSuchNamespace(display_namespace(&to.namespace))
+            }
             MetaError::NotFound(_) => missing(from),
             other => other.into(),
         })
@@ -299,7 +335,11 @@ impl CatalogService {
     }
 
     /// Storage credentials for a table's files, as `(location prefix, properties)` pairs.
-    pub async fn table_credentials(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<Vec<(String, HashMap<String, String>)>> {
+    pub async fn table_credentials(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+    ) -> Result<Vec<(String, HashMap<String, String>)>> {
         let row = self.table_row(catalog, ident).await?;
         let config = &catalog.warehouse.client_config;
         if config.is_empty() {

@@ -280,67 +280,48 @@ impl MetaStore {
             .collect())
     }
 
-    /// Inserts a table or view. Fails with [`MetaError::NotFound`] if the namespace is gone and
-    /// [`MetaError::AlreadyExists`] if the name is taken by a table or view.
-    pub async fn insert_table(&self, new: &NewTable) -> Result<TableRecord> {
-        let ns = join_name(&new.namespace);
+    /// Applies a commit in one transaction: inserts new tables and swaps pointers, all or
+    /// nothing. [`MetaError::Conflict`] if a row moved past its expected version,
+    /// [`MetaError::AlreadyExists`] if a new table's name was taken meanwhile.
+    pub async fn apply_commit(&self, inserts: &[NewTable], swaps: &[PointerSwap]) -> Result<()> {
         let now = crate::now_ms();
-        let result = on_pool!(self, write, |pool| {
+        let outcome = on_pool!(self, write, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                let ns_id: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM namespaces WHERE catalog_id = $1 AND name = $2")
-                        .bind(new.catalog_id)
-                        .bind(&ns)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                let Some(ns_id) = ns_id else { return Ok(None) };
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO tables (catalog_id, namespace_id, name, kind, format, uuid, location, \
-                     metadata_location, version, snapshot_id, data_files, delete_files, total_size, total_records, \
-                     last_commit_ms, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING id",
-                )
-                .bind(new.catalog_id)
-                .bind(ns_id)
-                .bind(&new.name)
-                .bind(new.kind.as_str())
-                .bind(&new.format)
-                .bind(&new.uuid)
-                .bind(&new.location)
-                .bind(&new.metadata_location)
-                .bind(new.stats.snapshot_id)
-                .bind(new.stats.data_files)
-                .bind(new.stats.delete_files)
-                .bind(new.stats.total_size)
-                .bind(new.stats.total_records)
-                .bind(new.stats.last_commit_ms)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                tx.commit().await?;
-                Ok::<_, sqlx::Error>(Some(id))
-            }
-            .await
-        });
-        let id = match result {
-            Ok(Some(id)) => id,
-            Ok(None) => return Err(MetaError::NotFound(format!("namespace {}", new.namespace.join(".")))),
-            Err(e) if is_unique_violation(&e) => {
-                return Err(MetaError::AlreadyExists(display(&new.namespace, &new.name)));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.get_table_by_id(id).await?.ok_or_else(|| MetaError::NotFound(display(&new.namespace, &new.name)))
-    }
-
-    /// Applies all pointer swaps in one transaction, or none: if any row moved past its expected
-    /// version, nothing changes and [`MetaError::Conflict`] names the table id.
-    pub async fn swap_pointers(&self, swaps: &[PointerSwap]) -> Result<()> {
-        let now = crate::now_ms();
-        let lost = on_pool!(self, write, |pool| {
-            async {
-                let mut tx = pool.begin().await?;
+                for new in inserts {
+                    let ns_id: Option<i64> =
+                        sqlx::query_scalar("SELECT id FROM namespaces WHERE catalog_id = $1 AND name = $2")
+                            .bind(new.catalog_id)
+                            .bind(join_name(&new.namespace))
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let Some(ns_id) = ns_id else {
+                        return Ok(Err(MetaError::NotFound(format!("namespace {}", new.namespace.join(".")))));
+                    };
+                    sqlx::query(
+                        "INSERT INTO tables (catalog_id, namespace_id, name, kind, format, uuid, location, \
+                         metadata_location, version, snapshot_id, data_files, delete_files, total_size, total_records, \
+                         last_commit_ms, created_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, $12, $13, $14, $15, $15)",
+                    )
+                    .bind(new.catalog_id)
+                    .bind(ns_id)
+                    .bind(&new.name)
+                    .bind(new.kind.as_str())
+                    .bind(&new.format)
+                    .bind(&new.uuid)
+                    .bind(&new.location)
+                    .bind(&new.metadata_location)
+                    .bind(new.stats.snapshot_id)
+                    .bind(new.stats.data_files)
+                    .bind(new.stats.delete_files)
+                    .bind(new.stats.total_size)
+                    .bind(new.stats.total_records)
+                    .bind(new.stats.last_commit_ms)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for swap in swaps {
                     let updated = sqlx::query(
                         "UPDATE tables SET metadata_location = $1, previous_metadata_location = $2, location = $3, \
@@ -364,19 +345,36 @@ impl MetaStore {
                     .await?
                     .rows_affected();
                     if updated != 1 {
-                        tx.rollback().await?;
-                        return Ok(Some(swap.table_id));
+                        return Ok(Err(MetaError::Conflict(format!("table id {}", swap.table_id))));
                     }
                 }
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(None)
+                Ok::<_, sqlx::Error>(Ok(()))
             }
             .await
-        })?;
-        match lost {
-            None => Ok(()),
-            Some(id) => Err(MetaError::Conflict(format!("table id {id}"))),
+        });
+        match outcome {
+            Ok(result) => result,
+            Err(e) if is_unique_violation(&e) => {
+                let names: Vec<String> = inserts.iter().map(|n| display(&n.namespace, &n.name)).collect();
+                Err(MetaError::AlreadyExists(names.join(", ")))
+            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// Swaps pointers of existing tables in one transaction; see [`MetaStore::apply_commit`].
+    pub async fn swap_pointers(&self, swaps: &[PointerSwap]) -> Result<()> {
+        self.apply_commit(&[], swaps).await
+    }
+
+    /// Inserts a table or view. Fails with [`MetaError::NotFound`] if the namespace is gone and
+    /// [`MetaError::AlreadyExists`] if the name is taken by a table or view.
+    pub async fn insert_table(&self, new: &NewTable) -> Result<TableRecord> {
+        self.apply_commit(std::slice::from_ref(new), &[]).await?;
+        self.get_table(new.catalog_id, &new.namespace, &new.name)
+            .await?
+            .ok_or_else(|| MetaError::NotFound(display(&new.namespace, &new.name)))
     }
 
     /// Deletes a table or view row, if it is still at `expected_version`.

@@ -1,1 +1,165 @@
-//! loch-server
+//! Loch's HTTP server: the Iceberg REST catalog (`/api/iceberg/rest`), the management API
+//! (`/api/v1`), Prometheus metrics (`/metrics`) and the health check (`/health`).
+//!
+//! [`start`] connects the metadata store, creates the default catalog on first start, binds the
+//! listener and serves until [`RunningServer::shutdown`].
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod management;
+pub mod observability;
+pub mod rest;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::get;
+use loch_catalog::{CatalogService, ServiceOptions};
+use loch_meta::{MetaStore, StoreOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+
+use crate::auth::Auth;
+use crate::state::AppState;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The metadata store could not be opened.
+    #[error(transparent)]
+    Meta(#[from] loch_meta::MetaError),
+    /// The default catalog could not be created.
+    #[error("cannot create the default catalog: {0}")]
+    Catalog(#[from] loch_catalog::CatalogError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A server that is serving; stop it with [`RunningServer::shutdown`].
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<std::io::Result<()>>,
+    store: MetaStore,
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL of the server, e.g. `http://127.0.0.1:1630`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish, closes the database.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        let _ = self.stop.send(true);
+        let result = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.store.close().await;
+        result
+    }
+}
+
+/// Builds the router over `state`.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .nest("/api/iceberg/rest", rest::protected_routes())
+        .merge(management::routes())
+        .route("/metrics", get(observability::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    let public =
+        Router::new().nest("/api/iceberg/rest", rest::public_routes()).route("/health", get(observability::health));
+    protected
+        .merge(public)
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::wrong_method)
+        .layer(middleware::from_fn(observability::track_requests))
+        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::new())
+        .with_state(state)
+}
+
+/// Starts a server with `config`.
+pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+    let store_options = StoreOptions { max_connections: config.database.max_connections, ..StoreOptions::default() };
+    let store = MetaStore::connect(&config.database_url(), &store_options).await?;
+    let options = ServiceOptions { commit_retries: config.catalog.commit_retries, ..ServiceOptions::default() };
+    let catalogs = Arc::new(CatalogService::new(store.clone(), options));
+    if !config.catalog.default_name.is_empty() {
+        let warehouse = config
+            .default_warehouse()
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        catalogs.ensure_catalog(&config.catalog.default_name, &warehouse).await?;
+    }
+    let auth = Arc::new(Auth::new(&config.auth, store.clone()));
+    if !auth.enabled() && !config.bind.ip().is_loopback() {
+        tracing::warn!(
+            bind = %config.bind,
+            "listening on a non-loopback address without authentication: anyone who can reach it can change every table; configure auth.clients"
+        );
+    }
+    let state = AppState {
+        catalogs,
+        auth: auth.clone(),
+        metrics: observability::prometheus(),
+        default_catalog: config.catalog.default_name.clone().into(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+    let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+    let (stop, mut stopped) = watch::channel(false);
+
+    let mut purge_stop = stop.subscribe();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => auth.purge_expired().await,
+                _ = purge_stop.changed() => break,
+            }
+        }
+    });
+
+    let app = router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "Loch is serving");
+    Ok(RunningServer { addr, stop, task, store })
+}

@@ -1,0 +1,85 @@
+//! Management API types (`/api/v1/...`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// A catalog as the management API shows it (secret properties masked).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Catalog {
+    /// Unique name; also the Iceberg REST `warehouse`.
+    pub name: String,
+    /// Catalog type; `internal` is the only one so far.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Catalog properties: `warehouse`, storage settings (`s3.*`, `client.*`) and table
+    /// defaults (`table.*`).
+    pub properties: BTreeMap<String, String>,
+    /// Creation time, ms since epoch.
+    pub created_at: i64,
+    /// Last change, ms since epoch.
+    pub updated_at: i64,
+}
+
+/// Body of `POST /api/v1/catalogs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateCatalogRequest {
+    /// Unique name (letters, digits, `_`, `-`, `.`).
+    pub name: String,
+    /// Catalog type; defaults to `internal`.
+    #[serde(rename = "type", default = "internal")]
+    pub kind: String,
+    /// Catalog properties; `warehouse` (`file:///...` or `s3://bucket/prefix`) is required.
+    pub properties: BTreeMap<String, String>,
+}
+
+fn internal() -> String {
+    "internal".to_string()
+}
+
+/// Body of `PUT /api/v1/catalogs/{name}`: the complete new property set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateCatalogRequest {
+    /// New properties; secret values sent back masked (`******`) are kept.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A table of a catalog with statistics of its current snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatalogTable {
+    /// Namespace levels.
+    pub namespace: Vec<String>,
+    /// Table name.
+    pub name: String,
+    /// Table format, e.g. `iceberg`.
+    pub format: String,
+    /// Live data and delete files.
+    pub file_count: i64,
+    /// Live data files.
+    pub data_files: i64,
+    /// Live delete files.
+    pub delete_files: i64,
+    /// Bytes in live files.
+    pub total_size: i64,
+    /// Rows in live data files.
+    pub total_records: i64,
+    /// Time of the current snapshot, ms since epoch; absent for empty tables.
+    pub last_commit_time: Option<i64>,
+    /// Current metadata file.
+    pub metadata_location: String,
+}
+
+/// Health of the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Health {
+    /// `ok` when the metadata store answers.
+    pub status: String,
+    /// Server version.
+    pub version: String,
+}

@@ -1,0 +1,373 @@
+//! The commit path, the only way table metadata changes inside Loch: check every requirement
+//! against the current metadata, apply every update, write the next metadata file, then swap
+//! the pointer by compare-and-swap. Several tables commit together or not at all.
+//!
+//! A commit that loses the pointer race is re-applied to the new base (requirements included)
+//! a few times before the client gets a 409: requirements are exactly what the client asserted,
+//! so if they still hold, applying its updates to the newer metadata is what it asked for.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::future::join_all;
+use iceberg::spec::{PartitionSpec, SortOrder, TableMetadata, TableMetadataBuilder};
+use iceberg::{TableRequirement, TableUpdate};
+use loch_meta::{MetaError, NewTable, PointerSwap, TableKind, TableRecord};
+
+use crate::error::{CatalogError, Result};
+use crate::metadata::{CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, write_metadata};
+use crate::service::{CatalogService, ResolvedCatalog, table_key};
+use crate::storage::normalize_location;
+use crate::tables::{FORMAT_ICEBERG, TableName, take_format_version};
+
+/// Table property: delete metadata files that fall out of the metadata log.
+const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+
+/// Requested changes to one table.
+#[derive(Debug, Clone)]
+pub struct TableChange {
+    /// The table.
+    pub ident: TableName,
+    /// Assertions about its current metadata.
+    pub requirements: Vec<TableRequirement>,
+    /// Changes to apply if they hold.
+    pub updates: Vec<TableUpdate>,
+}
+
+/// The outcome of a successful commit for one table.
+#[derive(Debug, Clone)]
+pub struct CommittedTable {
+    /// The table.
+    pub ident: TableName,
+    /// Its metadata file after the commit.
+    pub metadata_location: String,
+    /// Its metadata after the commit.
+    pub metadata: Arc<CachedMetadata>,
+}
+
+/// What a commit does to one table, decided against the current metadata.
+enum Plan {
+    /// All updates were no-ops.
+    Unchanged { row: TableRecord, current: Arc<CachedMetadata> },
+    /// A new metadata file replaces the current one.
+    Update { row: TableRecord, metadata: TableMetadata, expired: Vec<String> },
+    /// A create transaction: the table does not exist yet.
+    Create { metadata: TableMetadata },
+}
+
+/// Why an attempt did not commit.
+enum Failure {
+    /// Lost the pointer race; worth re-applying to the new base.
+    Conflict(String),
+    /// Anything else.
+    Error(CatalogError),
+}
+
+impl From<CatalogError> for Failure {
+    fn from(e: CatalogError) -> Self {
+        Failure::Error(e)
+    }
+}
+
+impl CatalogService {
+    /// Commits changes to one table.
+    pub async fn commit_table(&self, catalog: &ResolvedCatalog, change: TableChange) -> Result<CommittedTable> {
+        let mut committed = self.commit_tables(catalog, vec![change]).await?;
+        committed.pop().ok_or_else(|| CatalogError::Internal("commit returned no table".into()))
+    }
+
+    /// Commits changes to several tables atomically: all of them or none.
+    pub async fn commit_tables(
+        &self,
+        catalog: &ResolvedCatalog,
+        changes: Vec<TableChange>,
+    ) -> Result<Vec<CommittedTable>> {
+        if changes.is_empty() {
+            return Err(CatalogError::BadRequest("a commit needs at least one table change".into()));
+        }
+        let mut seen = HashSet::new();
+        for change in &changes {
+            change.ident.validate()?;
+            if !seen.insert(&change.ident) {
+                return Err(CatalogError::BadRequest(format!("table {} appears twice in one commit", change.ident)));
+            }
+        }
+        let _locks = self
+            .lock_tables(changes.iter().map(|c| table_key(catalog.record.id, &c.ident.namespace, &c.ident.name)))
+            .await;
+        let timer = std::time::Instant::now();
+        let mut attempt = 0;
+        let outcome = loop {
+            match self.try_commit(catalog, &changes, attempt).await {
+                Ok(done) => break Ok(done),
+                Err(Failure::Conflict(what)) if attempt < self.options.commit_retries => {
+                    tracing::debug!(attempt, %what, "commit lost the pointer race; re-applying to the new base");
+                    metrics::counter!("loch_catalog_commit_retries_total").increment(1);
+                    attempt += 1;
+                }
+                Err(Failure::Conflict(what)) => {
+                    break Err(CatalogError::CommitFailed(format!(
+                        "concurrent commits to {what} won {} times in a row; retry",
+                        attempt + 1
+                    )));
+                }
+                Err(Failure::Error(e)) => break Err(e),
+            }
+        };
+        let result = match &outcome {
+            Ok(_) => "success",
+            Err(CatalogError::CommitFailed(_)) => "conflict",
+            Err(e) if e.status() < 500 => "rejected",
+            Err(_) => "error",
+        };
+        metrics::counter!("loch_catalog_commits_total", "result" => result).increment(1);
+        metrics::histogram!("loch_catalog_commit_duration_seconds").record(timer.elapsed().as_secs_f64());
+        outcome
+    }
+
+    async fn try_commit(
+        &self,
+        catalog: &ResolvedCatalog,
+        changes: &[TableChange],
+        attempt: u32,
+    ) -> Result<Vec<CommittedTable>, Failure> {
+        let mut plans = Vec::with_capacity(changes.len());
+        for change in changes {
+            plans.push(self.plan(catalog, change, attempt).await?);
+        }
+
+        // Write every new metadata file before touching any pointer.
+        let io = &catalog.warehouse.file_io;
+        let writes = plans.iter().map(|plan| async move {
+            match plan {
+                Plan::Unchanged { .. } => Ok(None),
+                Plan::Update { row, metadata, .. } => {
+                    let location = next_metadata_location(metadata, Some(&row.metadata_location));
+                    write_metadata(io, &location, metadata.clone()).await.map(|m| Some((location, m)))
+                }
+                Plan::Create { metadata } => {
+                    let location = next_metadata_location(metadata, None);
+                    write_metadata(io, &location, metadata.clone()).await.map(|m| Some((location, m)))
+                }
+            }
+        });
+        let written: Vec<Result<Option<(String, Arc<CachedMetadata>)>>> = join_all(writes).await;
+        let new_files: Vec<String> = written.iter().flatten().flatten().map(|(l, _)| l.clone()).collect();
+        let mut files = Vec::with_capacity(written.len());
+        for w in written {
+            match w {
+                Ok(file) => files.push(file),
+                Err(e) => {
+                    delete_uncommitted(io, &new_files).await;
+                    return Err(e.into());
+                }
+            }
+        }
+
+        let mut inserts = Vec::new();
+        let mut swaps = Vec::new();
+        for ((plan, change), file) in plans.iter().zip(changes).zip(&files) {
+            match (plan, file) {
+                (Plan::Update { row, .. }, Some((location, metadata))) => swaps.push(PointerSwap {
+                    table_id: row.id,
+                    expected_version: row.version,
+                    previous_metadata_location: row.metadata_location.clone(),
+                    metadata_location: location.clone(),
+                    location: normalize_location(metadata.metadata.location())?,
+                    stats: stats_of(&metadata.metadata),
+                }),
+                (Plan::Create { .. }, Some((location, metadata))) => inserts.push(NewTable {
+                    catalog_id: catalog.record.id,
+                    namespace: change.ident.namespace.clone(),
+                    name: change.ident.name.clone(),
+                    kind: TableKind::Table,
+                    format: FORMAT_ICEBERG.into(),
+                    uuid: metadata.metadata.uuid().to_string(),
+                    location: normalize_location(metadata.metadata.location())?,
+                    metadata_location: location.clone(),
+                    stats: stats_of(&metadata.metadata),
+                }),
+                _ => {}
+            }
+        }
+        if !inserts.is_empty() || !swaps.is_empty() {
+            if let Err(e) = self.store.apply_commit(&inserts, &swaps).await {
+                if e.is_unknown_outcome() {
+                    // The database may have applied it: the files must stay.
+                    return Err(Failure::Error(CatalogError::CommitStateUnknown(e.to_string())));
+                }
+                delete_uncommitted(io, &new_files).await;
+                return Err(match e {
+                    MetaError::Conflict(what) => Failure::Conflict(what),
+                    MetaError::AlreadyExists(what) => Failure::Conflict(what),
+                    MetaError::NotFound(what) => Failure::Error(CatalogError::NoSuchNamespace(what)),
+                    other => Failure::Error(other.into()),
+                });
+            }
+        }
+
+        let mut committed = Vec::with_capacity(plans.len());
+        for ((plan, change), file) in plans.into_iter().zip(changes).zip(files) {
+            let (metadata_location, metadata) = match (plan, file) {
+                (Plan::Unchanged { row, current }, _) => (row.metadata_location, current),
+                (Plan::Update { expired, .. }, Some((location, metadata))) => {
+                    self.metadata.insert(&location, metadata.clone()).await;
+                    if metadata.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true") {
+                        delete_uncommitted(io, &expired).await;
+                    }
+                    (location, metadata)
+                }
+                (Plan::Create { .. }, Some((location, metadata))) => {
+                    self.metadata.insert(&location, metadata.clone()).await;
+                    (location, metadata)
+                }
+                _ => return Err(Failure::Error(CatalogError::Internal("commit plan without metadata file".into()))),
+            };
+            tracing::debug!(table = %change.ident, %metadata_location, "committed");
+            committed.push(CommittedTable { ident: change.ident.clone(), metadata_location, metadata });
+        }
+        Ok(committed)
+    }
+
+    /// Decides what `change` does to the table as it is now.
+    async fn plan(&self, catalog: &ResolvedCatalog, change: &TableChange, attempt: u32) -> Result<Plan, Failure> {
+        let creates = change.requirements.iter().any(|r| matches!(r, TableRequirement::NotExist));
+        let row = self
+            .store
+            .get_table(catalog.record.id, &change.ident.namespace, &change.ident.name)
+            .await
+            .map_err(CatalogError::from)?;
+        let row = match row {
+            Some(row) if row.kind == TableKind::View => {
+                return Err(Failure::Error(if creates {
+                    CatalogError::AlreadyExists(format!("view {}", change.ident))
+                } else {
+                    CatalogError::NoSuchTable(change.ident.to_string())
+                }));
+            }
+            Some(row) => row,
+            None if creates => {
+                if let Some(r) = change.requirements.iter().find(|r| !matches!(r, TableRequirement::NotExist)) {
+                    return Err(Failure::Error(CatalogError::CommitFailed(format!(
+                        "requirement {r:?} cannot hold for table {} that does not exist yet",
+                        change.ident
+                    ))));
+                }
+                let metadata = self.created_metadata(catalog, &change.ident, &change.updates).await?;
+                return Ok(Plan::Create { metadata });
+            }
+            None => return Err(Failure::Error(CatalogError::NoSuchTable(change.ident.to_string()))),
+        };
+
+        let current = self.metadata.load(&catalog.warehouse.file_io, &row.metadata_location).await?;
+        for requirement in &change.requirements {
+            requirement.check(Some(&current.metadata)).map_err(|e| {
+                Failure::Error(CatalogError::CommitFailed(format!("table {}: {}", change.ident, e.message())))
+            })?;
+        }
+        let invalid = |e: iceberg::Error| {
+            let message = format!("cannot apply updates to table {}: {}", change.ident, e.message());
+            // Updates that applied to the client's base but not to a newer one are a conflict.
+            Failure::Error(if attempt == 0 {
+                CatalogError::BadRequest(message)
+            } else {
+                CatalogError::CommitFailed(message)
+            })
+        };
+        let mut builder =
+            TableMetadataBuilder::new_from_metadata((*current.metadata).clone(), Some(row.metadata_location.clone()));
+        for update in &change.updates {
+            if let TableUpdate::AssignUuid { uuid } = update
+                && *uuid != current.metadata.uuid()
+            {
+                return Err(Failure::Error(CatalogError::BadRequest(format!(
+                    "cannot change the UUID of existing table {}",
+                    change.ident
+                ))));
+            }
+            builder = update.clone().apply(builder).map_err(invalid)?;
+        }
+        let built = builder.build().map_err(invalid)?;
+        if built.changes.is_empty() {
+            return Ok(Plan::Unchanged { row, current });
+        }
+        let new_location = normalize_location(built.metadata.location())?;
+        if new_location != row.location {
+            let overlapping: Vec<String> = self
+                .store
+                .tables_overlapping_location(catalog.record.id, &new_location)
+                .await
+                .map_err(CatalogError::from)?
+                .into_iter()
+                .filter(|name| *name != change.ident.to_string())
+                .collect();
+            if !overlapping.is_empty() {
+                return Err(Failure::Error(CatalogError::BadRequest(format!(
+                    "location {new_location} overlaps table(s) {}",
+                    overlapping.join(", ")
+                ))));
+            }
+        }
+        let expired = built.expired_metadata_logs.into_iter().map(|l| l.metadata_file).collect();
+        Ok(Plan::Update { row, metadata: built.metadata, expired })
+    }
+
+    /// Metadata of a table created by a create transaction: built from the transaction's first
+    /// schema, spec, sort order, location, format version and properties, then every update
+    /// applied in order (re-adding the same schema or spec reuses it, so ids stay the client's).
+    async fn created_metadata(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+        updates: &[TableUpdate],
+    ) -> Result<TableMetadata> {
+        self.load_namespace(catalog, &ident.namespace).await?;
+        let mut schema = None;
+        let mut spec = None;
+        let mut sort_order = None;
+        let mut location = None;
+        let mut format_version = None;
+        let mut properties = HashMap::new();
+        for update in updates {
+            match update {
+                TableUpdate::AddSchema { schema: s } if schema.is_none() => schema = Some(s.clone()),
+                TableUpdate::AddSpec { spec: s } if spec.is_none() => spec = Some(s.clone()),
+                TableUpdate::AddSortOrder { sort_order: s } if sort_order.is_none() => sort_order = Some(s.clone()),
+                TableUpdate::SetLocation { location: l } if location.is_none() => location = Some(l.clone()),
+                TableUpdate::UpgradeFormatVersion { format_version: v } if format_version.is_none() => {
+                    format_version = Some(*v)
+                }
+                TableUpdate::SetProperties { updates } => properties.extend(updates.clone()),
+                _ => {}
+            }
+        }
+        let schema = schema.ok_or_else(|| {
+            CatalogError::BadRequest(format!("create transaction for {ident} has no add-schema update"))
+        })?;
+        let location = self.choose_location(catalog, ident, location.as_deref()).await?;
+        let mut properties = Self::new_table_properties(catalog, properties);
+        let requested_version = take_format_version(&mut properties)?;
+        let format_version = format_version.unwrap_or(requested_version);
+        let invalid = |e: iceberg::Error| {
+            CatalogError::BadRequest(format!("invalid create transaction for {ident}: {}", e.message()))
+        };
+        let mut builder = TableMetadataBuilder::new(
+            schema,
+            spec.unwrap_or_else(|| PartitionSpec::unpartition_spec().into_unbound()),
+            sort_order.unwrap_or_else(SortOrder::unsorted_order),
+            location.clone(),
+            format_version,
+            properties,
+        )
+        .map_err(invalid)?;
+        for update in updates {
+            let update = match update {
+                // The catalog decided the location (the requested one was checked above).
+                TableUpdate::SetLocation { .. } => TableUpdate::SetLocation { location: location.clone() },
+                other => other.clone(),
+            };
+            builder = update.apply(builder).map_err(invalid)?;
+        }
+        Ok(builder.build().map_err(invalid)?.metadata)
+    }
+}

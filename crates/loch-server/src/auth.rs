@@ -1,0 +1,231 @@
+//! Bearer-token authentication and the OAuth2 token endpoint (`client_credentials` and token
+//! exchange for refresh), as Iceberg REST clients use it.
+//!
+//! Off while no clients are configured. Tokens are random, stored by SHA-256 in the metadata
+//! store (so every replica accepts them and restarts keep them), and cached for a short while.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use loch_meta::{MetaStore, TokenRecord, now_ms};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::AuthConfig;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How long a verified token is trusted without asking the database again.
+const VERIFY_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// Authentication state of the server.
+#[derive(Debug)]
+pub struct Auth {
+    /// client id → SHA-256 of its secret.
+    clients: HashMap<String, [u8; 32]>,
+    token_ttl: Duration,
+    store: MetaStore,
+    verified: moka::sync::Cache<String, (String, i64)>,
+}
+
+/// The client a request was authenticated as (absent when auth is off).
+#[derive(Debug, Clone)]
+pub struct Principal(pub String);
+
+/// A successful token response.
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    issued_token_type: &'static str,
+}
+
+/// An OAuth2 error response (RFC 6749 §5.2).
+#[derive(Debug, Serialize)]
+pub struct OAuthError {
+    #[serde(skip)]
+    status: StatusCode,
+    error: &'static str,
+    error_description: String,
+}
+
+impl OAuthError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self { status, error, error_description: description.into() }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(&self)).into_response()
+    }
+}
+
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(sha256(token.as_bytes()))
+}
+
+impl Auth {
+    /// Authentication for the configured clients.
+    pub fn new(config: &AuthConfig, store: MetaStore) -> Self {
+        Self {
+            clients: config.clients.iter().map(|c| (c.id.clone(), sha256(c.secret.as_bytes()))).collect(),
+            token_ttl: config.token_ttl,
+            store,
+            verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(VERIFY_CACHE_TTL).build(),
+        }
+    }
+
+    /// True when requests need a token.
+    pub fn enabled(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    async fn issue(&self, client_id: &str) -> Result<TokenResponse, OAuthError> {
+        let mut bytes = [0u8; 32];
+        rand::fill(&mut bytes);
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if self.enabled() {
+            let issued_at = now_ms();
+            let expires_at = issued_at + i64::try_from(self.token_ttl.as_millis()).unwrap_or(i64::MAX / 2);
+            let record =
+                TokenRecord { token_hash: token_hash(&token), client_id: client_id.to_string(), issued_at, expires_at };
+            self.store.insert_token(&record).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot store token");
+                OAuthError::new(StatusCode::INTERNAL_SERVER_ERROR, "invalid_request", "cannot issue a token now")
+            })?;
+        }
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "bearer",
+            expires_in: self.token_ttl.as_secs(),
+            issued_token_type: ACCESS_TOKEN_TYPE,
+        })
+    }
+
+    /// The client a bearer token belongs to, if the token is valid.
+    pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
+        let hash = token_hash(token);
+        let now = now_ms();
+        if let Some((client, expires_at)) = self.verified.get(&hash)
+            && expires_at > now
+        {
+            return Ok(client);
+        }
+        let record = self.store.find_token(&hash, now).await.map_err(ApiError::internal)?;
+        match record {
+            // A client removed from the configuration loses its tokens.
+            Some(r) if self.clients.contains_key(&r.client_id) => {
+                self.verified.insert(hash, (r.client_id.clone(), r.expires_at));
+                Ok(r.client_id)
+            }
+            _ => Err(ApiError::unauthorized("invalid or expired token")),
+        }
+    }
+
+    /// Handles a token request body (form-encoded) with optional Basic credentials.
+    pub async fn token(&self, headers: &HeaderMap, body: &[u8]) -> Result<TokenResponse, OAuthError> {
+        let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+        let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+        match grant {
+            "client_credentials" => {
+                let (id, secret) = match basic_credentials(headers) {
+                    Some(pair) => pair,
+                    None => match (form.get("client_id"), form.get("client_secret")) {
+                        (Some(id), Some(secret)) => (id.clone(), secret.clone()),
+                        _ => {
+                            return Err(OAuthError::new(
+                                StatusCode::BAD_REQUEST,
+                                "invalid_request",
+                                "client_id and client_secret are required",
+                            ));
+                        }
+                    },
+                };
+                if self.enabled() && self.clients.get(&id) != Some(&sha256(secret.as_bytes())) {
+                    return Err(OAuthError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        "unknown client or wrong secret",
+                    ));
+                }
+                self.issue(&id).await
+            }
+            "urn:ietf:params:oauth:grant-type:token-exchange" => {
+                let subject = form.get("subject_token").ok_or_else(|| {
+                    OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", "subject_token is required")
+                })?;
+                if !self.enabled() {
+                    return self.issue("anonymous").await;
+                }
+                let client = self.verify(subject).await.map_err(|_| {
+                    OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_grant", "subject token is invalid or expired")
+                })?;
+                self.issue(&client).await
+            }
+            "" => Err(OAuthError::new(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required")),
+            other => Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!("unsupported grant_type {other}"),
+            )),
+        }
+    }
+
+    /// Deletes expired tokens; run periodically.
+    pub async fn purge_expired(&self) {
+        match self.store.purge_expired_tokens(now_ms()).await {
+            Ok(n) if n > 0 => tracing::debug!(deleted = n, "purged expired tokens"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot purge expired tokens"),
+        }
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let decode = |s: &str| url::form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    Some((decode(id)?, decode(secret)?))
+}
+
+/// Middleware: rejects requests without a valid bearer token while auth is enabled.
+pub async fn require_token(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    if !state.auth.enabled() {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(token) = token else {
+        return ApiError::unauthorized(
+            "a bearer token is required; get one from POST /api/iceberg/rest/v1/oauth/tokens",
+        )
+        .into_response();
+    };
+    match state.auth.verify(token).await {
+        Ok(client) => {
+            request.extensions_mut().insert(Principal(client));
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,330 @@
+//! Server configuration: a YAML file, overlaid by `LOCH_*` environment variables, overlaid by
+//! command-line flags.
+//!
+//! Keys are dotted paths (`database.url`). An environment variable names a key the way Amoro's
+//! `AMS_*` variables do: drop the `LOCH_` prefix, `__` becomes `-`, `_` becomes `.`, lower case
+//! (`LOCH_DATABASE_URL` → `database.url`, `LOCH_AUTH_TOKEN__TTL` → `auth.token-ttl`). Variables
+//! that name no key are ignored; unknown keys in the file are errors.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_norway::{Mapping, Value};
+
+/// Default port, as Amoro's AMS.
+pub const DEFAULT_PORT: u16 = 1630;
+
+/// Everything `loch serve` can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the embedded database and the default warehouse.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Metadata store.
+    pub database: DatabaseConfig,
+    /// Authentication of API clients.
+    pub auth: AuthConfig,
+    /// Catalog service.
+    pub catalog: CatalogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./loch-data"),
+            bind: SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+            database: DatabaseConfig::default(),
+            auth: AuthConfig::default(),
+            catalog: CatalogConfig::default(),
+        }
+    }
+}
+
+/// Metadata store settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite:PATH` or `postgres://...`; empty means `sqlite:{data-dir}/loch.db`.
+    pub url: String,
+    /// Most open connections.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: String::new(), max_connections: 16 }
+    }
+}
+
+/// Authentication settings. Off (every request allowed) while no clients are configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// OAuth2 clients allowed to get tokens: a list of `{id, secret}` or `"id:secret,id:secret"`.
+    #[serde(deserialize_with = "deserialize_clients")]
+    pub clients: Vec<ClientCredential>,
+    /// Lifetime of issued tokens.
+    #[serde(with = "duration")]
+    pub token_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { clients: Vec::new(), token_ttl: Duration::from_secs(3600) }
+    }
+}
+
+/// One OAuth2 client.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCredential {
+    /// Client id.
+    pub id: String,
+    /// Client secret.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for ClientCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCredential").field("id", &self.id).field("secret", &"***").finish()
+    }
+}
+
+/// Catalog service settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// Name of the internal catalog created at first start (empty: create none).
+    pub default_name: String,
+    /// Its warehouse; empty means `{data-dir}/warehouse`.
+    pub default_warehouse: String,
+    /// How often a commit that lost a race is re-applied on the server before a 409.
+    pub commit_retries: u32,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self { default_name: "local".into(), default_warehouse: String::new(), commit_retries: 4 }
+    }
+}
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file or a variable is not valid.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads the file (if any), then overlays `LOCH_*` variables from `env`.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut tree = match file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                let value: Value = serde_norway::from_str(&text)
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+                match value {
+                    Value::Null => Value::Mapping(Mapping::new()),
+                    v @ Value::Mapping(_) => v,
+                    _ => {
+                        return Err(ConfigError::Invalid(format!("{}: expected a mapping at the top", path.display())));
+                    }
+                }
+            }
+            None => Value::Mapping(Mapping::new()),
+        };
+        let known = known_keys();
+        for (name, value) in env {
+            let Some(key) = env_key(&name) else { continue };
+            let Some((_, default)) = known.iter().find(|(k, _)| *k == key) else { continue };
+            // Keys whose default is a number or boolean parse the text; others take it verbatim.
+            let parsed = match default {
+                Value::Number(_) | Value::Bool(_) => {
+                    serde_norway::from_str::<Value>(&value).unwrap_or(Value::String(value))
+                }
+                _ => Value::String(value),
+            };
+            set_path(&mut tree, &key, parsed);
+        }
+        serde_norway::from_value(tree).map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
+    /// The database URL, defaulting to the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite:{}", self.data_dir.join("loch.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The default catalog's warehouse, defaulting to `{data-dir}/warehouse`.
+    pub fn default_warehouse(&self) -> std::io::Result<String> {
+        if !self.catalog.default_warehouse.is_empty() {
+            return Ok(self.catalog.default_warehouse.clone());
+        }
+        let dir = std::path::absolute(self.data_dir.join("warehouse"))?;
+        Ok(format!("file://{}", dir.display()))
+    }
+}
+
+/// The config key an environment variable names, if it starts with `LOCH_`.
+fn env_key(name: &str) -> Option<String> {
+    let rest = name.strip_prefix("LOCH_")?;
+    Some(rest.to_ascii_lowercase().replace("__", "\u{0}").replace('_', ".").replace('\u{0}', "-"))
+}
+
+/// Every dotted key of [`Config`] with its default value.
+fn known_keys() -> Vec<(String, Value)> {
+    fn walk(prefix: &str, value: Value, out: &mut Vec<(String, Value)>) {
+        match value {
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    if let Some(k) = k.as_str() {
+                        let key = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
+                        walk(&key, v, out);
+                    }
+                }
+            }
+            other => out.push((prefix.to_string(), other)),
+        }
+    }
+    let mut keys = Vec::new();
+    if let Ok(value) = serde_norway::to_value(Config::default()) {
+        walk("", value, &mut keys);
+    }
+    keys
+}
+
+fn set_path(tree: &mut Value, key: &str, value: Value) {
+    let mut node = tree;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !matches!(node, Value::Mapping(_)) {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let Value::Mapping(map) = node else { return };
+        let k = Value::String((*part).to_string());
+        if i == parts.len() - 1 {
+            map.insert(k, value);
+            return;
+        }
+        node = map.entry(k).or_insert_with(|| Value::Mapping(Mapping::new()));
+    }
+}
+
+fn deserialize_clients<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ClientCredential>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Clients {
+        List(Vec<ClientCredential>),
+        Text(String),
+    }
+    match Clients::deserialize(d)? {
+        Clients::List(list) => Ok(list),
+        Clients::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|pair| match pair.split_once(':') {
+                Some((id, secret)) if !id.is_empty() && !secret.is_empty() => {
+                    Ok(ClientCredential { id: id.to_string(), secret: secret.to_string() })
+                }
+                _ => Err(serde::de::Error::custom("auth.clients entries must look like id:secret")),
+            })
+            .collect(),
+    }
+}
+
+/// Durations as humantime strings (`30s`, `1h`, `7d`).
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.bind.port(), 1630);
+        assert!(config.database_url().starts_with("sqlite:"));
+        assert!(config.database_url().ends_with("loch.db"));
+    }
+
+    #[test]
+    fn env_overrides_file_and_unknown_variables_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("loch.yaml");
+        std::fs::write(&file, "database:\n  url: postgres://file\n  max-connections: 4\nauth:\n  token-ttl: 10m\n")
+            .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("LOCH_DATABASE_URL", "postgres://env/db"),
+                ("LOCH_AUTH_CLIENTS", "spark:s1, flink:s2"),
+                ("LOCH_CATALOG_COMMIT__RETRIES", "9"),
+                ("LOCH_TEST_POSTGRES_URL", "ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.database.url, "postgres://env/db");
+        assert_eq!(config.database.max_connections, 4);
+        assert_eq!(config.auth.token_ttl, Duration::from_secs(600));
+        assert_eq!(config.catalog.commit_retries, 9);
+        assert_eq!(config.auth.clients.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["spark", "flink"]);
+    }
+
+    #[test]
+    fn bad_files_fail_with_a_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("loch.yaml");
+        std::fs::write(&file, "databse:\n  url: x\n").unwrap();
+        let err = Config::load(Some(&file), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("databse"), "{err}");
+        std::fs::write(&file, "auth:\n  clients: nocolon\n").unwrap();
+        assert!(Config::load(Some(&file), env(&[])).is_err());
+        assert!(Config::load(Some(&dir.path().join("missing.yaml")), env(&[])).is_err());
+    }
+
+    #[test]
+    fn env_names_map_to_keys() {
+        assert_eq!(env_key("LOCH_DATABASE_URL").as_deref(), Some("database.url"));
+        assert_eq!(env_key("LOCH_AUTH_TOKEN__TTL").as_deref(), Some("auth.token-ttl"));
+        assert_eq!(env_key("LOCH_DATA__DIR").as_deref(), Some("data-dir"));
+        assert_eq!(env_key("OTHER"), None);
+    }
+}

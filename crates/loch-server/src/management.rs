@@ -1,0 +1,130 @@
+//! The management API under `/api/v1`: catalogs and their tables. Its OpenAPI document is
+//! generated from these handlers and served at `/api/v1/openapi.json`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use loch_api::ErrorResponse;
+use loch_api::management::{Catalog, CatalogTable, CreateCatalogRequest, Health, UpdateCatalogRequest};
+use loch_catalog::mask_secrets;
+use loch_meta::{CatalogRecord, TableRecord};
+use utoipa::OpenApi;
+
+use crate::error::{ApiError, ApiPath, JsonBody};
+use crate::state::AppState;
+
+/// The management API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Loch management API", description = "Manage Loch's catalogs; the Iceberg REST catalog is under /api/iceberg/rest."),
+    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, crate::observability::health),
+    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Health, ErrorResponse)),
+    tags((name = "catalogs", description = "Internal catalogs and their tables"))
+)]
+pub struct ManagementApi;
+
+/// Routes of the management API (all need a token while authentication is on).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/catalogs", get(list_catalogs).post(create_catalog))
+        .route("/api/v1/catalogs/{name}", get(get_catalog).put(update_catalog).delete(delete_catalog))
+        .route("/api/v1/catalogs/{name}/tables", get(list_catalog_tables))
+        .route("/api/v1/openapi.json", get(openapi))
+}
+
+fn catalog_dto(record: CatalogRecord) -> Catalog {
+    Catalog {
+        properties: mask_secrets(&record.properties),
+        name: record.name,
+        kind: record.kind,
+        created_at: record.created_at,
+        updated_at: record.updated_at,
+    }
+}
+
+fn table_dto(record: TableRecord) -> CatalogTable {
+    CatalogTable {
+        namespace: record.namespace,
+        name: record.name,
+        format: record.format,
+        file_count: record.stats.data_files + record.stats.delete_files,
+        data_files: record.stats.data_files,
+        delete_files: record.stats.delete_files,
+        total_size: record.stats.total_size,
+        total_records: record.stats.total_records,
+        last_commit_time: record.stats.last_commit_ms,
+        metadata_location: record.metadata_location,
+    }
+}
+
+/// List catalogs.
+#[utoipa::path(get, path = "/api/v1/catalogs", tag = "catalogs", responses((status = 200, body = [Catalog])))]
+pub async fn list_catalogs(State(state): State<AppState>) -> Result<Json<Vec<Catalog>>, ApiError> {
+    Ok(Json(state.catalogs.list_catalogs().await?.into_iter().map(catalog_dto).collect()))
+}
+
+/// Create an internal catalog; its warehouse must be writable.
+#[utoipa::path(post, path = "/api/v1/catalogs", tag = "catalogs", request_body = CreateCatalogRequest,
+    responses((status = 201, body = Catalog), (status = 400, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn create_catalog(
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<CreateCatalogRequest>,
+) -> Result<(StatusCode, Json<Catalog>), ApiError> {
+    let record = state.catalogs.create_catalog(&request.name, &request.kind, request.properties).await?;
+    tracing::info!(catalog = %record.name, "created catalog");
+    Ok((StatusCode::CREATED, Json(catalog_dto(record))))
+}
+
+/// Get a catalog (secret properties masked).
+#[utoipa::path(get, path = "/api/v1/catalogs/{name}", tag = "catalogs", params(("name" = String, Path, description = "Catalog name")),
+    responses((status = 200, body = Catalog), (status = 404, body = ErrorResponse)))]
+pub async fn get_catalog(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Catalog>, ApiError> {
+    Ok(Json(catalog_dto(state.catalogs.get_catalog(&name).await?)))
+}
+
+/// Replace a catalog's properties.
+#[utoipa::path(put, path = "/api/v1/catalogs/{name}", tag = "catalogs", request_body = UpdateCatalogRequest,
+    params(("name" = String, Path, description = "Catalog name")),
+    responses((status = 200, body = Catalog), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+pub async fn update_catalog(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    JsonBody(request): JsonBody<UpdateCatalogRequest>,
+) -> Result<Json<Catalog>, ApiError> {
+    let record = state.catalogs.update_catalog(&name, request.properties).await?;
+    tracing::info!(catalog = %name, "updated catalog");
+    Ok(Json(catalog_dto(record)))
+}
+
+/// Delete a catalog; refused while it holds tables or views.
+#[utoipa::path(delete, path = "/api/v1/catalogs/{name}", tag = "catalogs", params(("name" = String, Path, description = "Catalog name")),
+    responses((status = 204), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn delete_catalog(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state.catalogs.delete_catalog(&name).await?;
+    tracing::info!(catalog = %name, "deleted catalog");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List a catalog's tables with file count, size and last commit time.
+#[utoipa::path(get, path = "/api/v1/catalogs/{name}/tables", tag = "catalogs", params(("name" = String, Path, description = "Catalog name")),
+    responses((status = 200, body = [CatalogTable]), (status = 404, body = ErrorResponse)))]
+pub async fn list_catalog_tables(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Vec<CatalogTable>>, ApiError> {
+    Ok(Json(state.catalogs.catalog_tables(&name).await?.into_iter().map(table_dto).collect()))
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> Result<Response, ApiError> {
+    let json = ManagementApi::openapi().to_pretty_json().map_err(ApiError::internal)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], json).into_response())
+}
