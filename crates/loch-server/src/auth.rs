@@ -204,18 +204,21 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((decode(id)?, decode(secret)?))
 }
 
+/// The bearer token of a request, if it has one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
 /// Middleware: rejects requests without a valid bearer token while auth is enabled.
 pub async fn require_token(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     if !state.auth.enabled() {
         return next.run(request).await;
     }
-    let token = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let Some(token) = token else {
+    let Some(token) = bearer_token(request.headers()) else {
         return ApiError::unauthorized(
             "a bearer token is required; get one from POST /api/iceberg/rest/v1/oauth/tokens",
         )

@@ -1,1 +1,12 @@
-//! loch-table
+//! Table operations on top of iceberg-rust that iceberg-rust 0.10 lacks.
+//!
+//! iceberg-rust can append files but not remove them. This crate builds snapshots that add and
+//! remove data and delete files (overwrite now; rewrite and row-delta with Java-equivalent
+//! validation as self-optimizing needs them) from iceberg's public manifest and manifest-list
+//! writers. A [`snapshot::SnapshotAction`] turns into the requirements and updates that the
+//! catalog's single commit path applies, so the same action commits in-process or over REST.
+
+mod error;
+pub mod snapshot;
+
+pub use error::{Result, TableError};

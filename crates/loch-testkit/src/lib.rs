@@ -7,6 +7,7 @@
 //! What cannot run is skipped with a loud message, unless `LOCH_TEST_REQUIRE_ALL=1` (set by
 //! `dev/test`) turns the skip into a failure.
 
+pub mod data;
 pub mod garage;
 pub mod postgres;
 mod process;

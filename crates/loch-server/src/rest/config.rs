@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::ENDPOINTS;
+use crate::auth::bearer_token;
 use crate::error::{ApiError, ApiQuery};
 use crate::state::AppState;
 
@@ -27,18 +28,39 @@ pub struct CatalogConfig {
     endpoints: &'static [&'static str],
 }
 
-/// Tells a client which catalog prefix to use for the requested warehouse (catalog name).
+/// Tells a client which catalog prefix to use for the requested warehouse (catalog name), and
+/// the catalog's storage settings as defaults, so file access works even for tables a client
+/// builds from responses that carry no config (iceberg-rust's commit path). Credentials are only
+/// sent to authenticated callers, since this route is open.
 pub async fn get_config(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ConfigQuery>,
+    headers: HeaderMap,
 ) -> Result<Json<CatalogConfig>, ApiError> {
     let name = match query.warehouse.filter(|w| !w.is_empty()) {
         Some(name) => name,
         None => default_catalog_name(&state).await?,
     };
     let catalog = state.catalog(&name).await?;
+    let authenticated = match bearer_token(&headers) {
+        _ if !state.auth.enabled() => true,
+        Some(token) => state.auth.verify(token).await.is_ok(),
+        None => false,
+    };
+    let defaults = catalog
+        .warehouse
+        .client_config
+        .iter()
+        .filter(|(key, _)| authenticated || !is_credential(key))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let overrides = BTreeMap::from([("prefix".to_string(), format!("catalogs/{}", catalog.record.name))]);
-    Ok(Json(CatalogConfig { defaults: BTreeMap::new(), overrides, endpoints: ENDPOINTS }))
+    Ok(Json(CatalogConfig { defaults, overrides, endpoints: ENDPOINTS }))
+}
+
+/// Storage properties that grant access (kept from unauthenticated callers).
+fn is_credential(key: &str) -> bool {
+    loch_catalog::storage::SECRET_PROPERTIES.contains(&key) || key == "s3.access-key-id"
 }
 
 /// The catalog of a client that names no warehouse: the default catalog, or the only one.

@@ -1,0 +1,13 @@
+//! Integration tests of the Loch server against real clients (iceberg-rust's REST client,
+//! PyIceberg), real metadata stores (SQLite, PostgreSQL) and real storage (files, garage S3).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod auth;
+mod bad_input;
+mod common;
+mod concurrency;
+mod management;
+mod pyiceberg;
+mod rest_catalog;
+mod views_transactions;
