@@ -50,10 +50,13 @@ enum Plan {
     /// All updates were no-ops.
     Unchanged { row: TableRecord, current: Arc<CachedMetadata> },
     /// A new metadata file replaces the current one.
-    Update { row: TableRecord, metadata: TableMetadata, expired: Vec<String> },
+    Update { row: TableRecord, metadata: Box<TableMetadata>, expired: Vec<String> },
     /// A create transaction: the table does not exist yet.
-    Create { metadata: TableMetadata },
+    Create { metadata: Box<TableMetadata> },
 }
+
+/// A metadata file written by a commit attempt: its location and contents.
+type NewFile = (String, Arc<CachedMetadata>);
 
 /// Why an attempt did not commit.
 enum Failure {
@@ -143,15 +146,15 @@ impl CatalogService {
                 Plan::Unchanged { .. } => Ok(None),
                 Plan::Update { row, metadata, .. } => {
                     let location = next_metadata_location(metadata, Some(&row.metadata_location));
-                    write_metadata(io, &location, metadata.clone()).await.map(|m| Some((location, m)))
+                    write_metadata(io, &location, (**metadata).clone()).await.map(|m| Some((location, m)))
                 }
                 Plan::Create { metadata } => {
                     let location = next_metadata_location(metadata, None);
-                    write_metadata(io, &location, metadata.clone()).await.map(|m| Some((location, m)))
+                    write_metadata(io, &location, (**metadata).clone()).await.map(|m| Some((location, m)))
                 }
             }
         });
-        let written: Vec<Result<Option<(String, Arc<CachedMetadata>)>>> = join_all(writes).await;
+        let written: Vec<Result<Option<NewFile>>> = join_all(writes).await;
         let new_files: Vec<String> = written.iter().flatten().flatten().map(|(l, _)| l.clone()).collect();
         let mut files = Vec::with_capacity(written.len());
         for w in written {
@@ -190,20 +193,20 @@ impl CatalogService {
                 _ => {}
             }
         }
-        if !inserts.is_empty() || !swaps.is_empty() {
-            if let Err(e) = self.store.apply_commit(&inserts, &swaps).await {
-                if e.is_unknown_outcome() {
-                    // The database may have applied it: the files must stay.
-                    return Err(Failure::Error(CatalogError::CommitStateUnknown(e.to_string())));
-                }
-                delete_uncommitted(io, &new_files).await;
-                return Err(match e {
-                    MetaError::Conflict(what) => Failure::Conflict(what),
-                    MetaError::AlreadyExists(what) => Failure::Conflict(what),
-                    MetaError::NotFound(what) => Failure::Error(CatalogError::NoSuchNamespace(what)),
-                    other => Failure::Error(other.into()),
-                });
+        if (!inserts.is_empty() || !swaps.is_empty())
+            && let Err(e) = self.store.apply_commit(&inserts, &swaps).await
+        {
+            if e.is_unknown_outcome() {
+                // The database may have applied it: the files must stay.
+                return Err(Failure::Error(CatalogError::CommitStateUnknown(e.to_string())));
             }
+            delete_uncommitted(io, &new_files).await;
+            return Err(match e {
+                MetaError::Conflict(what) => Failure::Conflict(what),
+                MetaError::AlreadyExists(what) => Failure::Conflict(what),
+                MetaError::NotFound(what) => Failure::Error(CatalogError::NoSuchNamespace(what)),
+                other => Failure::Error(other.into()),
+            });
         }
 
         let mut committed = Vec::with_capacity(plans.len());
@@ -254,7 +257,7 @@ impl CatalogService {
                     ))));
                 }
                 let metadata = self.created_metadata(catalog, &change.ident, &change.updates).await?;
-                return Ok(Plan::Create { metadata });
+                return Ok(Plan::Create { metadata: Box::new(metadata) });
             }
             None => return Err(Failure::Error(CatalogError::NoSuchTable(change.ident.to_string()))),
         };
@@ -309,7 +312,7 @@ impl CatalogService {
             }
         }
         let expired = built.expired_metadata_logs.into_iter().map(|l| l.metadata_file).collect();
-        Ok(Plan::Update { row, metadata: built.metadata, expired })
+        Ok(Plan::Update { row, metadata: Box::new(built.metadata), expired })
     }
 
     /// Metadata of a table created by a create transaction: built from the transaction's first

@@ -23,7 +23,10 @@ async fn concurrent_appends(server: TestServer) {
     let properties = HashMap::from([
         // Keep every metadata file in the log so the whole chain can be checked.
         ("write.metadata.previous-versions-max".to_string(), "1000".to_string()),
-        ("commit.retry.num-retries".to_string(), "0".to_string()),
+        // The client retries 409s itself (reload, re-apply) with a short jittered backoff.
+        ("commit.retry.num-retries".to_string(), "50".to_string()),
+        ("commit.retry.min-wait-ms".to_string(), "5".to_string()),
+        ("commit.retry.max-wait-ms".to_string(), "200".to_string()),
     ]);
     setup
         .create_table(

@@ -1,0 +1,180 @@
+//! The `loch` binary: `loch serve` starts with nothing but flags, serves, shuts down cleanly on
+//! SIGTERM and SIGINT, and keeps every namespace and table across restarts.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const LOCH: &str = env!("CARGO_BIN_EXE_loch");
+
+struct Serve {
+    child: Child,
+    url: String,
+}
+
+impl Serve {
+    fn start(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(LOCH)
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if http::get_ok(&format!("{url}/health")) {
+                return Self { child, url };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        panic!("loch serve did not become healthy: {}", String::from_utf8_lossy(&output.stderr));
+    }
+
+    /// Sends `signal` and waits for a clean exit.
+    fn stop(mut self, signal: &str) -> String {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let output = self.child.wait_with_output().unwrap();
+                let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+                assert!(
+                    status.success(),
+                    "loch serve exited with {status} after SIG{signal}: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                return stdout;
+            }
+            assert!(Instant::now() < deadline, "loch serve did not stop after SIG{signal}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Blocking HTTP calls for a synchronous test.
+mod http {
+    use reqwest::{Client, Method};
+    use serde_json::Value;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    /// True when GET `url` answers 2xx.
+    pub fn get_ok(url: &str) -> bool {
+        block_on(async { Client::new().get(url).send().await.is_ok_and(|r| r.status().is_success()) })
+    }
+
+    /// Status and JSON body of a request.
+    pub fn call(method: Method, url: &str, body: Option<Value>) -> (u16, Value) {
+        block_on(async {
+            let mut request = Client::new().request(method, url);
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    }
+}
+
+use http::call;
+use reqwest::Method;
+
+#[test]
+fn serve_restart_keeps_namespaces_and_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = loch_testkit::free_port();
+    let server = Serve::start(&data, port, &[]);
+    let rest = format!("{}/api/iceberg/rest/v1/catalogs/local", server.url);
+
+    let (status, _) =
+        call(Method::POST, &format!("{rest}/namespaces"), Some(json!({"namespace": ["db"], "properties": {"a": "b"}})));
+    assert_eq!(status, 200);
+    let schema = json!({"type": "struct", "fields": [{"id": 1, "name": "id", "type": "long", "required": true}]});
+    let (status, created) =
+        call(Method::POST, &format!("{rest}/namespaces/db/tables"), Some(json!({"name": "t", "schema": schema})));
+    assert_eq!(status, 200, "{created}");
+    let commit = json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {"k": "v"}}]});
+    let (status, committed) = call(Method::POST, &format!("{rest}/namespaces/db/tables/t"), Some(commit));
+    assert_eq!(status, 200, "{committed}");
+
+    // The embedded defaults: SQLite in DIR/loch.db, the `local` catalog's warehouse in DIR/warehouse.
+    assert!(data.join("loch.db").exists());
+    assert!(data.join("warehouse/db/t/metadata").is_dir());
+    let stdout = server.stop("TERM");
+    assert!(stdout.contains("/api/iceberg/rest"), "the banner says where to connect: {stdout}");
+    assert!(stdout.contains("load_catalog("), "the banner shows PyIceberg: {stdout}");
+
+    let server = Serve::start(&data, port, &[]);
+    let (_, namespaces) = call(Method::GET, &format!("{rest}/namespaces"), None);
+    assert_eq!(namespaces["namespaces"], json!([["db"]]));
+    let (_, ns) = call(Method::GET, &format!("{rest}/namespaces/db"), None);
+    assert_eq!(ns["properties"]["a"], "b");
+    let (status, table) = call(Method::GET, &format!("{rest}/namespaces/db/tables/t"), None);
+    assert_eq!(status, 200);
+    assert_eq!(table["metadata-location"], committed["metadata-location"]);
+    assert_eq!(table["metadata"]["properties"]["k"], "v");
+    server.stop("INT");
+}
+
+#[test]
+fn configuration_comes_from_file_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loch.yaml");
+    std::fs::write(&config, "catalog:\n  default-name: lake\n").unwrap();
+    let port = loch_testkit::free_port();
+    let child = Command::new(LOCH)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("LOCH_DATA__DIR", dir.path().join("d"))
+        .env("LOCH_BIND", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http::get_ok(&format!("{url}/health")) {
+        assert!(Instant::now() < deadline, "loch serve did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, catalogs) = call(Method::GET, &format!("{url}/api/v1/catalogs"), None);
+    assert_eq!(catalogs[0]["name"], "lake");
+    assert!(dir.path().join("d/loch.db").exists());
+    Serve { child, url }.stop("TERM");
+}
+
+#[test]
+fn bad_configuration_fails_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("loch.yaml");
+    std::fs::write(&config, "databse:\n  url: x\n").unwrap();
+    let output = Command::new(LOCH).args(["serve", "--config"]).arg(&config).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.starts_with("loch: "), "{stderr}");
+    assert!(stderr.contains("databse"), "{stderr}");
+
+    let output = Command::new(LOCH)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("LOCH_DATABASE_URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid database url"));
+}
