@@ -137,8 +137,7 @@ async fn run_all(target: &Target, args: &Args) -> Result<Vec<Row>> {
     post(target, &format!("{}/namespaces", target.catalog_url), &json!({"namespace": [ns]})).await?;
     // Tables to load: one per client slot, each with some history (20 snapshots).
     for t in 0..max {
-        create_table(target, &ns, &format!("load{t}")).await?;
-        let mut head = Head::default();
+        let mut head = Head::new(create_table(target, &ns, &format!("load{t}")).await?);
         for _ in 0..20 {
             commit_append(target, &ns, &format!("load{t}"), &mut head).await?;
         }
@@ -168,8 +167,11 @@ async fn run_all(target: &Target, args: &Args) -> Result<Vec<Row>> {
         );
         // Fresh tables per commit run, one per client.
         let run = format!("c{clients}");
+        let mut heads = Vec::new();
         for t in 0..clients {
-            create_table(target, &ns, &format!("{run}_{t}")).await?;
+            heads.push(Arc::new(tokio::sync::Mutex::new(Head::new(
+                create_table(target, &ns, &format!("{run}_{t}")).await?,
+            ))));
         }
         let target_ref = Arc::new(Target {
             name: target.name.clone(),
@@ -181,7 +183,7 @@ async fn run_all(target: &Target, args: &Args) -> Result<Vec<Row>> {
                 let table = format!("{run}_{i}");
                 let ns = ns.clone();
                 let target = target_ref.clone();
-                let head = Arc::new(tokio::sync::Mutex::new(Head::default()));
+                let head = heads[i].clone();
                 move || {
                     let (table, ns, target, head) = (table.clone(), ns.clone(), target.clone(), head.clone());
                     async move { commit_append(&target, &ns, &table, &mut *head.lock().await).await }
@@ -262,21 +264,32 @@ async fn post(target: &Target, url: &str, body: &Value) -> Result<Value> {
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn create_table(target: &Target, ns: &str, name: &str) -> Result<()> {
+/// Creates a table; returns its location.
+async fn create_table(target: &Target, ns: &str, name: &str) -> Result<String> {
     let schema = json!({"type": "struct", "schema-id": 0, "fields": [
         {"id": 1, "name": "id", "type": "long", "required": true},
         {"id": 2, "name": "payload", "type": "string", "required": false},
     ]});
-    post(target, &format!("{}/namespaces/{ns}/tables", target.catalog_url), &json!({"name": name, "schema": schema}))
-        .await?;
-    Ok(())
+    let created = post(
+        target,
+        &format!("{}/namespaces/{ns}/tables", target.catalog_url),
+        &json!({"name": name, "schema": schema}),
+    )
+    .await?;
+    created["metadata"]["location"].as_str().map(str::to_string).context("no location in the create response")
 }
 
 /// The branch head a client commits on top of.
-#[derive(Default)]
 struct Head {
+    location: String,
     snapshot_id: Option<i64>,
     sequence_number: i64,
+}
+
+impl Head {
+    fn new(location: String) -> Self {
+        Self { location, snapshot_id: None, sequence_number: 0 }
+    }
 }
 
 /// Commits what an append sends: a new snapshot and the branch move, guarded by the head.
@@ -292,7 +305,7 @@ async fn commit_append(target: &Target, ns: &str, table: &str, head: &mut Head) 
                 "parent-snapshot-id": head.snapshot_id,
                 "sequence-number": sequence,
                 "timestamp-ms": now_ms(),
-                "manifest-list": format!("file:///bench/{table}/metadata/snap-{snapshot_id}.avro"),
+                "manifest-list": format!("{}/metadata/snap-{snapshot_id}.avro", head.location),
                 "summary": {"operation": "append", "added-data-files": "1", "added-records": "100",
                             "total-data-files": n, "total-records": (sequence * 100).to_string(), "total-files-size": (sequence * 4096).to_string()},
                 "schema-id": 0,

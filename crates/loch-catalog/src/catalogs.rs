@@ -78,7 +78,9 @@ impl CatalogService {
         let warehouse = Warehouse::from_properties(&properties)?;
         probe_storage(&warehouse).await?;
         let new = NewCatalog { name: name.to_string(), kind: kind.to_string(), properties };
-        self.store.create_catalog(&new).await.map_err(|e| match e {
+        let created = self.store.create_catalog(&new).await;
+        self.forget_catalog(name);
+        created.map_err(|e| match e {
             loch_meta::MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("catalog {name}")),
             other => other.into(),
         })
@@ -104,7 +106,9 @@ impl CatalogService {
             )));
         }
         probe_storage(&warehouse).await?;
-        self.store.update_catalog(name, &properties).await.map_err(|e| match e {
+        let updated = self.store.update_catalog(name, &properties).await;
+        self.forget_catalog(name);
+        updated.map_err(|e| match e {
             loch_meta::MetaError::NotFound(_) => CatalogError::NoSuchCatalog(name.to_string()),
             other => other.into(),
         })
@@ -112,7 +116,9 @@ impl CatalogService {
 
     /// Deletes a catalog; refused while it holds tables or views.
     pub async fn delete_catalog(&self, name: &str) -> Result<()> {
-        self.store.delete_catalog(name).await.map_err(|e| match e {
+        let deleted = self.store.delete_catalog(name).await;
+        self.forget_catalog(name);
+        deleted.map_err(|e| match e {
             loch_meta::MetaError::NotFound(_) => CatalogError::NoSuchCatalog(name.to_string()),
             loch_meta::MetaError::NotEmpty(what) => CatalogError::CatalogNotEmpty(what),
             other => other.into(),

@@ -17,7 +17,7 @@ use loch_meta::{MetaError, NewTable, PointerSwap, TableKind, TableRecord};
 use crate::error::{CatalogError, Result};
 use crate::metadata::{CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, write_metadata};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
-use crate::storage::normalize_location;
+use crate::storage::{is_under, normalize_location, table_directories};
 use crate::tables::{FORMAT_ICEBERG, TableName, take_format_version};
 
 /// Table property: delete metadata files that fall out of the metadata log.
@@ -294,6 +294,7 @@ impl CatalogService {
         if built.changes.is_empty() {
             return Ok(Plan::Unchanged { row, current });
         }
+        check_snapshot_files(&change.ident, &built.metadata, &change.updates)?;
         let new_location = normalize_location(built.metadata.location())?;
         if new_location != row.location {
             let overlapping: Vec<String> = self
@@ -371,6 +372,28 @@ impl CatalogService {
             };
             builder = update.apply(builder).map_err(invalid)?;
         }
-        Ok(builder.build().map_err(invalid)?.metadata)
+        let metadata = builder.build().map_err(invalid)?.metadata;
+        check_snapshot_files(ident, &metadata, updates)?;
+        Ok(metadata)
     }
+}
+
+/// Refuses snapshots whose manifest list lies outside the table's directories: the catalog
+/// would later read it to plan maintenance and delete what it lists on purge, so a commit may
+/// only record files the table owns.
+fn check_snapshot_files(ident: &TableName, metadata: &TableMetadata, updates: &[TableUpdate]) -> Result<()> {
+    let dirs = table_directories(metadata);
+    for update in updates {
+        if let TableUpdate::AddSnapshot { snapshot } = update
+            && !dirs.iter().any(|dir| is_under(snapshot.manifest_list(), dir))
+        {
+            return Err(CatalogError::BadRequest(format!(
+                "snapshot {} of table {ident} has its manifest list {} outside the table's directories ({})",
+                snapshot.snapshot_id(),
+                snapshot.manifest_list(),
+                dirs.join(", ")
+            )));
+        }
+    }
+    Ok(())
 }

@@ -43,8 +43,13 @@ pub struct CatalogService {
     pub(crate) options: ServiceOptions,
     pub(crate) metadata: MetadataCache,
     warehouses: Mutex<HashMap<i64, (i64, Arc<Warehouse>)>>,
+    catalogs: moka::sync::Cache<String, CatalogRecord>,
     commit_locks: Vec<AsyncMutex<()>>,
 }
+
+/// How long a catalog looked up by name is trusted; catalog changes made through this process
+/// apply at once, changes made through another replica within this time.
+const CATALOG_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 const COMMIT_LOCK_STRIPES: usize = 256;
 
@@ -56,6 +61,7 @@ impl CatalogService {
             store,
             options,
             warehouses: Mutex::new(HashMap::new()),
+            catalogs: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(CATALOG_CACHE_TTL).build(),
             commit_locks: (0..COMMIT_LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
         }
     }
@@ -65,12 +71,25 @@ impl CatalogService {
         &self.store
     }
 
-    /// Looks up a catalog by name; its storage client is built once per catalog version.
+    /// Looks up a catalog by name (briefly cached, as every request does it); its storage
+    /// client is built once per catalog version.
     pub async fn resolve(&self, name: &str) -> Result<ResolvedCatalog> {
-        let record =
-            self.store.get_catalog(name).await?.ok_or_else(|| CatalogError::NoSuchCatalog(name.to_string()))?;
+        let record = match self.catalogs.get(name) {
+            Some(record) => record,
+            None => {
+                let record =
+                    self.store.get_catalog(name).await?.ok_or_else(|| CatalogError::NoSuchCatalog(name.to_string()))?;
+                self.catalogs.insert(name.to_string(), record.clone());
+                record
+            }
+        };
         let warehouse = self.warehouse_of(&record)?;
         Ok(ResolvedCatalog { record, warehouse })
+    }
+
+    /// Forgets a cached catalog after it changed.
+    pub(crate) fn forget_catalog(&self, name: &str) {
+        self.catalogs.invalidate(name);
     }
 
     pub(crate) fn warehouse_of(&self, record: &CatalogRecord) -> Result<Arc<Warehouse>> {

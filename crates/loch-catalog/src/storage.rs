@@ -67,6 +67,28 @@ impl Warehouse {
     }
 }
 
+/// True when `path` lies under the directory `dir` (`s3a://` and `s3://` are the same store).
+pub fn is_under(path: &str, dir: &str) -> bool {
+    let canonical = |p: &str| match p.strip_prefix("s3a://") {
+        Some(rest) => format!("s3://{rest}"),
+        None => p.to_string(),
+    };
+    let dir = canonical(dir.trim_end_matches('/'));
+    canonical(path).starts_with(&format!("{dir}/"))
+}
+
+/// Directories a table writes files to: its location, plus `write.data.path` and
+/// `write.metadata.path` when set.
+pub fn table_directories(metadata: &iceberg::spec::TableMetadata) -> Vec<String> {
+    let mut dirs = vec![metadata.location().trim_end_matches('/').to_string()];
+    for key in ["write.data.path", "write.metadata.path"] {
+        if let Some(dir) = metadata.properties().get(key) {
+            dirs.push(dir.trim_end_matches('/').to_string());
+        }
+    }
+    dirs
+}
+
 /// Normalizes a location: `/abs/path` becomes `file:///abs/path`; `file://`, `s3://` and
 /// `s3a://` are accepted; trailing slashes are removed.
 pub fn normalize_location(raw: &str) -> Result<String> {
@@ -94,6 +116,15 @@ mod tests {
         for bad in ["relative/path", "hdfs://nn/wh", "s3://", "file://", "file:///a/../b", "gs://b"] {
             assert!(normalize_location(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn paths_under_directories() {
+        assert!(is_under("s3://b/t/metadata/x.avro", "s3://b/t"));
+        assert!(is_under("s3a://b/t/x", "s3://b/t/"));
+        assert!(!is_under("s3://b/t2/x", "s3://b/t"));
+        assert!(!is_under("s3://b/t", "s3://b/t"));
+        assert!(!is_under("file:///etc/passwd", "file:///wh/t"));
     }
 
     #[test]

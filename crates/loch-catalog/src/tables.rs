@@ -147,7 +147,17 @@ impl CatalogService {
         if self.store.tables_overlapping_location(catalog.record.id, &base).await?.is_empty() {
             return Ok(base);
         }
-        Ok(format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+        // Taken (a dropped-but-kept or renamed table lives there): a unique sibling, unless a
+        // table's location contains the whole namespace directory.
+        let unique = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let overlapping = self.store.tables_overlapping_location(catalog.record.id, &unique).await?;
+        if overlapping.is_empty() {
+            return Ok(unique);
+        }
+        Err(CatalogError::BadRequest(format!(
+            "the default location {base} lies inside the location of table(s) {}; pass an explicit location",
+            overlapping.join(", ")
+        )))
     }
 
     /// Table properties of a new table: the catalog's table defaults, then the request's.

@@ -74,6 +74,16 @@ async fn bad_input_is_a_client_error_and_changes_nothing() {
     let bad_update =
         json!({"requirements": [], "updates": [{"action": "set-current-schema", "schema-id": 99}]}).to_string();
     expect_error(&server, Method::POST, &t, Some(&bad_update), 400, "BadRequestException").await;
+    // A snapshot whose manifest list lies outside the table's directories.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let foreign = json!({"requirements": [], "updates": [
+        {"action": "add-snapshot", "snapshot": {"snapshot-id": 7, "sequence-number": 1, "timestamp-ms": now,
+            "manifest-list": "file:///etc/other-table/snap-7.avro", "summary": {"operation": "append"}, "schema-id": 0}},
+        {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": 7},
+    ]})
+    .to_string();
+    let text = expect_error(&server, Method::POST, &t, Some(&foreign), 400, "BadRequestException").await;
+    assert!(text.contains("outside the table"), "{text}");
     // A failed requirement is a conflict.
     let stale = json!({
         "requirements": [{"type": "assert-ref-snapshot-id", "ref": "main", "snapshot-id": 12345}],
