@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures::future::join_all;
 use iceberg::spec::{PartitionSpec, SortOrder, TableMetadata, TableMetadataBuilder};
 use iceberg::{TableRequirement, TableUpdate};
-use loch_meta::{MetaError, NewTable, PointerSwap, TableKind, TableRecord};
+use loch_meta::{CommitBatch, MetaError, NewTable, PointerSwap, TableKind, TableRecord, VersionCheck};
 
 use crate::error::{CatalogError, Result};
 use crate::metadata::{CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, write_metadata};
@@ -167,11 +167,10 @@ impl CatalogService {
             }
         }
 
-        let mut inserts = Vec::new();
-        let mut swaps = Vec::new();
+        let mut batch = CommitBatch::default();
         for ((plan, change), file) in plans.iter().zip(changes).zip(&files) {
             match (plan, file) {
-                (Plan::Update { row, .. }, Some((location, metadata))) => swaps.push(PointerSwap {
+                (Plan::Update { row, .. }, Some((location, metadata))) => batch.swaps.push(PointerSwap {
                     table_id: row.id,
                     expected_version: row.version,
                     previous_metadata_location: row.metadata_location.clone(),
@@ -179,7 +178,7 @@ impl CatalogService {
                     location: normalize_location(metadata.metadata.location())?,
                     stats: stats_of(&metadata.metadata),
                 }),
-                (Plan::Create { .. }, Some((location, metadata))) => inserts.push(NewTable {
+                (Plan::Create { .. }, Some((location, metadata))) => batch.inserts.push(NewTable {
                     catalog_id: catalog.record.id,
                     namespace: change.ident.namespace.clone(),
                     name: change.ident.name.clone(),
@@ -190,11 +189,16 @@ impl CatalogService {
                     metadata_location: location.clone(),
                     stats: stats_of(&metadata.metadata),
                 }),
+                // A table whose requirements held but that does not change: in a multi-table
+                // commit, it must still be unchanged when the others swap.
+                (Plan::Unchanged { row, .. }, _) if changes.len() > 1 => {
+                    batch.checks.push(VersionCheck { table_id: row.id, expected_version: row.version })
+                }
                 _ => {}
             }
         }
-        if (!inserts.is_empty() || !swaps.is_empty())
-            && let Err(e) = self.store.apply_commit(&inserts, &swaps).await
+        if (!batch.inserts.is_empty() || !batch.swaps.is_empty())
+            && let Err(e) = self.store.apply_commit(&batch).await
         {
             if e.is_unknown_outcome() {
                 // The database may have applied it: the files must stay.

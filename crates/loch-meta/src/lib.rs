@@ -19,7 +19,7 @@ pub use error::{MetaError, Result};
 pub use namespaces::{NamespaceRecord, PropertyChanges};
 pub use page::{Page, PageRequest};
 pub use store::{Backend, MetaStore, StoreOptions};
-pub use tables::{NewTable, PointerSwap, TableKind, TableRecord, TableStats};
+pub use tables::{CommitBatch, NewTable, PointerSwap, TableKind, TableRecord, TableStats, VersionCheck};
 pub use tokens::TokenRecord;
 
 /// Milliseconds since the Unix epoch, the time unit of every column in the store.

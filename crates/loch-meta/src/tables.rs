@@ -126,6 +126,27 @@ pub struct PointerSwap {
     pub stats: TableStats,
 }
 
+/// A table that a multi-table commit reads but does not change: the commit only applies if the
+/// table is still at `expected_version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionCheck {
+    /// The table row.
+    pub table_id: i64,
+    /// The version the commit's requirements were checked against.
+    pub expected_version: i64,
+}
+
+/// Everything one commit changes in the store, applied in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct CommitBatch {
+    /// Tables created by the commit.
+    pub inserts: Vec<NewTable>,
+    /// Pointer changes.
+    pub swaps: Vec<PointerSwap>,
+    /// Tables that must not have changed.
+    pub checks: Vec<VersionCheck>,
+}
+
 #[derive(FromRow)]
 struct TableRow {
     id: i64,
@@ -283,12 +304,13 @@ impl MetaStore {
     /// Applies a commit in one transaction: inserts new tables and swaps pointers, all or
     /// nothing. [`MetaError::Conflict`] if a row moved past its expected version,
     /// [`MetaError::AlreadyExists`] if a new table's name was taken meanwhile.
-    pub async fn apply_commit(&self, inserts: &[NewTable], swaps: &[PointerSwap]) -> Result<()> {
+    pub async fn apply_commit(&self, batch: &CommitBatch) -> Result<()> {
+        let CommitBatch { inserts, swaps, checks } = batch;
         let now = crate::now_ms();
         let outcome = on_pool!(self, write, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                for new in inserts {
+                for new in inserts.iter() {
                     let ns_id: Option<i64> =
                         sqlx::query_scalar("SELECT id FROM namespaces WHERE catalog_id = $1 AND name = $2")
                             .bind(new.catalog_id)
@@ -322,7 +344,7 @@ impl MetaStore {
                     .execute(&mut *tx)
                     .await?;
                 }
-                for swap in swaps {
+                for swap in swaps.iter() {
                     let updated = sqlx::query(
                         "UPDATE tables SET metadata_location = $1, previous_metadata_location = $2, location = $3, \
                          version = version + 1, snapshot_id = $4, data_files = $5, delete_files = $6, total_size = $7, \
@@ -348,6 +370,18 @@ impl MetaStore {
                         return Ok(Err(MetaError::Conflict(format!("table id {}", swap.table_id))));
                     }
                 }
+                for check in checks.iter() {
+                    // A no-op update: it locks the row (PostgreSQL) and matches only the version.
+                    let matched = sqlx::query("UPDATE tables SET version = version WHERE id = $1 AND version = $2")
+                        .bind(check.table_id)
+                        .bind(check.expected_version)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if matched != 1 {
+                        return Ok(Err(MetaError::Conflict(format!("table id {}", check.table_id))));
+                    }
+                }
                 tx.commit().await?;
                 Ok::<_, sqlx::Error>(Ok(()))
             }
@@ -365,13 +399,13 @@ impl MetaStore {
 
     /// Swaps pointers of existing tables in one transaction; see [`MetaStore::apply_commit`].
     pub async fn swap_pointers(&self, swaps: &[PointerSwap]) -> Result<()> {
-        self.apply_commit(&[], swaps).await
+        self.apply_commit(&CommitBatch { swaps: swaps.to_vec(), ..CommitBatch::default() }).await
     }
 
     /// Inserts a table or view. Fails with [`MetaError::NotFound`] if the namespace is gone and
     /// [`MetaError::AlreadyExists`] if the name is taken by a table or view.
     pub async fn insert_table(&self, new: &NewTable) -> Result<TableRecord> {
-        self.apply_commit(std::slice::from_ref(new), &[]).await?;
+        self.apply_commit(&CommitBatch { inserts: vec![new.clone()], ..CommitBatch::default() }).await?;
         self.get_table(new.catalog_id, &new.namespace, &new.name)
             .await?
             .ok_or_else(|| MetaError::NotFound(display(&new.namespace, &new.name)))

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use loch_meta::{
-    MetaError, MetaStore, NewCatalog, NewTable, PageRequest, PointerSwap, StoreOptions, TableKind, TableStats,
+    CommitBatch, MetaError, MetaStore, NewCatalog, NewTable, PageRequest, PointerSwap, StoreOptions, TableKind,
+    TableStats, VersionCheck,
 };
 
 /// A store on a fresh SQLite file (kept alive by the returned directory).
@@ -125,6 +126,27 @@ async fn catalogs_namespaces_tables(store: MetaStore) {
     assert!(matches!(store.swap_pointers(&[swap(1, "file:///m2")]).await, Err(MetaError::Conflict(_))));
     let now = store.get_table(cat.id, &levels(&["a", "b"]), "t").await.unwrap().unwrap();
     assert_eq!((now.version, now.metadata_location.as_str(), now.stats.data_files), (2, "file:///m1", 3));
+
+    // A commit that reads a table it does not change applies only if that table is unchanged.
+    let other = store.insert_table(&new_table(cat.id, &["a", "b"], "other", TableKind::Table)).await.unwrap();
+    let guarded = |check_version| CommitBatch {
+        swaps: vec![PointerSwap {
+            table_id: other.id,
+            expected_version: other.version,
+            previous_metadata_location: other.metadata_location.clone(),
+            metadata_location: "file:///other-m1".into(),
+            location: other.location.clone(),
+            stats: TableStats::default(),
+        }],
+        checks: vec![VersionCheck { table_id: t.id, expected_version: check_version }],
+        ..CommitBatch::default()
+    };
+    assert!(matches!(store.apply_commit(&guarded(1)).await, Err(MetaError::Conflict(_))));
+    assert_eq!(store.get_table_by_id(other.id).await.unwrap().unwrap().version, 1, "nothing applied");
+    store.apply_commit(&guarded(2)).await.unwrap();
+    assert_eq!(store.get_table_by_id(other.id).await.unwrap().unwrap().version, 2);
+    assert_eq!(store.get_table_by_id(t.id).await.unwrap().unwrap().version, 2, "a check does not bump the version");
+    store.delete_table(other.id, 2).await.unwrap();
 
     // Locations of two tables must not overlap.
     assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t").await.unwrap(), vec!["a.b.t"]);
