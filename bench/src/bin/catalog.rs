@@ -255,13 +255,19 @@ where
 }
 
 async fn post(target: &Target, url: &str, body: &Value) -> Result<Value> {
+    let text = post_raw(target, url, body).await?;
+    Ok(serde_json::from_slice(&text).unwrap_or(Value::Null))
+}
+
+/// POSTs `body`; returns the response body unparsed (commits only need the status).
+async fn post_raw(target: &Target, url: &str, body: &Value) -> Result<bytes::Bytes> {
     let response = target.client.post(url).json(body).send().await?;
     let status = response.status();
-    let text = response.text().await?;
+    let text = response.bytes().await?;
     if !status.is_success() {
-        bail!("POST {url}: {status}: {text}");
+        bail!("POST {url}: {status}: {}", String::from_utf8_lossy(&text));
     }
-    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+    Ok(text)
 }
 
 /// Creates a table; returns its location.
@@ -313,7 +319,9 @@ async fn commit_append(target: &Target, ns: &str, table: &str, head: &mut Head) 
             {"action": "set-snapshot-ref", "ref-name": "main", "type": "branch", "snapshot-id": snapshot_id},
         ],
     });
-    post(target, &format!("{}/namespaces/{ns}/tables/{table}", target.catalog_url), &body).await.context("commit")?;
+    post_raw(target, &format!("{}/namespaces/{ns}/tables/{table}", target.catalog_url), &body)
+        .await
+        .context("commit")?;
     head.snapshot_id = Some(snapshot_id);
     head.sequence_number = sequence;
     Ok(())

@@ -50,9 +50,9 @@ enum Plan {
     /// All updates were no-ops.
     Unchanged { row: TableRecord, current: Arc<CachedMetadata> },
     /// A new metadata file replaces the current one.
-    Update { row: TableRecord, metadata: Box<TableMetadata>, expired: Vec<String> },
+    Update { row: TableRecord, metadata: Option<Box<TableMetadata>>, expired: Vec<String> },
     /// A create transaction: the table does not exist yet.
-    Create { metadata: Box<TableMetadata> },
+    Create { metadata: Option<Box<TableMetadata>> },
 }
 
 /// A metadata file written by a commit attempt: its location and contents.
@@ -141,17 +141,17 @@ impl CatalogService {
 
         // Write every new metadata file before touching any pointer.
         let io = &catalog.warehouse.file_io;
-        let writes = plans.iter().map(|plan| async move {
-            match plan {
-                Plan::Unchanged { .. } => Ok(None),
-                Plan::Update { row, metadata, .. } => {
-                    let location = next_metadata_location(metadata, Some(&row.metadata_location));
-                    write_metadata(io, &location, (**metadata).clone()).await.map(|m| Some((location, m)))
-                }
-                Plan::Create { metadata } => {
-                    let location = next_metadata_location(metadata, None);
-                    write_metadata(io, &location, (**metadata).clone()).await.map(|m| Some((location, m)))
-                }
+        // The new metadata moves into its file write; the plans keep what the swap needs.
+        let writes = plans.iter_mut().map(|plan| {
+            let (metadata, current) = match plan {
+                Plan::Unchanged { .. } => (None, None),
+                Plan::Update { row, metadata, .. } => (metadata.take(), Some(row.metadata_location.clone())),
+                Plan::Create { metadata } => (metadata.take(), None),
+            };
+            async move {
+                let Some(metadata) = metadata else { return Ok(None) };
+                let location = next_metadata_location(&metadata, current.as_deref());
+                write_metadata(io, &location, *metadata).await.map(|m| Some((location, m)))
             }
         });
         let written: Vec<Result<Option<NewFile>>> = join_all(writes).await;
@@ -261,7 +261,7 @@ impl CatalogService {
                     ))));
                 }
                 let metadata = self.created_metadata(catalog, &change.ident, &change.updates).await?;
-                return Ok(Plan::Create { metadata: Box::new(metadata) });
+                return Ok(Plan::Create { metadata: Some(Box::new(metadata)) });
             }
             None => return Err(Failure::Error(CatalogError::NoSuchTable(change.ident.to_string()))),
         };
@@ -317,7 +317,7 @@ impl CatalogService {
             }
         }
         let expired = built.expired_metadata_logs.into_iter().map(|l| l.metadata_file).collect();
-        Ok(Plan::Update { row, metadata: Box::new(built.metadata), expired })
+        Ok(Plan::Update { row, metadata: Some(Box::new(built.metadata)), expired })
     }
 
     /// Metadata of a table created by a create transaction: built from the transaction's first

@@ -30,19 +30,17 @@ pub struct CachedMetadata {
 }
 
 impl CachedMetadata {
-    /// Serializes metadata that has no file yet (staged creates).
+    /// Serializes metadata (straight into a `RawValue`, without parsing it back).
     pub fn from_metadata(metadata: TableMetadata) -> Result<Self> {
-        let json =
-            serde_json::to_string(&metadata).map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
-        Self::parse(json, Some(metadata))
+        let json = serde_json::value::to_raw_value(&metadata)
+            .map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
+        Ok(Self { metadata: Arc::new(metadata), json })
     }
 
-    fn parse(json: String, parsed: Option<TableMetadata>) -> Result<Self> {
-        let metadata = match parsed {
-            Some(m) => m,
-            None => serde_json::from_str(&json)
-                .map_err(|e| CatalogError::BadRequest(format!("invalid table metadata: {e}")))?,
-        };
+    /// Parses metadata JSON read from a file, keeping the text.
+    fn parse(json: String) -> Result<Self> {
+        let metadata: TableMetadata = serde_json::from_str(&json)
+            .map_err(|e| CatalogError::BadRequest(format!("invalid table metadata: {e}")))?;
         let json = RawValue::from_string(json).map_err(|e| CatalogError::Internal(format!("metadata json: {e}")))?;
         Ok(Self { metadata: Arc::new(metadata), json })
     }
@@ -105,7 +103,7 @@ pub async fn read_metadata(io: &FileIO, location: &str) -> Result<CachedMetadata
         String::from_utf8(bytes.to_vec())
             .map_err(|e| CatalogError::Internal(format!("{location} is not UTF-8: {e}")))?
     };
-    CachedMetadata::parse(json, None)
+    CachedMetadata::parse(json)
         .map_err(|e| CatalogError::Internal(format!("cannot parse metadata file {location}: {e}")))
 }
 
