@@ -85,14 +85,18 @@ fn clone_iceberg_error(e: &iceberg::Error) -> iceberg::Error {
     iceberg::Error::new(e.kind(), e.to_string())
 }
 
-/// Reads and parses a metadata file (plain or gzip-compressed JSON).
-pub async fn read_metadata(io: &FileIO, location: &str) -> Result<CachedMetadata> {
-    let bytes = io
-        .new_input(location)
+/// Reads a whole file.
+pub(crate) async fn read_file(io: &FileIO, location: &str) -> Result<Bytes> {
+    io.new_input(location)
         .map_err(|e| CatalogError::storage(format!("open {location}"), e))?
         .read()
         .await
-        .map_err(|e| CatalogError::storage(format!("read {location}"), e))?;
+        .map_err(|e| CatalogError::storage(format!("read {location}"), e))
+}
+
+/// Reads and parses a metadata file (plain or gzip-compressed JSON).
+pub async fn read_metadata(io: &FileIO, location: &str) -> Result<CachedMetadata> {
+    let bytes = read_file(io, location).await?;
     let json = if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = String::new();
         flate2::read::GzDecoder::new(&bytes[..])

@@ -90,22 +90,43 @@ impl CatalogService {
         Ok(self.store.list_tables(catalog.record.id, namespace, TableKind::Table, page).await?)
     }
 
-    /// The table row, or 404 if there is no table (a view of that name does not count).
-    pub(crate) async fn table_row(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<TableRecord> {
+    /// The row of a table or view, or 404 if there is none of that kind (a view of the same
+    /// name is not a table, and the other way round).
+    pub(crate) async fn row_of_kind(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+        kind: TableKind,
+    ) -> Result<TableRecord> {
         ident.validate()?;
         match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
-            Some(row) if row.kind == TableKind::Table => Ok(row),
-            _ => Err(CatalogError::NoSuchTable(ident.to_string())),
+            Some(row) if row.kind == kind => Ok(row),
+            _ => Err(missing(ident, kind)),
         }
+    }
+
+    /// True when a table or view of `kind` has this name.
+    pub(crate) async fn exists_of_kind(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+        kind: TableKind,
+    ) -> Result<bool> {
+        match self.row_of_kind(catalog, ident, kind).await {
+            Ok(_) => Ok(true),
+            Err(CatalogError::NoSuchTable(_) | CatalogError::NoSuchView(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The table row, or 404 if there is no table.
+    pub(crate) async fn table_row(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<TableRecord> {
+        self.row_of_kind(catalog, ident, TableKind::Table).await
     }
 
     /// True when the table exists.
     pub async fn table_exists(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<bool> {
-        match self.table_row(catalog, ident).await {
-            Ok(_) => Ok(true),
-            Err(CatalogError::NoSuchTable(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.exists_of_kind(catalog, ident, TableKind::Table).await
     }
 
     /// Loads a table's current metadata.
@@ -267,13 +288,9 @@ impl CatalogService {
     ) -> Result<()> {
         from.validate()?;
         to.validate()?;
-        let missing = |ident: &TableName| match kind {
-            TableKind::Table => CatalogError::NoSuchTable(ident.to_string()),
-            TableKind::View => CatalogError::NoSuchView(ident.to_string()),
-        };
         let row = match self.store.get_table(catalog.record.id, &from.namespace, &from.name).await? {
             Some(row) if row.kind == kind => row,
-            _ => return Err(missing(from)),
+            _ => return Err(missing(from, kind)),
         };
         self.load_namespace(catalog, &to.namespace).await?;
         let _lock = self
@@ -287,7 +304,7 @@ impl CatalogService {
             MetaError::NotFound(what) if what.starts_with("namespace") => {
                 CatalogError::NoSuchNamespace(display_namespace(&to.namespace))
             }
-            MetaError::NotFound(_) => missing(from),
+            MetaError::NotFound(_) => missing(from, kind),
             other => other.into(),
         })
     }
@@ -356,6 +373,14 @@ impl CatalogService {
             return Ok(Vec::new());
         }
         Ok(vec![(row.location, config.clone())])
+    }
+}
+
+/// The 404 for a missing table or view.
+fn missing(ident: &TableName, kind: TableKind) -> CatalogError {
+    match kind {
+        TableKind::Table => CatalogError::NoSuchTable(ident.to_string()),
+        TableKind::View => CatalogError::NoSuchView(ident.to_string()),
     }
 }
 

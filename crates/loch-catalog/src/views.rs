@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::{CatalogError, Result};
-use crate::metadata::{delete_uncommitted, parse_version, write_new_file};
+use crate::metadata::{delete_uncommitted, parse_version, read_file, write_new_file};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::tables::TableName;
 
@@ -82,12 +82,7 @@ async fn write_view(io: &iceberg::io::FileIO, location: &str, metadata: &ViewMet
 }
 
 async fn read_view(io: &iceberg::io::FileIO, location: &str) -> Result<ViewMetadata> {
-    let bytes = io
-        .new_input(location)
-        .map_err(|e| CatalogError::storage(format!("open {location}"), e))?
-        .read()
-        .await
-        .map_err(|e| CatalogError::storage(format!("read {location}"), e))?;
+    let bytes = read_file(io, location).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| CatalogError::Internal(format!("cannot parse view metadata {location}: {e}")))
 }
@@ -118,20 +113,12 @@ impl CatalogService {
     }
 
     async fn view_row(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<TableRecord> {
-        ident.validate()?;
-        match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
-            Some(row) if row.kind == TableKind::View => Ok(row),
-            _ => Err(CatalogError::NoSuchView(ident.to_string())),
-        }
+        self.row_of_kind(catalog, ident, TableKind::View).await
     }
 
     /// True when the view exists.
     pub async fn view_exists(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<bool> {
-        match self.view_row(catalog, ident).await {
-            Ok(_) => Ok(true),
-            Err(CatalogError::NoSuchView(_)) => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.exists_of_kind(catalog, ident, TableKind::View).await
     }
 
     /// Loads a view.

@@ -17,16 +17,16 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(data_dir: &Path, port: u16, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(LOCH)
-            .args(["serve", "--data-dir"])
-            .arg(data_dir)
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+    /// `loch serve --data-dir DIR --bind 127.0.0.1:PORT`, once healthy.
+    fn start(data_dir: &Path, port: u16) -> Self {
+        let mut command = Command::new(LOCH);
+        command.args(["serve", "--data-dir"]).arg(data_dir).args(["--bind", &format!("127.0.0.1:{port}")]);
+        Self::spawn(command, port)
+    }
+
+    /// Runs `command` (a `loch serve` that listens on `port`) until it is healthy.
+    fn spawn(mut command: Command, port: u16) -> Self {
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
@@ -98,7 +98,7 @@ fn serve_restart_keeps_namespaces_and_tables() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = loch_testkit::free_port();
-    let server = Serve::start(&data, port, &[]);
+    let server = Serve::start(&data, port);
     let rest = format!("{}/api/iceberg/rest/v1/catalogs/local", server.url);
 
     let (status, _) =
@@ -119,7 +119,7 @@ fn serve_restart_keeps_namespaces_and_tables() {
     assert!(stdout.contains("/api/iceberg/rest"), "the banner says where to connect: {stdout}");
     assert!(stdout.contains("load_catalog("), "the banner shows PyIceberg: {stdout}");
 
-    let server = Serve::start(&data, port, &[]);
+    let server = Serve::start(&data, port);
     let (_, namespaces) = call(Method::GET, &format!("{rest}/namespaces"), None);
     assert_eq!(namespaces["namespaces"], json!([["db"]]));
     let (_, ns) = call(Method::GET, &format!("{rest}/namespaces/db"), None);
@@ -137,25 +137,18 @@ fn configuration_comes_from_file_and_environment() {
     let config = dir.path().join("loch.yaml");
     std::fs::write(&config, "catalog:\n  default-name: lake\n").unwrap();
     let port = loch_testkit::free_port();
-    let child = Command::new(LOCH)
+    let mut command = Command::new(LOCH);
+    command
         .args(["serve", "--config"])
         .arg(&config)
         .env("LOCH_DATA__DIR", dir.path().join("d"))
-        .env("LOCH_BIND", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !http::get_ok(&format!("{url}/health")) {
-        assert!(Instant::now() < deadline, "loch serve did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        .env("LOCH_BIND", format!("127.0.0.1:{port}"));
+    let server = Serve::spawn(command, port);
+    let url = server.url.clone();
     let (_, catalogs) = call(Method::GET, &format!("{url}/api/v1/catalogs"), None);
     assert_eq!(catalogs[0]["name"], "lake");
     assert!(dir.path().join("d/loch.db").exists());
-    Serve { child, url }.stop("TERM");
+    server.stop("TERM");
 }
 
 #[test]
