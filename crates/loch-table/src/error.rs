@@ -6,6 +6,10 @@ pub enum TableError {
     /// A file to remove is not live in the base snapshot (removed concurrently, or never added).
     #[error("file {0} is not part of the table's current snapshot")]
     FileNotInTable(String),
+    /// A concurrent commit made the operation invalid (it removed a file the operation removes,
+    /// or added a delete that applies to a file it rewrites).
+    #[error("conflict with a concurrent commit: {0}")]
+    Conflict(String),
     /// The operation is not valid for this table.
     #[error("{0}")]
     Invalid(String),

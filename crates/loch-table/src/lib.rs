@@ -7,6 +7,8 @@
 //! catalog's single commit path applies, so the same action commits in-process or over REST.
 
 mod error;
+pub mod position_delete;
+pub mod scan;
 pub mod snapshot;
 
 pub use error::{Result, TableError};

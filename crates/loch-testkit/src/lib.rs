@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod garage;
+pub mod local;
 pub mod postgres;
 mod process;
 pub mod python;

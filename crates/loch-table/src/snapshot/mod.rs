@@ -9,6 +9,8 @@
 
 mod overwrite;
 mod producer;
+pub mod rewrite;
+mod row_delta;
 mod summary;
 
 use std::future::Future;
@@ -17,6 +19,8 @@ use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
 
 pub use overwrite::OverwriteFiles;
+pub use rewrite::RewriteFiles;
+pub use row_delta::RowDelta;
 
 use crate::error::Result;
 

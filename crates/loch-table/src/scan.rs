@@ -1,0 +1,148 @@
+//! Reading a snapshot's file list: its live data and delete files with the sequence numbers and
+//! partition spec that planning and delete application need, streamed one manifest at a time so
+//! memory stays bounded by the largest manifest, not the table.
+
+use std::collections::HashSet;
+
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use iceberg::io::FileIO;
+use iceberg::spec::{DataContentType, DataFile, ManifestFile, ManifestList, ManifestStatus, SnapshotRef, TableMetadataRef};
+
+use crate::error::{Result, TableError};
+
+/// A file of a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveFile {
+    /// The file (data, position deletes or equality deletes).
+    pub file: DataFile,
+    /// Its partition spec.
+    pub spec_id: i32,
+    /// Data sequence number: deletes with a higher one (equality) or an equal or higher one
+    /// (position) apply to it.
+    pub data_sequence_number: i64,
+    /// Sequence number of the snapshot that added the file.
+    pub file_sequence_number: i64,
+}
+
+impl LiveFile {
+    /// The file's path.
+    pub fn path(&self) -> &str {
+        self.file.file_path()
+    }
+
+    /// Its content type.
+    pub fn content(&self) -> DataContentType {
+        self.file.content_type()
+    }
+
+    /// True for position and equality delete files.
+    pub fn is_delete(&self) -> bool {
+        self.content() != DataContentType::Data
+    }
+}
+
+/// Loads the manifest list of `snapshot`.
+pub async fn manifests(io: &FileIO, metadata: &TableMetadataRef, snapshot: &SnapshotRef) -> Result<Vec<ManifestFile>> {
+    let bytes = io.new_input(snapshot.manifest_list())?.read().await?;
+    Ok(ManifestList::parse_with_version(&bytes, metadata.format_version())?.consume_entries().into_iter().collect())
+}
+
+/// Streams the live files of `snapshot`, one manifest in memory at a time.
+pub fn live_files(io: FileIO, metadata: TableMetadataRef, snapshot: SnapshotRef) -> BoxStream<'static, Result<LiveFile>> {
+    stream::once(async move {
+        let list = manifests(&io, &metadata, &snapshot).await?;
+        Ok::<_, TableError>(stream::iter(list).then(move |manifest| {
+            let io = io.clone();
+            async move { manifest_live_files(&io, &manifest).await }
+        }))
+    })
+    .try_flatten()
+    .map_ok(|files| stream::iter(files.into_iter().map(Ok)))
+    .try_flatten()
+    .boxed()
+}
+
+async fn manifest_live_files(io: &FileIO, manifest: &ManifestFile) -> Result<Vec<LiveFile>> {
+    let loaded = manifest.load_manifest(io).await?;
+    let mut files = Vec::new();
+    for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
+        files.push(LiveFile {
+            spec_id: manifest.partition_spec_id,
+            data_sequence_number: entry.sequence_number().ok_or_else(|| missing_sequence(entry.file_path()))?,
+            file_sequence_number: entry.file_sequence_number.unwrap_or(manifest.sequence_number),
+            file: entry.data_file().clone(),
+        });
+    }
+    Ok(files)
+}
+
+fn missing_sequence(path: &str) -> TableError {
+    TableError::Invalid(format!("manifest entry for {path} has no sequence number"))
+}
+
+/// What the snapshots committed after some snapshot changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangesSince {
+    /// Ids of those snapshots, newest first.
+    pub snapshots: Vec<i64>,
+    /// Paths of files they removed.
+    pub removed: HashSet<String>,
+    /// Files they added.
+    pub added: Vec<LiveFile>,
+}
+
+/// The changes committed on the branch whose head is `head` after `base` (exclusive); fails
+/// if `base` is not an ancestor of `head` (the history was rewritten, e.g. by a rollback).
+pub async fn changes_since(
+    io: &FileIO,
+    metadata: &TableMetadataRef,
+    head: Option<SnapshotRef>,
+    base: Option<i64>,
+) -> Result<ChangesSince> {
+    let mut changes = ChangesSince::default();
+    let mut cursor = head;
+    loop {
+        let Some(snapshot) = cursor else {
+            if base.is_none() {
+                return Ok(changes);
+            }
+            return Err(TableError::Conflict(format!(
+                "snapshot {} is no longer an ancestor of the branch head",
+                base.unwrap_or_default()
+            )));
+        };
+        if Some(snapshot.snapshot_id()) == base {
+            return Ok(changes);
+        }
+        changes.snapshots.push(snapshot.snapshot_id());
+        for manifest in manifests(io, metadata, &snapshot).await? {
+            if manifest.added_snapshot_id != snapshot.snapshot_id() {
+                continue;
+            }
+            let loaded = manifest.load_manifest(io).await?;
+            for entry in loaded.entries().iter().filter(|e| e.snapshot_id() == Some(snapshot.snapshot_id())) {
+                match entry.status() {
+                    ManifestStatus::Deleted => {
+                        changes.removed.insert(entry.file_path().to_string());
+                    }
+                    ManifestStatus::Added => changes.added.push(LiveFile {
+                        spec_id: manifest.partition_spec_id,
+                        data_sequence_number: entry.sequence_number().unwrap_or(snapshot.sequence_number()),
+                        file_sequence_number: entry.file_sequence_number.unwrap_or(snapshot.sequence_number()),
+                        file: entry.data_file().clone(),
+                    }),
+                    ManifestStatus::Existing => {}
+                }
+            }
+        }
+        cursor = match snapshot.parent_snapshot_id() {
+            Some(parent) => Some(
+                metadata
+                    .snapshot_by_id(parent)
+                    .cloned()
+                    .ok_or_else(|| TableError::Conflict(format!("parent snapshot {parent} was expired")))?,
+            ),
+            None => None,
+        };
+    }
+}
