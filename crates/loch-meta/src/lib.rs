@@ -8,16 +8,22 @@
 
 mod catalogs;
 mod error;
+mod groups;
 mod namespaces;
 mod page;
+mod processes;
+mod runtimes;
 mod store;
 mod tables;
 mod tokens;
 
 pub use catalogs::{CatalogRecord, NewCatalog};
 pub use error::{MetaError, Result};
+pub use groups::{GroupRecord, OptimizerRecord};
 pub use namespaces::{NamespaceRecord, PropertyChanges};
 pub use page::{Page, PageRequest};
+pub use processes::{NewProcess, NewTask, ProcessRecord, TaskRecord, TaskRun};
+pub use runtimes::{NamedRuntime, RuntimeRecord};
 pub use store::{Backend, MetaStore, StoreOptions};
 pub use tables::{CommitBatch, NewTable, PointerSwap, TableKind, TableRecord, TableStats, VersionCheck};
 pub use tokens::TokenRecord;

@@ -23,7 +23,8 @@ pub const OPTIMIZING_DELETE_MARKER: &str = "-delete-";
 pub fn position_delete_schema() -> Result<Schema> {
     Ok(Schema::builder()
         .with_fields(vec![
-            NestedField::required(POSITION_DELETE_FILE_PATH_ID, "file_path", Type::Primitive(PrimitiveType::String)).into(),
+            NestedField::required(POSITION_DELETE_FILE_PATH_ID, "file_path", Type::Primitive(PrimitiveType::String))
+                .into(),
             NestedField::required(POSITION_DELETE_POS_ID, "pos", Type::Primitive(PrimitiveType::Long)).into(),
         ])
         .build()?)
@@ -67,7 +68,8 @@ pub async fn write_position_deletes(
     )
     .map_err(|e| TableError::Invalid(format!("position delete batch: {e}")))?;
     let location = position_delete_location(data_file_path);
-    let mut writer = ParquetWriterBuilder::new(WriterProperties::default(), schema).build(io.new_output(&location)?).await?;
+    let mut writer =
+        ParquetWriterBuilder::new(WriterProperties::default(), schema).build(io.new_output(&location)?).await?;
     writer.write(&batch).await?;
     let mut builders = writer.close().await?;
     let mut builder = builders.pop().ok_or_else(|| TableError::Invalid("the parquet writer wrote no file".into()))?;

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use iceberg::io::FileIO;
-use iceberg::spec::{DataContentType, DataFile, ManifestFile, ManifestList, ManifestStatus, SnapshotRef, TableMetadataRef};
+use iceberg::spec::{
+    DataContentType, DataFile, ManifestFile, ManifestList, ManifestStatus, SnapshotRef, TableMetadataRef,
+};
 
 use crate::error::{Result, TableError};
 
@@ -48,7 +50,11 @@ pub async fn manifests(io: &FileIO, metadata: &TableMetadataRef, snapshot: &Snap
 }
 
 /// Streams the live files of `snapshot`, one manifest in memory at a time.
-pub fn live_files(io: FileIO, metadata: TableMetadataRef, snapshot: SnapshotRef) -> BoxStream<'static, Result<LiveFile>> {
+pub fn live_files(
+    io: FileIO,
+    metadata: TableMetadataRef,
+    snapshot: SnapshotRef,
+) -> BoxStream<'static, Result<LiveFile>> {
     stream::once(async move {
         let list = manifests(&io, &metadata, &snapshot).await?;
         Ok::<_, TableError>(stream::iter(list).then(move |manifest| {

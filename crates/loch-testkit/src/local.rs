@@ -8,9 +8,13 @@ use anyhow::{Result, ensure};
 use arrow_array::RecordBatch;
 use iceberg::arrow::arrow_schema_to_schema;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataFile, DataFileFormat, PartitionKey, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec};
+use iceberg::spec::{
+    DataFile, DataFileFormat, PartitionKey, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec,
+};
 use iceberg::table::Table;
-use iceberg::writer::base_writer::equality_delete_writer::{EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig};
+use iceberg::writer::base_writer::equality_delete_writer::{
+    EqualityDeleteFileWriterBuilder, EqualityDeleteWriterConfig,
+};
 use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
@@ -69,7 +73,8 @@ impl LocalTable {
         }
         let metadata = builder.build()?.metadata;
         self.version += 1;
-        let location = format!("{}/metadata/{:05}-{}.metadata.json", metadata.location(), self.version, uuid::Uuid::new_v4());
+        let location =
+            format!("{}/metadata/{:05}-{}.metadata.json", metadata.location(), self.version, uuid::Uuid::new_v4());
         self.table.file_io().new_output(&location)?.write(serde_json::to_vec(&metadata)?.into()).await?;
         self.table = Table::builder()
             .identifier(self.table.identifier().clone())

@@ -268,3 +268,130 @@ async fn bad_urls_are_rejected() {
     let err = MetaStore::connect("mysql://u:secret@h/db", &StoreOptions::default()).await.unwrap_err();
     assert!(matches!(err, MetaError::InvalidUrl(ref u) if !u.contains("secret")), "{err}");
 }
+
+async fn optimizing_state(store: MetaStore) {
+    use loch_meta::{NewProcess, NewTask, OptimizerRecord, TaskRun};
+
+    // Groups.
+    store.create_group("default", &props(&[])).await.unwrap();
+    assert!(matches!(store.create_group("default", &props(&[])).await, Err(MetaError::AlreadyExists(_))));
+    let g = store.update_group("default", &props(&[("scheduling-policy", "balanced")])).await.unwrap();
+    assert_eq!(g.properties["scheduling-policy"], "balanced");
+    assert_eq!(store.list_groups().await.unwrap().len(), 1);
+
+    // Optimizers register, heartbeat and leave.
+    let optimizer = OptimizerRecord {
+        token: "tok".into(),
+        group_name: "default".into(),
+        kind: "external".into(),
+        threads: 2,
+        memory_mb: 1024,
+        properties: "{}".into(),
+        registered_at: 1,
+        touched_at: 1,
+    };
+    store.insert_optimizer(&optimizer).await.unwrap();
+    assert!(store.touch_optimizer("tok", 5).await.unwrap());
+    assert!(!store.touch_optimizer("nope", 5).await.unwrap());
+    assert_eq!(store.list_optimizers(Some("default")).await.unwrap()[0].touched_at, 5);
+    assert!(matches!(store.delete_group("default").await, Err(MetaError::NotEmpty(_))));
+
+    // A runtime moves only from the status it is expected in.
+    let cat = store
+        .create_catalog(&NewCatalog { name: "c".into(), kind: "internal".into(), properties: props(&[]) })
+        .await
+        .unwrap();
+    store.create_namespace(cat.id, &levels(&["n"]), &props(&[])).await.unwrap();
+    let t = store.insert_table(&new_table(cat.id, &["n"], "t", TableKind::Table)).await.unwrap();
+    let rt = store.ensure_runtime(t.id, "default").await.unwrap();
+    assert_eq!(rt.status, "idle");
+    assert_eq!(
+        store.ensure_runtime(t.id, "other").await.unwrap().group_name,
+        "default",
+        "ensure keeps the existing row"
+    );
+    let mut pending = rt.clone();
+    pending.status = "pending".into();
+    pending.pending_input = Some("{\"files\":3}".into());
+    assert!(store.update_runtime(&pending, "idle").await.unwrap());
+    assert!(!store.update_runtime(&pending, "idle").await.unwrap(), "second mover loses");
+    let named = store.list_runtimes(Some("default")).await.unwrap();
+    assert_eq!(
+        (named[0].catalog.as_str(), named[0].table.as_str(), named[0].runtime.status.as_str()),
+        ("c", "t", "pending")
+    );
+
+    // A process begins atomically with its tasks and the runtime move.
+    let process = NewProcess {
+        table_id: t.id,
+        kind: "optimizing".into(),
+        process_type: "minor".into(),
+        group_name: "default".into(),
+        target_snapshot_id: Some(7),
+        summary: "{}".into(),
+    };
+    let tasks: Vec<NewTask> = (0..2)
+        .map(|i| NewTask {
+            task_id: i,
+            partition_name: "p".into(),
+            input: "{}".into(),
+            input_files: 3,
+            input_bytes: 30,
+        })
+        .collect();
+    let mut minor = pending.clone();
+    minor.status = "minor".into();
+    assert!(matches!(store.begin_process(&process, &tasks, &minor, "idle").await, Err(MetaError::Conflict(_))));
+    assert!(store.running_processes().await.unwrap().is_empty(), "a failed begin leaves nothing");
+    let pid = store.begin_process(&process, &tasks, &minor, "pending").await.unwrap();
+    assert_eq!(store.get_runtime(t.id).await.unwrap().unwrap().process_id, Some(pid));
+    assert_eq!(store.group_tasks("default", &["planned"]).await.unwrap().len(), 2);
+
+    // Task transitions are compare-and-set on status and attempt.
+    let mut task = store.get_task(pid, 0).await.unwrap().unwrap();
+    task.status = "scheduled".into();
+    task.attempt = 1;
+    task.optimizer_token = Some("tok".into());
+    assert!(store.update_task(&task, "planned", 0, None).await.unwrap());
+    assert!(!store.update_task(&task, "planned", 0, None).await.unwrap(), "a second claim loses");
+    task.status = "success".into();
+    task.output = Some("{}".into());
+    let run = TaskRun { table_id: t.id, started_at: 10, ended_at: 20 };
+    assert!(store.update_task(&task, "scheduled", 1, Some(run)).await.unwrap());
+    assert_eq!(store.task_runs_since(15).await.unwrap(), vec![run]);
+    assert!(store.task_runs_since(21).await.unwrap().is_empty());
+
+    // Finishing the process cancels what is left and frees the runtime.
+    let mut finished = store.get_process(pid).await.unwrap().unwrap();
+    finished.status = "closed".into();
+    finished.finished_at = Some(30);
+    finished.fail_message = Some("canceled".into());
+    let mut idle = store.get_runtime(t.id).await.unwrap().unwrap();
+    idle.status = "idle".into();
+    idle.process_id = None;
+    store.finish_process(&finished, "running", &idle, "minor").await.unwrap();
+    assert!(matches!(store.finish_process(&finished, "running", &idle, "minor").await, Err(MetaError::Conflict(_))));
+    let tasks = store.list_tasks(pid).await.unwrap();
+    assert_eq!(tasks.iter().map(|t| t.status.as_str()).collect::<Vec<_>>(), vec!["success", "canceled"]);
+    assert_eq!(store.list_processes(t.id, 10).await.unwrap()[0].status, "closed");
+    assert_eq!(store.purge_history(31).await.unwrap(), 1);
+    assert!(store.list_processes(t.id, 10).await.unwrap().is_empty());
+
+    // Dropping the table drops its runtime.
+    store.delete_table(t.id, t.version).await.unwrap();
+    assert!(store.get_runtime(t.id).await.unwrap().is_none());
+    assert!(store.delete_optimizer("tok").await.unwrap());
+    store.delete_group("default").await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_optimizing_state() {
+    let (store, _dir) = sqlite().await;
+    optimizing_state(store).await;
+}
+
+#[tokio::test]
+async fn postgres_optimizing_state() {
+    let Some(store) = postgres().await else { return };
+    optimizing_state(store).await;
+}

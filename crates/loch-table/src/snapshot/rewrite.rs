@@ -111,7 +111,10 @@ pub fn position_delete_may_apply(delete: &LiveFile, data: &LiveFile) -> bool {
     if delete.spec_id == data.spec_id && delete.file.partition() != data.file.partition() {
         return false;
     }
-    let bound = |bounds: &HashMap<i32, iceberg::spec::Datum>| match bounds.get(&POSITION_DELETE_FILE_PATH_ID).map(|d| d.literal()) {
+    let bound = |bounds: &HashMap<i32, iceberg::spec::Datum>| match bounds
+        .get(&POSITION_DELETE_FILE_PATH_ID)
+        .map(|d| d.literal())
+    {
         Some(PrimitiveLiteral::String(s)) => Some(s.clone()),
         _ => None,
     };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arrow_array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use futures::TryStreamExt;
-use iceberg::spec::{DataContentType, NestedField, Operation, PrimitiveType, Schema, Struct, Type, UnboundPartitionSpec};
+use iceberg::spec::{
+    DataContentType, NestedField, Operation, PrimitiveType, Schema, Struct, Type, UnboundPartitionSpec,
+};
 use iceberg::table::Table;
 use loch_table::TableError;
 use loch_table::position_delete::write_position_deletes;
@@ -64,7 +66,8 @@ async fn fragmented() -> (LocalTable, tempfile::TempDir) {
     let first = t.append(&batch(&t.table, 0..10)).await.unwrap();
     t.append(&batch(&t.table, 10..20)).await.unwrap();
     t.append(&batch(&t.table, 20..30)).await.unwrap();
-    let pos = write_position_deletes(t.table.file_io(), first[0].file_path(), &[1, 2], Struct::empty(), 0).await.unwrap();
+    let pos =
+        write_position_deletes(t.table.file_io(), first[0].file_path(), &[1, 2], Struct::empty(), 0).await.unwrap();
     let eq = write_equality_deletes(&t.table, vec![1], &batch(&t.table, [15, 25]), None).await.unwrap();
     t.add_deletes(vec![pos, eq]).await.unwrap();
     (t, dir)
@@ -175,8 +178,10 @@ async fn equality_deletes_become_position_deletes() {
     let head = t.table.metadata().current_snapshot_id().unwrap();
     let eq_file = live(&t.table).await.into_iter().find(|f| f.content() == DataContentType::EqualityDeletes).unwrap();
     // Rows are written in id order, so ids 3 and 7 sit at positions 3 and 7.
-    let pos = write_position_deletes(t.table.file_io(), data[0].file_path(), &[3, 7], Struct::empty(), 0).await.unwrap();
-    let pending = RewriteFiles::new(head).remove_delete_file(eq_file).add_delete_file(pos).prepare(&t.table).await.unwrap();
+    let pos =
+        write_position_deletes(t.table.file_io(), data[0].file_path(), &[3, 7], Struct::empty(), 0).await.unwrap();
+    let pending =
+        RewriteFiles::new(head).remove_delete_file(eq_file).add_delete_file(pos).prepare(&t.table).await.unwrap();
     t.commit(pending).await.unwrap();
     assert_eq!(ids(&scan_all(&t.table).await.unwrap()), before);
     let summary = &t.table.metadata().current_snapshot().unwrap().summary().additional_properties;
