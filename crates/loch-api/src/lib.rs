@@ -5,6 +5,7 @@
 //! pulling in the server.
 
 pub mod management;
+pub mod optimizer;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -1,6 +1,13 @@
-//! The management side of self-optimizing and table maintenance: table runtimes, the
-//! evaluator, per-group scheduling with quotas, the planner, the process and task state
-//! machines, and the committer (which commits through `loch-catalog`'s single commit path).
-//!
-//! Empty until the self-optimizing issue; the crate exists so the workspace's one-way
-//! dependencies (`server` → `optimizing` → `catalog` → `table`/`meta` → `api`) hold from the start.
+//! The management side of self-optimizing: the evaluator decides which tables and partitions need
+//! minor, major or full optimizing; the planner turns them into tasks; the scheduler hands tasks
+//! to optimizer threads fairly across tables; the committer commits their output through the
+//! catalog's single commit path. Table maintenance will run as processes of the same framework.
+
+pub mod error;
+pub mod evaluator;
+pub mod planner;
+pub mod properties;
+
+pub use error::{OptimizingError, Result};
+pub use evaluator::{Evaluation, OptimizingType};
+pub use properties::{GroupProperties, OptimizingProperties, SchedulingPolicy};

@@ -1,0 +1,195 @@
+//! The optimizer protocol (JSON over HTTP under `/api/optimizer/v1`), with the semantics of
+//! Amoro's Thrift `OptimizingService`: `register` → token, `touch` (heartbeat), `poll` (long
+//! poll for a task), `ack`, `complete`.
+//!
+//! A task input lists every file a worker needs with what it needs to read it (Iceberg data-file
+//! JSON, partition spec, sequence numbers, which deletes apply) plus the table's schema, specs,
+//! properties and storage settings — never a serialized table object.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /register`: an optimizer joins a group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegisterRequest {
+    /// Optimizer group to serve.
+    pub group: String,
+    /// Executor threads.
+    pub threads: u32,
+    /// Memory available, in MiB.
+    pub memory_mb: u64,
+    /// Free-form properties (host, pid, version).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Answer to `register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct RegisterResponse {
+    /// Token for every later call; it expires when heartbeats stop.
+    pub token: String,
+    /// How often to `touch`, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `POST /touch`: a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TouchRequest {
+    /// The optimizer's token.
+    pub token: String,
+}
+
+/// `POST /poll`: ask for a task (waits up to the poll timeout).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct PollRequest {
+    /// The optimizer's token.
+    pub token: String,
+    /// The asking thread.
+    pub thread_id: u32,
+}
+
+/// Answer to `poll`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct PollResponse {
+    /// A task, or none when there is no work.
+    pub task: Option<TaskAssignment>,
+}
+
+/// Identifies one hand-out of a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskKey {
+    /// Process id.
+    pub process_id: i64,
+    /// Task id within the process.
+    pub task_id: i64,
+    /// Hand-out number; an ack or completion naming an older attempt is ignored.
+    pub attempt: i64,
+}
+
+/// A task handed to an optimizer thread.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskAssignment {
+    /// Which task and attempt.
+    pub key: TaskKey,
+    /// What to do.
+    pub input: TaskInput,
+}
+
+/// `POST /ack`: the thread starts the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct AckRequest {
+    /// The optimizer's token.
+    pub token: String,
+    /// The thread.
+    pub thread_id: u32,
+    /// The task.
+    pub key: TaskKey,
+}
+
+/// `POST /complete`: the result of a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct CompleteRequest {
+    /// The optimizer's token.
+    pub token: String,
+    /// The thread.
+    pub thread_id: u32,
+    /// The task.
+    pub key: TaskKey,
+    /// The output, when it succeeded.
+    pub output: Option<TaskOutput>,
+    /// Why it failed, when it did.
+    pub error: Option<String>,
+}
+
+/// What a rewrite task works on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskInput {
+    /// `catalog.namespace.table`, for logs.
+    pub table: String,
+    /// The table's location.
+    pub location: String,
+    /// Iceberg format version of the table.
+    pub format_version: u8,
+    /// The current schema (Iceberg JSON).
+    #[schema(value_type = Object)]
+    pub schema: serde_json::Value,
+    /// Every partition spec the task's files use, plus the default one (Iceberg JSON).
+    #[schema(value_type = Vec<Object>)]
+    pub partition_specs: Vec<serde_json::Value>,
+    /// Id of the default partition spec; new files are written in it.
+    pub default_spec_id: i32,
+    /// Table properties (write settings).
+    pub properties: BTreeMap<String, String>,
+    /// Storage settings to read and write the table's files.
+    pub storage: BTreeMap<String, String>,
+    /// Target size of written data files, in bytes.
+    pub target_file_size: u64,
+    /// Data files whose live rows are rewritten into new files.
+    pub rewrite: Vec<InputFile>,
+    /// Data files that stay, whose deletes are re-expressed as one position delete file each.
+    pub reposition: Vec<InputFile>,
+    /// Delete files the data files above refer to.
+    pub deletes: Vec<InputFile>,
+}
+
+/// A file of a task input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct InputFile {
+    /// Iceberg data-file JSON (as in the REST scan-planning API).
+    #[schema(value_type = Object)]
+    pub file: serde_json::Value,
+    /// Its partition spec.
+    pub spec_id: i32,
+    /// Data sequence number.
+    pub data_sequence_number: i64,
+    /// File sequence number.
+    pub file_sequence_number: i64,
+    /// For data files: indexes into [`TaskInput::deletes`] of the delete files that apply.
+    #[serde(default)]
+    pub deletes: Vec<usize>,
+}
+
+/// What a task produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskOutput {
+    /// New data files (Iceberg data-file JSON, default partition spec).
+    #[schema(value_type = Vec<Object>)]
+    pub data_files: Vec<serde_json::Value>,
+    /// New position delete files (Iceberg data-file JSON).
+    #[schema(value_type = Vec<Object>)]
+    pub delete_files: Vec<serde_json::Value>,
+    /// Statistics.
+    pub summary: TaskSummary,
+}
+
+/// Statistics of a task execution.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TaskSummary {
+    /// Rows read (after deletes) from rewritten files.
+    pub rows_read: u64,
+    /// Rows written to new data files.
+    pub rows_written: u64,
+    /// Bytes of input files.
+    pub input_bytes: u64,
+    /// Bytes of output files.
+    pub output_bytes: u64,
+    /// Positions written to new position delete files.
+    pub positions_written: u64,
+    /// Execution time in milliseconds.
+    pub duration_ms: u64,
+}

@@ -1,0 +1,44 @@
+//! Errors of self-optimizing.
+
+use loch_catalog::CatalogError;
+use loch_meta::MetaError;
+use loch_table::TableError;
+
+/// What can go wrong while evaluating, planning, scheduling or committing.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimizingError {
+    /// A property has an invalid value.
+    #[error("invalid property: {0}")]
+    InvalidProperty(String),
+    /// An optimizer called with a token the server does not know (expired or never issued);
+    /// the optimizer registers again.
+    #[error("unknown optimizer token; register again")]
+    UnknownOptimizer,
+    /// A request names something that does not exist.
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// A request is not valid now (wrong task state, wrong thread, ...).
+    #[error("{0}")]
+    Rejected(String),
+    /// The group name is not a configured optimizer group.
+    #[error("optimizer group {0} does not exist")]
+    NoSuchGroup(String),
+    /// Reading or committing the table failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Building the rewrite snapshot failed (including conflicts with concurrent commits).
+    #[error(transparent)]
+    Table(#[from] TableError),
+    /// Iceberg files could not be read or decoded.
+    #[error(transparent)]
+    Iceberg(#[from] iceberg::Error),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// A stored value could not be decoded.
+    #[error("corrupt optimizing state: {0}")]
+    Corrupt(String),
+}
+
+/// Result type of self-optimizing.
+pub type Result<T, E = OptimizingError> = std::result::Result<T, E>;
