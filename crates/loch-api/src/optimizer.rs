@@ -142,13 +142,17 @@ pub struct TaskInput {
     pub reposition: Vec<InputFile>,
     /// Delete files the data files above refer to.
     pub deletes: Vec<InputFile>,
+    /// Delete files the commit removes once every task of the process succeeded (every data
+    /// file they apply to is rewritten or repositioned); the task does not read them.
+    #[serde(default)]
+    pub obsolete_deletes: Vec<InputFile>,
 }
 
 /// A file of a task input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct InputFile {
-    /// Iceberg data-file JSON (as in the REST scan-planning API).
+    /// Iceberg data-file JSON (iceberg-rust's `serialize_data_file_to_json`).
     #[schema(value_type = Object)]
     pub file: serde_json::Value,
     /// Its partition spec.
@@ -166,14 +170,23 @@ pub struct InputFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TaskOutput {
-    /// New data files (Iceberg data-file JSON, default partition spec).
-    #[schema(value_type = Vec<Object>)]
-    pub data_files: Vec<serde_json::Value>,
-    /// New position delete files (Iceberg data-file JSON).
-    #[schema(value_type = Vec<Object>)]
-    pub delete_files: Vec<serde_json::Value>,
+    /// New data files (in the default partition spec).
+    pub data_files: Vec<OutputFile>,
+    /// New position delete files (in the spec of the data file they belong to).
+    pub delete_files: Vec<OutputFile>,
     /// Statistics.
     pub summary: TaskSummary,
+}
+
+/// A file a task wrote.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct OutputFile {
+    /// Iceberg data-file JSON.
+    #[schema(value_type = Object)]
+    pub file: serde_json::Value,
+    /// Its partition spec.
+    pub spec_id: i32,
 }
 
 /// Statistics of a task execution.

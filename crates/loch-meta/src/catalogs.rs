@@ -93,6 +93,17 @@ impl MetaStore {
         row.map(TryInto::try_into).transpose()
     }
 
+    /// The catalog with this id, if any.
+    pub async fn get_catalog_by_id(&self, id: i64) -> Result<Option<CatalogRecord>> {
+        let row: Option<CatalogRow> = on_pool!(self, read, |pool| {
+            sqlx::query_as("SELECT id, name, kind, properties, created_at, updated_at FROM catalogs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(TryInto::try_into).transpose()
+    }
+
     /// Creates a catalog; fails with [`MetaError::AlreadyExists`] if the name is taken.
     pub async fn create_catalog(&self, new: &NewCatalog) -> Result<CatalogRecord> {
         let now = crate::now_ms();

@@ -129,7 +129,7 @@ impl MetaStore {
 
     /// Deletes a group; [`MetaError::NotEmpty`] while tables or optimizers use it.
     pub async fn delete_group(&self, name: &str) -> Result<()> {
-        let outcome = on_pool!(self, write, |pool| {
+        on_pool!(self, write, |pool| {
             async {
                 let mut tx = pool.begin().await?;
                 let users: i64 = sqlx::query_scalar(
@@ -149,8 +149,7 @@ impl MetaStore {
                 Ok::<_, sqlx::Error>(Ok(()))
             }
             .await
-        })?;
-        outcome
+        })?
     }
 
     /// Registers an optimizer.

@@ -1,6 +1,8 @@
-//! The optimizer worker: executes rewrite tasks (reads input files with deletes applied,
-//! writes target-sized files) and speaks the optimizer protocol to the server over HTTP. It
-//! runs embedded in `loch serve` or as `loch optimizer`, and never depends on the server or the
-//! metadata store.
-//!
-//! Empty until the self-optimizing issue.
+//! The optimizer worker: executes rewrite tasks (reads input files with deletes applied, writes
+//! target-sized files and position deletes) and speaks the optimizer protocol. It runs embedded
+//! in `loch serve` or as `loch optimizer`, and never depends on the server or the metadata store.
+
+mod error;
+pub mod executor;
+
+pub use error::{ExecuteError, Result};

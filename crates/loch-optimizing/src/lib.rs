@@ -3,10 +3,14 @@
 //! to optimizer threads fairly across tables; the committer commits their output through the
 //! catalog's single commit path. Table maintenance will run as processes of the same framework.
 
+pub mod commit;
 pub mod error;
 pub mod evaluator;
+pub mod plan;
 pub mod planner;
 pub mod properties;
+pub mod table;
+pub mod task;
 
 pub use error::{OptimizingError, Result};
 pub use evaluator::{Evaluation, OptimizingType};

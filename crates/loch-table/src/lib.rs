@@ -10,5 +10,6 @@ mod error;
 pub mod position_delete;
 pub mod scan;
 pub mod snapshot;
+pub mod write;
 
 pub use error::{Result, TableError};

@@ -1,0 +1,24 @@
+//! Errors of the optimizer worker.
+
+/// What can go wrong executing a task or talking to the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The task input is not usable.
+    #[error("invalid task input: {0}")]
+    Input(String),
+    /// Reading or writing Iceberg files failed.
+    #[error(transparent)]
+    Iceberg(#[from] iceberg::Error),
+    /// Building a table file failed.
+    #[error(transparent)]
+    Table(#[from] loch_table::TableError),
+    /// The server could not be reached or answered with an error.
+    #[error("server: {0}")]
+    Server(String),
+    /// The server no longer knows this optimizer's token; register again.
+    #[error("the server does not know this optimizer; registering again")]
+    Unregistered,
+}
+
+/// Result type of the worker.
+pub type Result<T, E = ExecuteError> = std::result::Result<T, E>;

@@ -1,0 +1,369 @@
+//! The executor: runs one rewrite task.
+//!
+//! - Rewrite: the live rows of the task's data files (every applying position and equality
+//!   delete applied by iceberg's reader) stream into new Parquet files of the target size, in the
+//!   table's default partition spec. Memory is bounded by the task: batches stream from reader to
+//!   writer, and only the task's delete files are held.
+//! - Reposition: for a data file that stays, the positions its deletes remove (old position
+//!   deletes, and rows matching equality deletes) are written as one position delete file.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_row::{RowConverter, SortField};
+use futures::TryStreamExt;
+use iceberg::Runtime;
+use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
+use iceberg::io::{FileIO, FileIOBuilder};
+use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
+use iceberg::spec::{
+    DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, PartitionSpec, Schema, SchemaRef,
+    StructType, UnboundPartitionSpec, deserialize_data_file_from_json, serialize_data_file_to_json,
+};
+use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
+use iceberg::writer::file_writer::ParquetWriterBuilder;
+use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
+use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
+use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
+use loch_api::optimizer::{InputFile, OutputFile, TaskInput, TaskOutput, TaskSummary};
+use loch_table::position_delete::write_position_deletes;
+use loch_table::snapshot::rewrite::{POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID};
+use loch_table::write::parquet_writer_properties;
+
+use crate::error::{ExecuteError, Result};
+
+/// A data or delete file of the task, decoded.
+#[derive(Debug, Clone)]
+struct TaskFile {
+    file: DataFile,
+    spec: Arc<PartitionSpec>,
+    deletes: Vec<usize>,
+}
+
+/// The task input, decoded into Iceberg types.
+struct Decoded {
+    schema: SchemaRef,
+    default_spec: Arc<PartitionSpec>,
+    format_version: FormatVersion,
+    io: FileIO,
+    rewrite: Vec<TaskFile>,
+    reposition: Vec<TaskFile>,
+    deletes: Vec<TaskFile>,
+}
+
+fn decode(input: &TaskInput) -> Result<Decoded> {
+    let schema: Schema =
+        serde_json::from_value(input.schema.clone()).map_err(|e| ExecuteError::Input(format!("schema: {e}")))?;
+    let schema = Arc::new(schema);
+    let mut specs: HashMap<i32, Arc<PartitionSpec>> = HashMap::new();
+    for spec in &input.partition_specs {
+        let unbound: UnboundPartitionSpec =
+            serde_json::from_value(spec.clone()).map_err(|e| ExecuteError::Input(format!("partition spec: {e}")))?;
+        let bound = unbound.bind(schema.clone())?;
+        specs.insert(bound.spec_id(), Arc::new(bound));
+    }
+    let default_spec = specs
+        .get(&input.default_spec_id)
+        .cloned()
+        .ok_or_else(|| ExecuteError::Input("the default partition spec is missing".into()))?;
+    let format_version = match input.format_version {
+        1 => FormatVersion::V1,
+        2 => FormatVersion::V2,
+        3 => FormatVersion::V3,
+        v => return Err(ExecuteError::Input(format!("format version {v}"))),
+    };
+    let decode_files = |files: &[InputFile]| -> Result<Vec<TaskFile>> {
+        files
+            .iter()
+            .map(|f| {
+                let spec = specs
+                    .get(&f.spec_id)
+                    .cloned()
+                    .ok_or_else(|| ExecuteError::Input(format!("partition spec {} is missing", f.spec_id)))?;
+                let partition_type = spec.partition_type(&schema)?;
+                let file = deserialize_data_file_from_json(&f.file.to_string(), f.spec_id, &partition_type, &schema)?;
+                Ok(TaskFile { file, spec, deletes: f.deletes.clone() })
+            })
+            .collect()
+    };
+    let io =
+        FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new())).with_props(input.storage.clone()).build();
+    Ok(Decoded {
+        rewrite: decode_files(&input.rewrite)?,
+        reposition: decode_files(&input.reposition)?,
+        deletes: decode_files(&input.deletes)?,
+        schema,
+        default_spec,
+        format_version,
+        io,
+    })
+}
+
+/// Runs a task.
+pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
+    let start = Instant::now();
+    let task = decode(input)?;
+    let mut summary = TaskSummary::default();
+    for f in task.rewrite.iter().chain(&task.reposition).chain(&task.deletes) {
+        summary.input_bytes += f.file.file_size_in_bytes();
+    }
+    let partition_type = task.default_spec.partition_type(&task.schema)?;
+    let mut data_files = Vec::new();
+    if !task.rewrite.is_empty() {
+        let props: HashMap<String, String> = input.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for file in rewrite(&task, input, &props, &mut summary).await? {
+            summary.output_bytes += file.file_size_in_bytes();
+            data_files.push(OutputFile {
+                file: to_json(file, &partition_type, task.format_version)?,
+                spec_id: task.default_spec.spec_id(),
+            });
+        }
+    }
+    let mut delete_files = Vec::new();
+    for data in &task.reposition {
+        let positions = deleted_positions(&task, data).await?;
+        if positions.is_empty() {
+            continue;
+        }
+        summary.positions_written += positions.len() as u64;
+        let partition_type = data.spec.partition_type(&task.schema)?;
+        let file = write_position_deletes(
+            &task.io,
+            data.file.file_path(),
+            &positions,
+            data.file.partition().clone(),
+            data.spec.spec_id(),
+        )
+        .await?;
+        summary.output_bytes += file.file_size_in_bytes();
+        delete_files.push(OutputFile {
+            file: to_json(file, &partition_type, task.format_version)?,
+            spec_id: data.spec.spec_id(),
+        });
+    }
+    summary.duration_ms = start.elapsed().as_millis() as u64;
+    Ok(TaskOutput { data_files, delete_files, summary })
+}
+
+fn to_json(file: DataFile, partition_type: &StructType, version: FormatVersion) -> Result<serde_json::Value> {
+    let text = serialize_data_file_to_json(file, partition_type, version)?;
+    serde_json::from_str(&text).map_err(|e| ExecuteError::Input(format!("data file json: {e}")))
+}
+
+/// A scan task reading the whole `file` with `deletes` applied, projecting `fields`.
+fn scan_task(
+    file: &TaskFile,
+    schema: &SchemaRef,
+    fields: Vec<i32>,
+    deletes: Vec<FileScanTaskDeleteFile>,
+) -> FileScanTask {
+    FileScanTask {
+        file_size_in_bytes: file.file.file_size_in_bytes(),
+        start: 0,
+        length: file.file.file_size_in_bytes(),
+        record_count: Some(file.file.record_count()),
+        data_file_path: file.file.file_path().to_string(),
+        data_file_format: file.file.file_format(),
+        schema: schema.clone(),
+        project_field_ids: fields,
+        predicate: None,
+        deletes,
+        partition: Some(file.file.partition().clone()),
+        partition_spec: Some(file.spec.clone()),
+        name_mapping: None,
+        case_sensitive: true,
+    }
+}
+
+fn delete_ref(file: &TaskFile) -> FileScanTaskDeleteFile {
+    FileScanTaskDeleteFile {
+        file_path: file.file.file_path().to_string(),
+        file_size_in_bytes: file.file.file_size_in_bytes(),
+        file_type: file.file.content_type(),
+        partition_spec_id: file.spec.spec_id(),
+        equality_ids: file.file.equality_ids(),
+    }
+}
+
+fn reader(io: &FileIO) -> iceberg::arrow::ArrowReader {
+    ArrowReaderBuilder::new(io.clone(), Runtime::current()).with_data_file_concurrency_limit(2).build()
+}
+
+/// Streams the live rows of the rewrite files into new files of the target size.
+async fn rewrite(
+    task: &Decoded,
+    input: &TaskInput,
+    props: &HashMap<String, String>,
+    summary: &mut TaskSummary,
+) -> Result<Vec<DataFile>> {
+    let first = &task.rewrite[0];
+    if task
+        .rewrite
+        .iter()
+        .any(|f| f.spec.spec_id() != task.default_spec.spec_id() || f.file.partition() != first.file.partition())
+    {
+        return Err(ExecuteError::Input("rewrite files must share one partition of the default spec".into()));
+    }
+    let fields: Vec<i32> = task.schema.as_struct().fields().iter().map(|f| f.id).collect();
+    let scans: Vec<iceberg::Result<FileScanTask>> = task
+        .rewrite
+        .iter()
+        .map(|f| {
+            Ok(scan_task(
+                f,
+                &task.schema,
+                fields.clone(),
+                f.deletes.iter().map(|&i| delete_ref(&task.deletes[i])).collect(),
+            ))
+        })
+        .collect();
+    let mut batches = reader(&task.io).read(Box::pin(futures::stream::iter(scans)))?.stream();
+
+    let metadata = synthetic_metadata(task, input)?;
+    let rolling = RollingFileWriterBuilder::new(
+        ParquetWriterBuilder::new(parquet_writer_properties(props)?, task.schema.clone()),
+        usize::try_from(input.target_file_size).unwrap_or(usize::MAX),
+        task.io.clone(),
+        DefaultLocationGenerator::new(&metadata)?,
+        DefaultFileNameGenerator::new(format!("opt-{}", uuid::Uuid::now_v7().simple()), None, DataFileFormat::Parquet),
+    );
+    let key = (!task.default_spec.is_unpartitioned())
+        .then(|| PartitionKey::new((*task.default_spec).clone(), task.schema.clone(), first.file.partition().clone()));
+    let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
+    let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
+    while let Some(batch) = batches.try_next().await? {
+        summary.rows_read += batch.num_rows() as u64;
+        if batch.num_rows() > 0 {
+            summary.rows_written += batch.num_rows() as u64;
+            writer.write(conform(batch, &target)?).await?;
+        }
+    }
+    Ok(writer.close().await?)
+}
+
+/// Casts columns the reader produced in another encoding (identity partition columns come back
+/// run-end encoded constants) to the table schema's types.
+fn conform(batch: RecordBatch, target: &arrow_schema::SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields().iter().zip(target.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow_cast::cast(column, field.data_type())
+                    .map_err(|e| ExecuteError::Input(format!("column {}: {e}", field.name())))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new(target.clone(), columns).map_err(|e| ExecuteError::Input(format!("batch: {e}")))
+}
+
+/// Table metadata standing in for the table where iceberg's writers need one (data location).
+fn synthetic_metadata(task: &Decoded, input: &TaskInput) -> Result<iceberg::spec::TableMetadata> {
+    let props: HashMap<String, String> = input
+        .properties
+        .iter()
+        .filter(|(k, _)| k.starts_with("write.data.path") || k.starts_with("write.folder-storage.path"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Ok(iceberg::spec::TableMetadataBuilder::new(
+        (*task.schema).clone(),
+        task.default_spec.clone().as_ref().clone().into_unbound(),
+        iceberg::spec::SortOrder::unsorted_order(),
+        input.location.clone(),
+        task.format_version,
+        props,
+    )?
+    .build()?
+    .metadata)
+}
+
+/// Positions of `data` removed by its position and equality deletes, ascending.
+async fn deleted_positions(task: &Decoded, data: &TaskFile) -> Result<Vec<i64>> {
+    let mut positions = BTreeSet::new();
+    let mut eq_groups: HashMap<Vec<i32>, Vec<&TaskFile>> = HashMap::new();
+    for del in data.deletes.iter().map(|&i| &task.deletes[i]) {
+        match del.file.content_type() {
+            DataContentType::PositionDeletes => {
+                positions.extend(read_positions(task, del, data.file.file_path()).await?)
+            }
+            DataContentType::EqualityDeletes => {
+                let ids = del.file.equality_ids().unwrap_or_default();
+                eq_groups.entry(ids).or_default().push(del);
+            }
+            DataContentType::Data => {
+                return Err(ExecuteError::Input(format!("{} is not a delete file", del.file.file_path())));
+            }
+        }
+    }
+    for (ids, deletes) in eq_groups {
+        positions.extend(equality_deleted_positions(task, data, &ids, &deletes).await?);
+    }
+    Ok(positions.into_iter().collect())
+}
+
+/// Positions a position delete file holds for `data_path`.
+async fn read_positions(task: &Decoded, delete: &TaskFile, data_path: &str) -> Result<Vec<i64>> {
+    let schema = Arc::new(loch_table::position_delete::position_delete_schema()?);
+    let scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], vec![]);
+    let batches: Vec<RecordBatch> =
+        reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream().try_collect().await?;
+    let mut out = Vec::new();
+    for batch in batches {
+        let paths = batch.column(0).as_any().downcast_ref::<StringArray>();
+        let pos = batch.column(1).as_any().downcast_ref::<Int64Array>();
+        let (Some(paths), Some(pos)) = (paths, pos) else {
+            return Err(ExecuteError::Input(format!("{} is not a position delete file", delete.file.file_path())));
+        };
+        out.extend((0..batch.num_rows()).filter(|&i| paths.value(i) == data_path).map(|i| pos.value(i)));
+    }
+    Ok(out)
+}
+
+/// Positions of rows of `data` whose `ids` columns match a row of one of `deletes`.
+async fn equality_deleted_positions(
+    task: &Decoded,
+    data: &TaskFile,
+    ids: &[i32],
+    deletes: &[&TaskFile],
+) -> Result<Vec<i64>> {
+    let read = |file: &TaskFile| scan_task(file, &task.schema, ids.to_vec(), vec![]);
+    let delete_scans: Vec<iceberg::Result<FileScanTask>> = deletes.iter().map(|d| Ok(read(d))).collect();
+    let delete_batches: Vec<RecordBatch> =
+        reader(&task.io).read(Box::pin(futures::stream::iter(delete_scans)))?.stream().try_collect().await?;
+    let Some(first) = delete_batches.first() else { return Ok(Vec::new()) };
+    let fields: Vec<SortField> =
+        first.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    let converter = RowConverter::new(fields).map_err(|e| ExecuteError::Input(format!("equality key: {e}")))?;
+    let mut keys: HashSet<Vec<u8>> = HashSet::new();
+    for batch in &delete_batches {
+        let rows = converter
+            .convert_columns(batch.columns())
+            .map_err(|e| ExecuteError::Input(format!("equality key: {e}")))?;
+        keys.extend(rows.iter().map(|r| r.as_ref().to_vec()));
+    }
+    // Rows of the data file in file order: the running count is the position.
+    let mut stream = reader(&task.io).read(Box::pin(futures::stream::iter([Ok(read(data))])))?.stream();
+    let mut position = 0i64;
+    let mut out = Vec::new();
+    while let Some(batch) = stream.try_next().await? {
+        let columns: Vec<Arc<dyn Array>> = batch.columns().to_vec();
+        let rows =
+            converter.convert_columns(&columns).map_err(|e| ExecuteError::Input(format!("equality key: {e}")))?;
+        for (i, row) in rows.iter().enumerate() {
+            if keys.contains(row.as_ref()) {
+                out.push(position + i as i64);
+            }
+        }
+        position += batch.num_rows() as i64;
+    }
+    Ok(out)
+}

@@ -1,0 +1,96 @@
+//! The committer: turns the outputs of a process's tasks into one rewrite snapshot and commits
+//! it through the catalog's commit path.
+//!
+//! The rewrite is validated against every snapshot committed since planning (see
+//! `loch_table::snapshot::RewriteFiles`); losing the pointer race to an unrelated commit only
+//! means validating again against the newer head. The snapshot names its process, so a commit
+//! repeated after a crash recognizes that it already happened.
+
+use loch_api::optimizer::{TaskInput, TaskOutput};
+use loch_catalog::{CatalogError, CatalogService, TableChange};
+use loch_table::snapshot::{RewriteFiles, SnapshotAction};
+
+use crate::error::{OptimizingError, Result};
+use crate::evaluator::OptimizingType;
+use crate::table::ManagedTable;
+use crate::task::{decode_file, live_file};
+
+/// Snapshot summary property naming the optimizing process that committed the snapshot.
+pub const PROCESS_ID_PROPERTY: &str = "loch.optimizing-process-id";
+/// Snapshot summary property naming the optimizing type.
+pub const OPTIMIZING_TYPE_PROPERTY: &str = "loch.optimizing-type";
+
+/// How often a commit that lost the pointer race is validated again before giving up.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// A committed rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The new snapshot.
+    pub snapshot_id: i64,
+    /// True when an earlier attempt had already committed it.
+    pub already: bool,
+}
+
+/// Commits the results of a process planned on `target_snapshot`.
+pub async fn commit_rewrite(
+    catalogs: &CatalogService,
+    table_id: i64,
+    process_id: i64,
+    kind: OptimizingType,
+    target_snapshot: i64,
+    results: &[(TaskInput, TaskOutput)],
+) -> Result<Committed> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let table = ManagedTable::load(catalogs, table_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id} (dropped while optimizing)")))?;
+        let metadata = table.table.metadata();
+        if let Some(snapshot) = metadata
+            .snapshots()
+            .find(|s| s.summary().additional_properties.get(PROCESS_ID_PROPERTY) == Some(&process_id.to_string()))
+        {
+            return Ok(Committed { snapshot_id: snapshot.snapshot_id(), already: true });
+        }
+        let mut rewrite = RewriteFiles::new(target_snapshot)
+            .set_property("snapshot.producer", "OPTIMIZE")
+            .set_property(PROCESS_ID_PROPERTY, process_id.to_string())
+            .set_property(OPTIMIZING_TYPE_PROPERTY, kind.as_str());
+        for (input, output) in results {
+            for f in &input.rewrite {
+                rewrite = rewrite.rewrite_data_file(live_file(metadata, f)?);
+            }
+            for f in &input.obsolete_deletes {
+                rewrite = rewrite.remove_delete_file(live_file(metadata, f)?);
+            }
+            for f in &output.data_files {
+                rewrite = rewrite.add_data_file(decode_file(metadata, &f.file, f.spec_id)?);
+            }
+            for f in &output.delete_files {
+                rewrite = rewrite.add_delete_file(decode_file(metadata, &f.file, f.spec_id)?);
+            }
+        }
+        let pending = rewrite.prepare(&table.table).await?;
+        let change = TableChange {
+            ident: table.name.clone(),
+            requirements: pending.requirements.clone(),
+            updates: pending.updates.clone(),
+        };
+        match catalogs.commit_table(&table.catalog, change).await {
+            Ok(_) => return Ok(Committed { snapshot_id: pending.snapshot_id, already: false }),
+            Err(e) => {
+                for path in &pending.written_files {
+                    let _ = table.table.file_io().delete(path).await;
+                }
+                match e {
+                    CatalogError::CommitFailed(reason) if attempt < COMMIT_ATTEMPTS => {
+                        tracing::debug!(table_id, process_id, %reason, "optimizing commit lost a race; validating again");
+                    }
+                    other => return Err(other.into()),
+                }
+            }
+        }
+    }
+}

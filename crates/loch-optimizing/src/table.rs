@@ -1,0 +1,68 @@
+//! A managed table as self-optimizing sees it: its catalog, name, current metadata and an
+//! iceberg `Table` over the catalog's storage.
+
+use std::collections::HashMap;
+
+use iceberg::table::Table;
+use iceberg::{NamespaceIdent, Runtime, TableIdent};
+use loch_catalog::{CatalogService, ResolvedCatalog, TableName};
+use loch_meta::TableRecord;
+
+use crate::error::{OptimizingError, Result};
+use crate::properties::OptimizingProperties;
+
+/// A loaded managed table.
+#[derive(Debug, Clone)]
+pub struct ManagedTable {
+    /// Its row.
+    pub record: TableRecord,
+    /// Its catalog.
+    pub catalog: ResolvedCatalog,
+    /// Its name.
+    pub name: TableName,
+    /// The table at its current metadata.
+    pub table: Table,
+    /// Effective self-optimizing properties.
+    pub props: OptimizingProperties,
+}
+
+impl ManagedTable {
+    /// Loads table `table_id`; `None` when it was dropped (or is a view).
+    pub async fn load(catalogs: &CatalogService, table_id: i64) -> Result<Option<Self>> {
+        let Some(record) = catalogs.store().get_table_by_id(table_id).await? else { return Ok(None) };
+        if record.kind != loch_meta::TableKind::Table {
+            return Ok(None);
+        }
+        let catalog_record = catalogs
+            .store()
+            .get_catalog_by_id(record.catalog_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("catalog of table {table_id}")))?;
+        let catalog = catalogs.resolve(&catalog_record.name).await?;
+        let name = TableName::new(record.namespace.clone(), record.name.clone());
+        let loaded = match catalogs.load_table(&catalog, &name).await {
+            Ok(loaded) => loaded,
+            Err(loch_catalog::CatalogError::NoSuchTable(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let props = OptimizingProperties::resolve(&catalog.record.properties, loaded.metadata.metadata.properties())?;
+        let table = Table::builder()
+            .identifier(TableIdent::new(NamespaceIdent::from_vec(name.namespace.clone())?, name.name.clone()))
+            .file_io(catalog.warehouse.file_io.clone())
+            .metadata(loaded.metadata.metadata.clone())
+            .metadata_location(loaded.metadata_location.clone().unwrap_or_default())
+            .runtime(Runtime::current())
+            .build()?;
+        Ok(Some(Self { record, catalog, name, table, props }))
+    }
+
+    /// `catalog.namespace.table`, for logs and task inputs.
+    pub fn display_name(&self) -> String {
+        format!("{}.{}", self.catalog.record.name, self.name)
+    }
+
+    /// Storage settings the workers need.
+    pub fn storage(&self) -> &HashMap<String, String> {
+        &self.catalog.warehouse.client_config
+    }
+}

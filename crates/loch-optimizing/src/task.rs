@@ -1,0 +1,107 @@
+//! Converting between planned tasks and the protocol's task inputs and outputs.
+
+use std::collections::BTreeSet;
+
+use iceberg::spec::{
+    DataFile, FormatVersion, TableMetadata, deserialize_data_file_from_json, serialize_data_file_to_json,
+};
+use loch_api::optimizer::{InputFile, TaskInput, TaskOutput};
+use loch_table::scan::LiveFile;
+
+use crate::error::{OptimizingError, Result};
+use crate::planner::{PlannedFile, PlannedTask};
+use crate::table::ManagedTable;
+
+fn version_number(v: FormatVersion) -> u8 {
+    match v {
+        FormatVersion::V1 => 1,
+        FormatVersion::V2 => 2,
+        FormatVersion::V3 => 3,
+    }
+}
+
+/// The task input of `task`; `obsolete` are delete files the commit removes.
+pub fn task_input(table: &ManagedTable, task: &PlannedTask, obsolete: &[LiveFile]) -> Result<TaskInput> {
+    let metadata = table.table.metadata();
+    let files = task.rewrite.iter().chain(&task.reposition).map(|f| &f.file).chain(&task.deletes).chain(obsolete);
+    let mut spec_ids: BTreeSet<i32> = files.map(|f| f.spec_id).collect();
+    spec_ids.insert(metadata.default_partition_spec_id());
+    let partition_specs = spec_ids
+        .iter()
+        .map(|id| {
+            let spec = metadata
+                .partition_spec_by_id(*id)
+                .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {id}")))?;
+            serde_json::to_value((**spec).clone().into_unbound()).map_err(|e| OptimizingError::Corrupt(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let planned = |files: &[PlannedFile]| -> Result<Vec<InputFile>> {
+        files.iter().map(|f| input_file(metadata, &f.file, f.deletes.clone())).collect()
+    };
+    Ok(TaskInput {
+        table: table.display_name(),
+        location: metadata.location().to_string(),
+        format_version: version_number(metadata.format_version()),
+        schema: serde_json::to_value(metadata.current_schema().as_ref())
+            .map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+        partition_specs,
+        default_spec_id: metadata.default_partition_spec_id(),
+        properties: metadata.properties().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        storage: table.storage().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        target_file_size: table.props.target_size,
+        rewrite: planned(&task.rewrite)?,
+        reposition: planned(&task.reposition)?,
+        deletes: task.deletes.iter().map(|f| input_file(metadata, f, Vec::new())).collect::<Result<_>>()?,
+        obsolete_deletes: obsolete.iter().map(|f| input_file(metadata, f, Vec::new())).collect::<Result<_>>()?,
+    })
+}
+
+fn input_file(metadata: &TableMetadata, file: &LiveFile, deletes: Vec<usize>) -> Result<InputFile> {
+    let spec = metadata
+        .partition_spec_by_id(file.spec_id)
+        .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {}", file.spec_id)))?;
+    let partition_type = spec.partition_type(metadata.current_schema())?;
+    let json = serialize_data_file_to_json(file.file.clone(), &partition_type, metadata.format_version())?;
+    Ok(InputFile {
+        file: serde_json::from_str(&json).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+        spec_id: file.spec_id,
+        data_sequence_number: file.data_sequence_number,
+        file_sequence_number: file.file_sequence_number,
+        deletes,
+    })
+}
+
+/// A file of a task input, decoded against the table's metadata.
+pub fn live_file(metadata: &TableMetadata, input: &InputFile) -> Result<LiveFile> {
+    Ok(LiveFile {
+        file: decode_file(metadata, &input.file, input.spec_id)?,
+        spec_id: input.spec_id,
+        data_sequence_number: input.data_sequence_number,
+        file_sequence_number: input.file_sequence_number,
+    })
+}
+
+/// Decodes a data-file JSON of partition spec `spec_id`.
+pub fn decode_file(metadata: &TableMetadata, json: &serde_json::Value, spec_id: i32) -> Result<DataFile> {
+    let spec = metadata
+        .partition_spec_by_id(spec_id)
+        .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {spec_id}")))?;
+    let partition_type = spec.partition_type(metadata.current_schema())?;
+    Ok(deserialize_data_file_from_json(&json.to_string(), spec_id, &partition_type, metadata.current_schema())?)
+}
+
+/// Input files and bytes of a task input.
+pub fn input_size(input: &TaskInput) -> (i64, i64) {
+    let files = input.rewrite.iter().chain(&input.reposition).chain(&input.deletes);
+    files.fold((0, 0), |(n, b), f| (n + 1, b + file_size(&f.file)))
+}
+
+fn file_size(json: &serde_json::Value) -> i64 {
+    json.get("file_size_in_bytes").and_then(|v| v.as_i64()).unwrap_or(0)
+}
+
+/// Output files and bytes of a task output.
+pub fn output_size(output: &TaskOutput) -> (i64, i64) {
+    let files = output.data_files.iter().chain(&output.delete_files);
+    files.fold((0, 0), |(n, b), f| (n + 1, b + file_size(&f.file)))
+}

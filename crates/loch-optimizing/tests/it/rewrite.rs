@@ -1,0 +1,215 @@
+//! Minor, major and full optimizing of tables with position and equality deletes, and the
+//! interleavings with concurrent commits (made deterministic by running the steps by hand).
+
+use std::collections::HashMap;
+
+use iceberg::TableUpdate;
+use iceberg::spec::Struct;
+use loch_api::optimizer::{TaskInput, TaskOutput};
+use loch_catalog::{TableChange, TableName};
+use loch_optimizing::OptimizingError;
+use loch_optimizing::commit::{Committed, commit_rewrite};
+use loch_optimizing::evaluator::{LastOptimized, OptimizingType, evaluate};
+use loch_optimizing::plan::{ProcessPlan, plan_process};
+use loch_table::TableError;
+use loch_table::position_delete::write_position_deletes;
+use loch_table::snapshot::{OverwriteFiles, SnapshotAction};
+use loch_testkit::local::write_equality_deletes;
+
+use crate::common::{Env, batch};
+
+/// Evaluates and plans the table as it is now.
+async fn plan_now(env: &Env) -> Option<ProcessPlan> {
+    let t = env.table().await;
+    let snapshot = t.table.metadata().current_snapshot().unwrap().clone();
+    let now = chrono_now();
+    let evaluation = evaluate(
+        t.table.file_io().clone(),
+        t.table.metadata_ref(),
+        snapshot,
+        &t.props,
+        &LastOptimized { minor: Some(now), ..Default::default() },
+        now,
+    )
+    .await
+    .unwrap();
+    plan_process(&t, &evaluation, u64::MAX).await.unwrap()
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+async fn execute(plan: &ProcessPlan) -> Vec<(TaskInput, TaskOutput)> {
+    let mut results = Vec::new();
+    for (_, input) in &plan.tasks {
+        results.push((input.clone(), loch_optimizer::executor::execute(input).await.unwrap()));
+    }
+    results
+}
+
+async fn commit(
+    env: &Env,
+    plan: &ProcessPlan,
+    results: &[(TaskInput, TaskOutput)],
+) -> Result<Committed, OptimizingError> {
+    commit_rewrite(&env.catalogs, env.table_id, 42, plan.kind, plan.snapshot_id, results).await
+}
+
+async fn set_properties(env: &Env, props: &[(&str, String)]) {
+    let t = env.table().await;
+    let updates = props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<HashMap<_, _>>();
+    let change = TableChange {
+        ident: TableName::new(vec!["db".into()], "t"),
+        requirements: vec![],
+        updates: vec![TableUpdate::SetProperties { updates }],
+    };
+    env.catalogs.commit_table(&t.catalog, change).await.unwrap();
+}
+
+/// A table with one segment (ids 0..50000) whose size is the target size, so small appends are
+/// fragments; returns the segment's path.
+async fn with_segment(props: &[(&str, &str)]) -> (Env, String) {
+    let env = Env::new(false, props).await;
+    let segment = env.append(0..50_000, "a").await.remove(0);
+    set_properties(&env, &[("self-optimizing.target-size", segment.file_size_in_bytes().to_string())]).await;
+    (env, segment.file_path().to_string())
+}
+
+#[tokio::test]
+async fn minor_optimizing_compacts_fragments() {
+    let env = Env::new(true, &[]).await;
+    for i in 0..26 {
+        env.append(i * 10..i * 10 + 10, if i % 2 == 0 { "a" } else { "b" }).await;
+    }
+    let before = env.rows().await;
+    assert_eq!(env.file_counts().await, (26, 0, 0));
+    let plan = plan_now(&env).await.expect("13 fragments per partition trigger minor optimizing");
+    assert_eq!(plan.kind, OptimizingType::Minor);
+    assert_eq!(plan.tasks.len(), 2, "one task per partition");
+    let results = execute(&plan).await;
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before);
+    assert_eq!(env.file_counts().await, (2, 0, 0));
+    let t = env.table().await;
+    let summary = t.table.metadata().current_snapshot().unwrap().summary();
+    assert_eq!(summary.additional_properties["snapshot.producer"], "OPTIMIZE");
+    assert!(plan_now(&env).await.is_none(), "nothing left to do");
+}
+
+#[tokio::test]
+async fn minor_optimizing_turns_equality_deletes_into_position_deletes() {
+    let (env, segment) = with_segment(&[]).await;
+    for i in 0..3 {
+        env.append(100_000 + i * 10..100_000 + i * 10 + 10, "a").await;
+    }
+    let t = env.table().await;
+    let eq = write_equality_deletes(&t.table, vec![1], &batch(&t.table, [5, 100_001], "a"), None).await.unwrap();
+    let foreign_pos = write_position_deletes(t.table.file_io(), &segment, &[10, 11], Struct::empty(), 0).await.unwrap();
+    env.delete(vec![eq, foreign_pos]).await;
+    let before = env.rows().await;
+    assert_eq!(before.len(), 50_000 + 30 - 4);
+    assert_eq!(env.file_counts().await, (4, 1, 1));
+
+    let plan = plan_now(&env).await.expect("equality deletes on a segment trigger minor optimizing");
+    assert_eq!(plan.kind, OptimizingType::Minor);
+    let reposition: usize = plan.tasks.iter().map(|(_, t)| t.reposition.len()).sum();
+    let rewrite: usize = plan.tasks.iter().map(|(_, t)| t.rewrite.len()).sum();
+    assert_eq!((reposition, rewrite), (1, 3), "the segment stays, the fragments are rewritten");
+    let results = execute(&plan).await;
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    // One data file from the fragments, the segment, and one position delete file for it.
+    assert_eq!(env.file_counts().await, (2, 1, 0));
+}
+
+#[tokio::test]
+async fn major_optimizing_rewrites_segments_with_many_deletes() {
+    let (env, segment) = with_segment(&[]).await;
+    let t = env.table().await;
+    let positions: Vec<i64> = (0..50_000).step_by(7).collect(); // 14 % of the rows
+    let pos = write_position_deletes(t.table.file_io(), &segment, &positions, Struct::empty(), 0).await.unwrap();
+    env.delete(vec![pos]).await;
+    let before = env.rows().await;
+    let plan = plan_now(&env).await.expect("position deletes above the duplicate ratio trigger major optimizing");
+    assert_eq!(plan.kind, OptimizingType::Major);
+    let results = execute(&plan).await;
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before);
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+}
+
+#[tokio::test]
+async fn full_optimizing_leaves_no_delete_files() {
+    let (env, segment) = with_segment(&[("self-optimizing.full.trigger.interval", "0")]).await;
+    env.append(100_000..100_010, "a").await;
+    env.append(100_010..100_020, "a").await;
+    let t = env.table().await;
+    let eq = write_equality_deletes(&t.table, vec![1], &batch(&t.table, [3, 100_003], "a"), None).await.unwrap();
+    let pos = write_position_deletes(t.table.file_io(), &segment, &[0, 1, 2], Struct::empty(), 0).await.unwrap();
+    env.delete(vec![eq, pos]).await;
+    let before = env.rows().await;
+    let plan = plan_now(&env).await.unwrap();
+    assert_eq!(plan.kind, OptimizingType::Full);
+    let results = execute(&plan).await;
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before);
+    let (_, pos_files, eq_files) = env.file_counts().await;
+    assert_eq!((pos_files, eq_files), (0, 0), "full optimizing leaves no delete files");
+}
+
+/// Fragments with an equality delete, planned and executed; the commit is left to the test.
+async fn executed() -> (Env, ProcessPlan, Vec<(TaskInput, TaskOutput)>) {
+    let env = Env::new(false, &[]).await;
+    for i in 0..12 {
+        env.append(i * 10..i * 10 + 10, "a").await;
+    }
+    let plan = plan_now(&env).await.unwrap();
+    let results = execute(&plan).await;
+    (env, plan, results)
+}
+
+#[tokio::test]
+async fn appends_and_equality_deletes_during_a_process_are_kept() {
+    let (env, plan, results) = executed().await;
+    env.append(1000..1005, "a").await;
+    let t = env.table().await;
+    let eq = write_equality_deletes(&t.table, vec![1], &batch(&t.table, [7, 1001], "a"), None).await.unwrap();
+    env.delete(vec![eq]).await;
+    let expected = env.rows().await;
+    assert_eq!(expected.len(), 120 + 5 - 2);
+    let committed = commit(&env, &plan, &results).await.unwrap();
+    assert!(!committed.already);
+    assert_eq!(env.rows().await, expected, "no row lost, no deleted row back");
+}
+
+#[tokio::test]
+async fn a_position_delete_on_a_rewritten_file_fails_the_commit() {
+    let (env, plan, results) = executed().await;
+    let victim = results[0].0.rewrite[0].file["file_path"].as_str().unwrap().to_string();
+    let t = env.table().await;
+    let pos = write_position_deletes(t.table.file_io(), &victim, &[0], Struct::empty(), 0).await.unwrap();
+    env.delete(vec![pos]).await;
+    let expected = env.rows().await;
+    let err = commit(&env, &plan, &results).await.unwrap_err();
+    assert!(matches!(err, OptimizingError::Table(TableError::Conflict(_))), "{err}");
+    assert_eq!(env.rows().await, expected, "a failed commit changes nothing");
+}
+
+#[tokio::test]
+async fn removing_a_rewritten_file_fails_the_commit() {
+    let (env, plan, results) = executed().await;
+    let victim = results[0].0.rewrite[0].file["file_path"].as_str().unwrap().to_string();
+    let t = env.table().await;
+    env.commit(OverwriteFiles::new().delete_file(victim).prepare(&t.table).await.unwrap()).await;
+    let err = commit(&env, &plan, &results).await.unwrap_err();
+    assert!(matches!(err, OptimizingError::Table(TableError::Conflict(_))), "{err}");
+}
+
+#[tokio::test]
+async fn a_commit_repeated_after_a_crash_is_recognized() {
+    let (env, plan, results) = executed().await;
+    let first = commit(&env, &plan, &results).await.unwrap();
+    let again = commit(&env, &plan, &results).await.unwrap();
+    assert_eq!((again.snapshot_id, again.already), (first.snapshot_id, true));
+}
