@@ -213,6 +213,16 @@ impl CatalogService {
             });
         }
 
+        for swap in &batch.swaps {
+            self.announce_commit(swap.table_id);
+        }
+        if !batch.inserts.is_empty() {
+            for new in &batch.inserts {
+                if let Ok(Some(row)) = self.store.get_table(new.catalog_id, &new.namespace, &new.name).await {
+                    self.announce_commit(row.id);
+                }
+            }
+        }
         let mut committed = Vec::with_capacity(plans.len());
         for ((plan, change), file) in plans.into_iter().zip(changes).zip(files) {
             let (metadata_location, metadata) = match (plan, file) {

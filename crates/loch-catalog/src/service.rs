@@ -45,6 +45,7 @@ pub struct CatalogService {
     warehouses: Mutex<HashMap<i64, (i64, Arc<Warehouse>)>>,
     catalogs: moka::sync::Cache<String, CatalogRecord>,
     commit_locks: Vec<AsyncMutex<()>>,
+    commits: tokio::sync::broadcast::Sender<i64>,
 }
 
 /// How long a catalog looked up by name is trusted; catalog changes made through this process
@@ -63,7 +64,18 @@ impl CatalogService {
             warehouses: Mutex::new(HashMap::new()),
             catalogs: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(CATALOG_CACHE_TTL).build(),
             commit_locks: (0..COMMIT_LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
+            commits: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// Ids of tables as commits land on them (self-optimizing re-evaluates them).
+    pub fn subscribe_commits(&self) -> tokio::sync::broadcast::Receiver<i64> {
+        self.commits.subscribe()
+    }
+
+    /// Announces a commit to `table_id`.
+    pub(crate) fn announce_commit(&self, table_id: i64) {
+        let _ = self.commits.send(table_id);
     }
 
     /// The metadata store.

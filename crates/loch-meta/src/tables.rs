@@ -464,6 +464,13 @@ impl MetaStore {
         }
     }
 
+    /// Ids of every table (not view), in id order.
+    pub async fn list_table_ids(&self) -> Result<Vec<i64>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_scalar("SELECT id FROM tables WHERE kind = 'table' ORDER BY id").fetch_all(pool).await
+        })?)
+    }
+
     /// Number of tables and views in a catalog.
     pub async fn count_tables(&self, catalog_id: i64) -> Result<i64> {
         Ok(on_pool!(self, read, |pool| {

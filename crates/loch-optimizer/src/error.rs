@@ -15,6 +15,9 @@ pub enum ExecuteError {
     /// The server could not be reached or answered with an error.
     #[error("server: {0}")]
     Server(String),
+    /// The server refused the request (e.g. a result for a task that was handed to someone else).
+    #[error("rejected by the server: {0}")]
+    Rejected(String),
     /// The server no longer knows this optimizer's token; register again.
     #[error("the server does not know this optimizer; registering again")]
     Unregistered,

@@ -2,7 +2,11 @@
 //! target-sized files and position deletes) and speaks the optimizer protocol. It runs embedded
 //! in `loch serve` or as `loch optimizer`, and never depends on the server or the metadata store.
 
+pub mod client;
 mod error;
 pub mod executor;
+pub mod worker;
 
+pub use client::HttpCoordinator;
 pub use error::{ExecuteError, Result};
+pub use worker::{Coordinator, WorkerConfig};

@@ -6,12 +6,17 @@
 pub mod commit;
 pub mod error;
 pub mod evaluator;
+mod lifecycle;
 pub mod plan;
 pub mod planner;
 pub mod properties;
+mod scheduler;
+mod service;
+pub mod status;
 pub mod table;
 pub mod task;
 
 pub use error::{OptimizingError, Result};
 pub use evaluator::{Evaluation, OptimizingType};
 pub use properties::{GroupProperties, OptimizingProperties, SchedulingPolicy};
+pub use service::{DEFAULT_GROUP, OptimizingConfig, OptimizingService, PendingInput, ProcessSummary};

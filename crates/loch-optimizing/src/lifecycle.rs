@@ -1,0 +1,428 @@
+//! The life of a table's optimizing: refresh (evaluate when the table changed), commit a process
+//! whose tasks all succeeded, fail or cancel a process, and the keeper that hands back tasks of
+//! lost optimizers, recovers processes after a restart and keeps every table out of stuck states.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loch_api::optimizer::{TaskInput, TaskOutput};
+use loch_meta::{ProcessRecord, RuntimeRecord, now_ms};
+use tokio::sync::watch;
+
+use crate::commit::commit_rewrite;
+use crate::error::{OptimizingError, Result};
+use crate::evaluator::{Evaluation, LastOptimized, OptimizingType, evaluate};
+use crate::service::{OptimizingService, PendingInput, process_summary};
+use crate::status::{TableStatus, TaskStatus};
+use crate::table::ManagedTable;
+
+/// Evaluates the table's current snapshot; `None` for a table without snapshots.
+pub(crate) async fn evaluate_table(table: &ManagedTable, runtime: &RuntimeRecord) -> Result<Option<Evaluation>> {
+    let Some(snapshot) = table.table.metadata().current_snapshot().cloned() else { return Ok(None) };
+    let times =
+        LastOptimized { minor: runtime.last_minor_at, major: runtime.last_major_at, full: runtime.last_full_at };
+    let evaluation =
+        evaluate(table.table.file_io().clone(), table.table.metadata_ref(), snapshot, &table.props, &times, now_ms())
+            .await?;
+    Ok(Some(evaluation))
+}
+
+/// How long a table may stay in `planning` before the keeper assumes its planner died.
+const PLANNING_STALE_MS: i64 = 10 * 60 * 1000;
+
+impl OptimizingService {
+    /// Evaluates a table if it changed since its last evaluation: idle → pending when it needs
+    /// optimizing. Creates its runtime on first sight.
+    pub async fn refresh_table(&self, table_id: i64) -> Result<()> {
+        let Some(table) = ManagedTable::load(&self.catalogs, table_id).await? else { return Ok(()) };
+        let group = table.props.group.clone();
+        let mut runtime = self.store.ensure_runtime(table_id, &group).await?;
+        if runtime.status != TableStatus::Idle.as_str() {
+            return Ok(());
+        }
+        if runtime.group_name != group && self.store.get_group(&group).await?.is_some() {
+            let mut moved = runtime.clone();
+            moved.group_name = group.clone();
+            if self.store.update_runtime(&moved, TableStatus::Idle.as_str()).await? {
+                runtime = moved;
+            }
+        }
+        let current = table.table.metadata().current_snapshot_id();
+        if !table.props.enabled || current.is_none() || current == runtime.last_evaluated_snapshot {
+            return Ok(());
+        }
+        let Some(evaluation) = evaluate_table(&table, &runtime).await? else { return Ok(()) };
+        let mut next = runtime.clone();
+        next.summary = Some(evaluation.summary().to_string());
+        let pending = evaluation.pending_input();
+        metrics::gauge!("loch_optimizing_pending_files", "table" => table.display_name())
+            .set(pending.as_ref().and_then(|p| p["files"].as_f64()).unwrap_or(0.0));
+        match (evaluation.optimizing_type(), pending) {
+            (Some(kind), Some(pending)) if self.store.get_group(&runtime.group_name).await?.is_some() => {
+                TableStatus::Idle.transition(TableStatus::Pending)?;
+                let input = PendingInput {
+                    kind: kind.as_str().into(),
+                    partitions: evaluation.pending.len(),
+                    files: pending["files"].as_u64().unwrap_or(0),
+                    bytes: pending["bytes"].as_u64().unwrap_or(0),
+                    quota: table.props.quota,
+                    min_plan_interval_ms: table.props.min_plan_interval_ms,
+                };
+                next.status = TableStatus::Pending.as_str().into();
+                next.status_since = now_ms();
+                next.pending_input = serde_json::to_string(&input).ok();
+                if self.store.update_runtime(&next, TableStatus::Idle.as_str()).await? {
+                    tracing::debug!(table = %table.display_name(), kind = kind.as_str(), "table needs optimizing");
+                    self.wake(&runtime.group_name);
+                }
+            }
+            (Some(_), _) => {
+                tracing::warn!(table = %table.display_name(), group = %runtime.group_name, "table needs optimizing but its optimizer group does not exist");
+            }
+            _ => {
+                next.last_evaluated_snapshot = Some(evaluation.snapshot_id);
+                next.pending_input = None;
+                self.store.update_runtime(&next, TableStatus::Idle.as_str()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refreshes every table.
+    pub async fn refresh_all(&self) -> Result<()> {
+        for id in self.store.list_table_ids().await? {
+            if let Err(e) = self.refresh_table(id).await {
+                tracing::warn!(table_id = id, error = %e, "table refresh failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// After a task succeeded: commit when every task of the process has.
+    pub(crate) async fn after_task_success(self: &Arc<Self>, process_id: i64) {
+        match self.store.list_tasks(process_id).await {
+            Ok(tasks) if tasks.iter().all(|t| t.status == TaskStatus::Success.as_str()) => {
+                let service = self.clone();
+                tokio::spawn(async move { service.commit_process(process_id).await });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(process_id, error = %e, "cannot check the process's tasks"),
+        }
+    }
+
+    /// Commits a process whose tasks all succeeded; failures fail the process.
+    pub async fn commit_process(&self, process_id: i64) {
+        if !self.committing.lock().unwrap_or_else(|e| e.into_inner()).insert(process_id) {
+            return;
+        }
+        if let Err(e) = self.commit_process_locked(process_id).await {
+            tracing::error!(process_id, error = %e, "committing the process failed");
+        }
+        self.committing.lock().unwrap_or_else(|e| e.into_inner()).remove(&process_id);
+    }
+
+    async fn commit_process_locked(&self, process_id: i64) -> Result<()> {
+        let Some(process) = self.store.get_process(process_id).await? else { return Ok(()) };
+        if process.status != "running" {
+            return Ok(());
+        }
+        let Some(runtime) = self.store.get_runtime(process.table_id).await? else { return Ok(()) };
+        let status = TableStatus::parse(&runtime.status)?;
+        let runtime = if status == TableStatus::Committing {
+            runtime
+        } else {
+            let to = status.transition(TableStatus::Committing)?;
+            let mut committing = runtime.clone();
+            committing.status = to.as_str().into();
+            committing.status_since = now_ms();
+            if !self.store.update_runtime(&committing, &runtime.status).await? {
+                return Ok(());
+            }
+            committing
+        };
+        let tasks = self.store.list_tasks(process_id).await?;
+        let mut results: Vec<(TaskInput, TaskOutput)> = Vec::with_capacity(tasks.len());
+        for task in &tasks {
+            let input =
+                serde_json::from_str(&task.input).map_err(|e| OptimizingError::Corrupt(format!("task input: {e}")))?;
+            let output = task
+                .output
+                .as_deref()
+                .ok_or_else(|| OptimizingError::Corrupt(format!("task {} has no output", task.task_id)))?;
+            let output =
+                serde_json::from_str(output).map_err(|e| OptimizingError::Corrupt(format!("task output: {e}")))?;
+            results.push((input, output));
+        }
+        let kind = OptimizingType::parse(&process.process_type)
+            .ok_or_else(|| OptimizingError::Corrupt(process.process_type.clone()))?;
+        let target = process
+            .target_snapshot_id
+            .ok_or_else(|| OptimizingError::Corrupt("process without target snapshot".into()))?;
+        match commit_rewrite(&self.catalogs, process.table_id, process_id, kind, target, &results).await {
+            Ok(committed) => {
+                let mut summary = process_summary(&process);
+                summary.committed_snapshot_id = Some(committed.snapshot_id);
+                summary.output_files = tasks.iter().map(|t| t.output_files).sum();
+                summary.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
+                let mut done = process.clone();
+                done.status = "success".into();
+                done.finished_at = Some(now_ms());
+                done.summary = serde_json::to_string(&summary).unwrap_or_default();
+                let mut idle = runtime.clone();
+                TableStatus::Committing.transition(TableStatus::Idle)?;
+                idle.status = TableStatus::Idle.as_str().into();
+                idle.status_since = now_ms();
+                idle.process_id = None;
+                idle.last_evaluated_snapshot = None;
+                let at = Some(now_ms());
+                match kind {
+                    OptimizingType::Minor => idle.last_minor_at = at,
+                    OptimizingType::Major => idle.last_major_at = at,
+                    OptimizingType::Full => idle.last_full_at = at,
+                }
+                self.store.finish_process(&done, "running", &idle, TableStatus::Committing.as_str()).await?;
+                metrics::counter!("loch_optimizing_processes_total", "type" => kind.as_str(), "result" => "success")
+                    .increment(1);
+                tracing::info!(
+                    process_id,
+                    table_id = process.table_id,
+                    kind = kind.as_str(),
+                    snapshot = committed.snapshot_id,
+                    "optimizing committed"
+                );
+                // Look at the table again: it may need more (a bounded plan left work behind).
+                if let Err(e) = self.refresh_table(process.table_id).await {
+                    tracing::warn!(table_id = process.table_id, error = %e, "refresh after commit failed");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("commit failed: {e}");
+                tracing::warn!(process_id, table_id = process.table_id, %message, "optimizing process failed");
+                self.fail_process(process_id, &message, false).await
+            }
+        }
+    }
+
+    /// Ends a running process as failed (or closed, when canceled) and frees its table.
+    pub(crate) async fn fail_process(&self, process_id: i64, message: &str, closed: bool) -> Result<()> {
+        let Some(process) = self.store.get_process(process_id).await? else { return Ok(()) };
+        if process.status != "running" {
+            return Ok(());
+        }
+        let status = if closed { "closed" } else { "failed" };
+        let mut done = process.clone();
+        done.status = status.into();
+        done.finished_at = Some(now_ms());
+        done.fail_message = Some(message.to_string());
+        let runtime = self.store.get_runtime(process.table_id).await?;
+        match runtime {
+            Some(runtime) if runtime.process_id == Some(process_id) => {
+                let from = TableStatus::parse(&runtime.status)?;
+                from.transition(TableStatus::Idle)?;
+                let mut idle = runtime.clone();
+                idle.status = TableStatus::Idle.as_str().into();
+                idle.status_since = now_ms();
+                idle.process_id = None;
+                idle.last_evaluated_snapshot = None;
+                self.store.finish_process(&done, "running", &idle, &runtime.status).await?;
+            }
+            _ => {
+                // The runtime no longer points at the process: end it alone.
+                let current = self.store.get_runtime(process.table_id).await?;
+                if let Some(current) = current {
+                    self.store.finish_process(&done, "running", &current, &current.status).await?;
+                }
+            }
+        }
+        let kind = process.process_type.clone();
+        metrics::counter!("loch_optimizing_processes_total", "type" => kind, "result" => status).increment(1);
+        Ok(())
+    }
+
+    /// Cancels a running process of a table (its tasks are canceled; output already written
+    /// becomes orphan files for cleanup).
+    pub async fn cancel_process(&self, table_id: i64, process_id: i64) -> Result<ProcessRecord> {
+        let process = self.process(table_id, process_id).await?;
+        if process.status != "running" {
+            return Err(OptimizingError::Rejected(format!("process {process_id} is {}, not running", process.status)));
+        }
+        if self.committing.lock().unwrap_or_else(|e| e.into_inner()).contains(&process_id) {
+            return Err(OptimizingError::Rejected(format!("process {process_id} is committing")));
+        }
+        self.fail_process(process_id, "canceled by request", true).await?;
+        self.process(table_id, process_id).await
+    }
+
+    /// One round of housekeeping.
+    pub async fn keep(self: &Arc<Self>) -> Result<()> {
+        let now = now_ms();
+        // Optimizers that stopped heart-beating are gone.
+        let timeout = self.config.heartbeat_timeout.as_millis() as i64;
+        let mut alive = HashSet::new();
+        for optimizer in self.store.list_optimizers(None).await? {
+            if now - optimizer.touched_at > timeout {
+                self.store.delete_optimizer(&optimizer.token).await?;
+                tracing::warn!(group = %optimizer.group_name, kind = %optimizer.kind, "optimizer expired: no heartbeat");
+            } else {
+                alive.insert(optimizer.token);
+            }
+        }
+        // Their tasks, and tasks past their timeouts, go back to planned.
+        let ack_timeout = self.config.ack_timeout.as_millis() as i64;
+        for task in self.store.active_tasks(&["scheduled", "acked"]).await? {
+            let owner_gone = task.optimizer_token.as_ref().is_none_or(|t| !alive.contains(t));
+            let unacked = task.status == "scheduled" && now - task.status_since > ack_timeout;
+            let overtime = task.status == "acked"
+                && self
+                    .config
+                    .execute_timeout
+                    .is_some_and(|t| now - task.started_at.unwrap_or(now) > t.as_millis() as i64);
+            let why = if owner_gone {
+                Some("its optimizer is gone")
+            } else if unacked {
+                Some("not acknowledged in time")
+            } else if overtime {
+                Some("execution timed out")
+            } else {
+                None
+            };
+            if let Some(why) = why
+                && self.reset_task(&task, why).await?
+                && let Some(process) = self.store.get_process(task.process_id).await?
+            {
+                self.wake(&process.group_name);
+            }
+        }
+        // Running processes: commit those that are done; tables must point at them.
+        let running = self.store.running_processes().await?;
+        let running_ids: HashSet<i64> = running.iter().map(|p| p.id).collect();
+        for process in running {
+            let tasks = self.store.list_tasks(process.id).await?;
+            if !tasks.is_empty() && tasks.iter().all(|t| t.status == TaskStatus::Success.as_str()) {
+                let service = self.clone();
+                tokio::spawn(async move { service.commit_process(process.id).await });
+            }
+        }
+        // Tables in a state no live process explains return to where they can move on.
+        for named in self.store.list_runtimes(None).await? {
+            let runtime = named.runtime;
+            let status = TableStatus::parse(&runtime.status)?;
+            let orphaned = status.is_processing() && runtime.process_id.is_none_or(|id| !running_ids.contains(&id));
+            let stale_planning = status == TableStatus::Planning && now - runtime.status_since > PLANNING_STALE_MS;
+            if orphaned || stale_planning {
+                let mut fixed = runtime.clone();
+                fixed.status = if stale_planning { TableStatus::Pending } else { TableStatus::Idle }.as_str().into();
+                fixed.status_since = now;
+                fixed.process_id = None;
+                fixed.last_evaluated_snapshot = None;
+                if self.store.update_runtime(&fixed, &runtime.status).await? {
+                    tracing::warn!(table_id = runtime.table_id, from = %runtime.status, to = %fixed.status, "table status recovered");
+                }
+            }
+        }
+        self.report_status_metrics().await
+    }
+
+    async fn report_status_metrics(&self) -> Result<()> {
+        let runtimes = self.store.list_runtimes(None).await?;
+        let now = now_ms();
+        for status in TableStatus::ALL {
+            let count = runtimes.iter().filter(|r| r.runtime.status == status.as_str()).count();
+            metrics::gauge!("loch_optimizing_tables", "status" => status.as_str()).set(count as f64);
+        }
+        for named in runtimes {
+            let table = format!("{}.{}.{}", named.catalog, named.namespace.join("."), named.table);
+            metrics::gauge!("loch_optimizing_status_duration_seconds", "table" => table, "status" => named.runtime.status.clone())
+                .set((now - named.runtime.status_since) as f64 / 1000.0);
+        }
+        Ok(())
+    }
+
+    /// At start-up: plans in progress died with the previous server; their tables are pending again.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for named in self.store.list_runtimes(None).await? {
+            let runtime = named.runtime;
+            if runtime.status == TableStatus::Planning.as_str() {
+                let mut pending = runtime.clone();
+                pending.status = TableStatus::Pending.as_str().into();
+                pending.status_since = now_ms();
+                self.store.update_runtime(&pending, TableStatus::Planning.as_str()).await?;
+            }
+        }
+        self.keep().await
+    }
+
+    /// Runs the refresh loop (every refresh interval, and soon after commits) and the keeper
+    /// until `stop` turns true.
+    pub fn spawn_background(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+        let refresher = {
+            let service = self.clone();
+            let mut stop = stop.clone();
+            let mut commits = self.catalogs.subscribe_commits();
+            tokio::spawn(async move {
+                if let Err(e) = service.recover().await {
+                    tracing::error!(error = %e, "optimizing recovery failed");
+                }
+                let mut tick = tokio::time::interval(service.config.refresh_interval);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = service.refresh_all().await {
+                                tracing::warn!(error = %e, "refreshing tables failed");
+                            }
+                        }
+                        event = commits.recv() => match event {
+                            Ok(table_id) => {
+                                // Let a burst of commits settle, then look once per table.
+                                let mut ids = HashSet::from([table_id]);
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                while let Ok(id) = commits.try_recv() {
+                                    ids.insert(id);
+                                }
+                                for id in ids {
+                                    if let Err(e) = service.refresh_table(id).await {
+                                        tracing::warn!(table_id = id, error = %e, "table refresh failed");
+                                    }
+                                }
+                            }
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        },
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        };
+        let keeper = {
+            let service = self.clone();
+            let mut stop = stop;
+            tokio::spawn(async move {
+                let period =
+                    (service.config.heartbeat_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+                let mut tick = tokio::time::interval(period);
+                let mut last_purge = 0i64;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = service.keep().await {
+                                tracing::warn!(error = %e, "optimizing housekeeping failed");
+                            }
+                            let now = now_ms();
+                            if now - last_purge > 3_600_000 {
+                                last_purge = now;
+                                let before = now - service.config.history_keep.as_millis() as i64;
+                                if let Err(e) = service.store.purge_history(before).await {
+                                    tracing::warn!(error = %e, "purging process history failed");
+                                }
+                            }
+                        }
+                        _ = stop.changed() => break,
+                    }
+                }
+            })
+        };
+        vec![refresher, keeper]
+    }
+}

@@ -1,0 +1,412 @@
+//! Scheduling: handing tasks to optimizer threads fairly across tables, planning the next table
+//! when a group runs dry, and taking acknowledgements and results.
+//!
+//! A thread polls; the scheduler claims the first planned task (processes in creation order) of a
+//! table still under its quota (`self-optimizing.quota` threads of the group). If none is ready,
+//! the polling thread plans the group's next pending table — one planner per group — chosen by the
+//! group's policy: least quota occupation over the last hour (`quota`) or least recently
+//! optimized (`balanced`). Near the end of the poll, the quota is ignored rather than leaving a
+//! thread idle (Amoro's `break-quota-limit-enabled`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use loch_api::optimizer::{TaskAssignment, TaskInput, TaskKey, TaskOutput};
+use loch_meta::{NewProcess, NewTask, RuntimeRecord, TaskRecord, TaskRun, now_ms};
+
+use crate::error::{OptimizingError, Result};
+use crate::lifecycle::evaluate_table;
+use crate::plan::plan_process;
+use crate::properties::SchedulingPolicy;
+use crate::service::{OptimizingService, PendingInput, ProcessSummary, process_summary};
+use crate::status::{TableStatus, TaskStatus};
+use crate::table::ManagedTable;
+use crate::task::{input_size, output_size};
+
+/// Look-back window of quota occupation.
+const QUOTA_WINDOW_MS: i64 = 3_600_000;
+
+impl OptimizingService {
+    /// Long-polls a task for thread `thread_id` of the optimizer with `token`.
+    pub async fn poll(self: &Arc<Self>, token: &str, thread_id: u32) -> Result<Option<TaskAssignment>> {
+        let optimizer = self.optimizer(token).await?;
+        let group = optimizer.group_name;
+        let deadline = Instant::now() + self.config.poll_timeout;
+        loop {
+            let wakeup = self.wakeup(&group);
+            let notified = wakeup.notified();
+            let last_chance = deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(500);
+            if let Some(task) = self.claim(&group, token, thread_id, last_chance).await? {
+                return Ok(Some(task));
+            }
+            if self.plan_next(&group).await? {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
+        }
+    }
+
+    /// Claims the first planned task of a table under its quota (any table if `ignore_quota`).
+    async fn claim(
+        &self,
+        group: &str,
+        token: &str,
+        thread_id: u32,
+        ignore_quota: bool,
+    ) -> Result<Option<TaskAssignment>> {
+        let planned = self.store.group_tasks(group, &["planned"]).await?;
+        if planned.is_empty() {
+            return Ok(None);
+        }
+        let mut running: HashMap<i64, usize> = HashMap::new();
+        for (table_id, _) in self.store.group_tasks(group, &["scheduled", "acked"]).await? {
+            *running.entry(table_id).or_default() += 1;
+        }
+        let threads = self.group_threads(group).await?;
+        let mut quotas: HashMap<i64, f64> = HashMap::new();
+        for (table_id, task) in planned {
+            if !ignore_quota {
+                let quota = match quotas.get(&task.process_id) {
+                    Some(q) => *q,
+                    None => {
+                        let process = self.store.get_process(task.process_id).await?;
+                        let q = process.as_ref().map_or(0.5, |p| process_summary(p).quota);
+                        quotas.insert(task.process_id, q);
+                        q
+                    }
+                };
+                let limit =
+                    crate::properties::OptimizingProperties { quota, ..Default::default() }.quota_threads(threads);
+                if running.get(&table_id).copied().unwrap_or(0) >= limit {
+                    continue;
+                }
+            }
+            let from = TaskStatus::parse(&task.status)?;
+            from.transition(TaskStatus::Scheduled)?;
+            let mut claimed = task.clone();
+            claimed.status = TaskStatus::Scheduled.as_str().into();
+            claimed.attempt += 1;
+            claimed.optimizer_token = Some(token.to_string());
+            claimed.thread_id = Some(i64::from(thread_id));
+            claimed.status_since = now_ms();
+            claimed.started_at = None;
+            if !self.store.update_task(&claimed, &task.status, task.attempt, None).await? {
+                continue; // Another thread claimed it first.
+            }
+            let input: TaskInput = serde_json::from_str(&claimed.input)
+                .map_err(|e| OptimizingError::Corrupt(format!("task input: {e}")))?;
+            let key = TaskKey { process_id: claimed.process_id, task_id: claimed.task_id, attempt: claimed.attempt };
+            tracing::debug!(?key, thread_id, "task scheduled");
+            return Ok(Some(TaskAssignment { key, input }));
+        }
+        Ok(None)
+    }
+
+    /// Loads a task that `token`'s thread holds in `expected` status for this attempt.
+    async fn held_task(&self, token: &str, thread_id: u32, key: &TaskKey, expected: TaskStatus) -> Result<TaskRecord> {
+        let task = self
+            .store
+            .get_task(key.process_id, key.task_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("task {}/{}", key.process_id, key.task_id)))?;
+        let holder = task.optimizer_token.as_deref() == Some(token) && task.thread_id == Some(i64::from(thread_id));
+        if task.attempt != key.attempt || !holder || task.status != expected.as_str() {
+            return Err(OptimizingError::Rejected(format!(
+                "task {}/{} attempt {} is no longer {} by this thread (now {} attempt {})",
+                key.process_id,
+                key.task_id,
+                key.attempt,
+                expected.as_str(),
+                task.status,
+                task.attempt
+            )));
+        }
+        Ok(task)
+    }
+
+    /// A thread starts a scheduled task.
+    pub async fn ack(&self, token: &str, thread_id: u32, key: &TaskKey) -> Result<()> {
+        self.optimizer(token).await?;
+        let task = self.held_task(token, thread_id, key, TaskStatus::Scheduled).await?;
+        TaskStatus::Scheduled.transition(TaskStatus::Acked)?;
+        let mut acked = task.clone();
+        acked.status = TaskStatus::Acked.as_str().into();
+        let now = now_ms();
+        acked.status_since = now;
+        acked.started_at = Some(now);
+        if self.store.update_task(&acked, &task.status, task.attempt, None).await? {
+            Ok(())
+        } else {
+            Err(OptimizingError::Rejected(format!(
+                "task {}/{} changed while acknowledging",
+                key.process_id, key.task_id
+            )))
+        }
+    }
+
+    /// A thread reports the result of an acknowledged task.
+    pub async fn complete(
+        self: &Arc<Self>,
+        token: &str,
+        thread_id: u32,
+        key: &TaskKey,
+        result: std::result::Result<TaskOutput, String>,
+    ) -> Result<()> {
+        let task = self.held_task(token, thread_id, key, TaskStatus::Acked).await?;
+        let process = self
+            .store
+            .get_process(key.process_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("process {}", key.process_id)))?;
+        let now = now_ms();
+        let started = task.started_at.unwrap_or(task.status_since);
+        let run = TaskRun { table_id: process.table_id, started_at: started, ended_at: now };
+        let mut done = task.clone();
+        done.status_since = now;
+        done.finished_at = Some(now);
+        done.cost_ms += (now - started).max(0);
+        metrics::histogram!("loch_optimizing_task_duration_seconds").record((now - started).max(0) as f64 / 1000.0);
+        match result {
+            Ok(output) => {
+                TaskStatus::Acked.transition(TaskStatus::Success)?;
+                let (files, bytes) = output_size(&output);
+                done.status = TaskStatus::Success.as_str().into();
+                done.output_files = files;
+                done.output_bytes = bytes;
+                done.fail_reason = None;
+                done.output =
+                    Some(serde_json::to_string(&output).map_err(|e| OptimizingError::Corrupt(e.to_string()))?);
+                if !self.store.update_task(&done, &task.status, task.attempt, Some(run)).await? {
+                    return Err(OptimizingError::Rejected("task changed while completing".into()));
+                }
+                metrics::counter!("loch_optimizing_tasks_total", "result" => "success").increment(1);
+                self.after_task_success(process.id).await;
+            }
+            Err(reason) => {
+                TaskStatus::Acked.transition(TaskStatus::Failed)?;
+                done.status = TaskStatus::Failed.as_str().into();
+                done.retries += 1;
+                done.fail_reason = Some(truncate(&reason, 4000));
+                if !self.store.update_task(&done, &task.status, task.attempt, Some(run)).await? {
+                    return Err(OptimizingError::Rejected("task changed while completing".into()));
+                }
+                metrics::counter!("loch_optimizing_tasks_total", "result" => "failed").increment(1);
+                tracing::warn!(process = process.id, task = task.task_id, %reason, "optimizing task failed");
+                let allowed = i64::from(process_summary(&process).retries);
+                if done.retries <= allowed {
+                    self.reset_task(&done, "retry").await?;
+                    self.wake(&process.group_name);
+                } else {
+                    let message = format!(
+                        "task {} failed {} times; last error: {}",
+                        task.task_id,
+                        done.retries,
+                        truncate(&reason, 1000)
+                    );
+                    self.fail_process(process.id, &message, false).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a task back to `planned` (retry, lost optimizer, timeout).
+    pub(crate) async fn reset_task(&self, task: &TaskRecord, why: &str) -> Result<bool> {
+        let from = TaskStatus::parse(&task.status)?;
+        from.transition(TaskStatus::Planned)?;
+        let mut reset = task.clone();
+        reset.status = TaskStatus::Planned.as_str().into();
+        reset.optimizer_token = None;
+        reset.thread_id = None;
+        reset.status_since = now_ms();
+        reset.started_at = None;
+        let moved = self.store.update_task(&reset, &task.status, task.attempt, None).await?;
+        if moved {
+            tracing::info!(process = task.process_id, task = task.task_id, why, "task handed back");
+        }
+        Ok(moved)
+    }
+
+    /// Plans the group's next pending table, if no plan is being made for the group; true if a
+    /// process was created.
+    async fn plan_next(self: &Arc<Self>, group: &str) -> Result<bool> {
+        {
+            let mut planning = self.planning.lock().unwrap_or_else(|e| e.into_inner());
+            if !planning.insert(group.to_string()) {
+                return Ok(false);
+            }
+        }
+        let result = self.plan_next_locked(group).await;
+        self.planning.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
+        result
+    }
+
+    async fn plan_next_locked(self: &Arc<Self>, group: &str) -> Result<bool> {
+        let now = now_ms();
+        let mut candidates: Vec<(RuntimeRecord, PendingInput)> = self
+            .store
+            .runtimes_in_status(group, &[TableStatus::Pending.as_str()])
+            .await?
+            .into_iter()
+            .map(|r| {
+                let pending: PendingInput =
+                    r.pending_input.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
+                (r, pending)
+            })
+            .filter(|(r, p)| r.last_plan_at.is_none_or(|at| now - at >= p.min_plan_interval_ms))
+            .collect();
+        if candidates.is_empty() {
+            return Ok(false);
+        }
+        let policy = self.group_properties(group).await?;
+        match policy.policy {
+            SchedulingPolicy::Quota => {
+                let threads = self.group_threads(group).await?;
+                let occupation = self.quota_occupation(now).await?;
+                let key = |(r, p): &(RuntimeRecord, PendingInput)| {
+                    let limit =
+                        crate::properties::OptimizingProperties { quota: p.quota.max(0.01), ..Default::default() }
+                            .quota_threads(threads);
+                    occupation.get(&r.table_id).copied().unwrap_or(0.0) / limit as f64
+                };
+                candidates.sort_by(|a, b| key(a).total_cmp(&key(b)));
+            }
+            SchedulingPolicy::Balanced => {
+                let last = |r: &RuntimeRecord| {
+                    [r.last_minor_at, r.last_major_at, r.last_full_at].into_iter().flatten().max().unwrap_or(0)
+                };
+                candidates.sort_by_key(|(r, _)| last(r));
+            }
+        }
+        for (runtime, _) in candidates {
+            if self.plan_table(group, runtime).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Task time of each table over the last hour (ended runs plus running tasks), in hours.
+    async fn quota_occupation(&self, now: i64) -> Result<HashMap<i64, f64>> {
+        let since = now - QUOTA_WINDOW_MS;
+        let mut occupied: HashMap<i64, i64> = HashMap::new();
+        for run in self.store.task_runs_since(since).await? {
+            *occupied.entry(run.table_id).or_default() += run.ended_at - run.started_at.max(since);
+        }
+        for task in self.store.active_tasks(&["acked"]).await? {
+            if let Some(process) = self.store.get_process(task.process_id).await? {
+                *occupied.entry(process.table_id).or_default() += now - task.started_at.unwrap_or(now).max(since);
+            }
+        }
+        Ok(occupied.into_iter().map(|(t, ms)| (t, ms as f64 / QUOTA_WINDOW_MS as f64)).collect())
+    }
+
+    /// Plans one pending table: pending → planning → a process (or idle when nothing is worth
+    /// doing, or back to pending on failure). True if a process was created.
+    async fn plan_table(self: &Arc<Self>, group: &str, runtime: RuntimeRecord) -> Result<bool> {
+        TableStatus::Pending.transition(TableStatus::Planning)?;
+        let mut planning = runtime.clone();
+        planning.status = TableStatus::Planning.as_str().into();
+        planning.status_since = now_ms();
+        planning.last_plan_at = Some(planning.status_since);
+        if !self.store.update_runtime(&planning, TableStatus::Pending.as_str()).await? {
+            return Ok(false);
+        }
+        let outcome = self.plan_table_locked(group, &planning).await;
+        match outcome {
+            Ok(created) => Ok(created),
+            Err(e) => {
+                tracing::warn!(table_id = runtime.table_id, error = %e, "planning failed; the table stays pending");
+                let mut back = planning.clone();
+                back.status = TableStatus::Pending.as_str().into();
+                back.status_since = now_ms();
+                self.store.update_runtime(&back, TableStatus::Planning.as_str()).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn plan_table_locked(self: &Arc<Self>, group: &str, planning: &RuntimeRecord) -> Result<bool> {
+        let Some(table) = ManagedTable::load(&self.catalogs, planning.table_id).await? else {
+            return Ok(false); // Dropped: its runtime row went with it.
+        };
+        let evaluation = match evaluate_table(&table, planning).await? {
+            Some(evaluation) if evaluation.optimizing_type().is_some() => evaluation,
+            other => {
+                let mut idle = planning.clone();
+                TableStatus::Planning.transition(TableStatus::Idle)?;
+                idle.status = TableStatus::Idle.as_str().into();
+                idle.status_since = now_ms();
+                idle.pending_input = None;
+                idle.last_evaluated_snapshot = other.map(|e| e.snapshot_id);
+                self.store.update_runtime(&idle, TableStatus::Planning.as_str()).await?;
+                return Ok(false);
+            }
+        };
+        let group_props = self.group_properties(group).await?;
+        let threads = self.group_threads(group).await?;
+        let budget = group_props.max_input_per_thread.saturating_mul(threads as u64);
+        let Some(plan) = plan_process(&table, &evaluation, budget).await? else {
+            let mut idle = planning.clone();
+            idle.status = TableStatus::Idle.as_str().into();
+            idle.status_since = now_ms();
+            idle.pending_input = None;
+            idle.last_evaluated_snapshot = Some(evaluation.snapshot_id);
+            self.store.update_runtime(&idle, TableStatus::Planning.as_str()).await?;
+            return Ok(false);
+        };
+        let mut tasks = Vec::with_capacity(plan.tasks.len());
+        let mut summary = ProcessSummary {
+            quota: table.props.quota,
+            retries: table.props.execute_retries,
+            tasks: plan.tasks.len(),
+            ..Default::default()
+        };
+        for (i, (partition, input)) in plan.tasks.iter().enumerate() {
+            let (files, bytes) = input_size(input);
+            summary.input_files += files;
+            summary.input_bytes += bytes;
+            tasks.push(NewTask {
+                task_id: i as i64,
+                partition_name: partition.clone(),
+                input: serde_json::to_string(input).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+                input_files: files,
+                input_bytes: bytes,
+            });
+        }
+        let status = TableStatus::Planning.transition(TableStatus::optimizing(plan.kind))?;
+        let process = NewProcess {
+            table_id: table.record.id,
+            kind: "optimizing".into(),
+            process_type: plan.kind.as_str().into(),
+            group_name: group.to_string(),
+            target_snapshot_id: Some(plan.snapshot_id),
+            summary: serde_json::to_string(&summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+        };
+        let mut running = planning.clone();
+        running.status = status.as_str().into();
+        running.status_since = now_ms();
+        running.pending_input = None;
+        let id = self.store.begin_process(&process, &tasks, &running, TableStatus::Planning.as_str()).await?;
+        tracing::info!(table = %table.display_name(), process = id, kind = plan.kind.as_str(), tasks = tasks.len(), "optimizing process planned");
+        metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.kind.as_str()).increment(1);
+        self.wake(group);
+        Ok(true)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
