@@ -6,6 +6,7 @@
 
 pub mod management;
 pub mod optimizer;
+pub mod optimizing;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -58,6 +58,12 @@ enum Plan {
 /// A metadata file written by a commit attempt: its location and contents.
 type NewFile = (String, Arc<CachedMetadata>);
 
+/// A table's commit lock (see [`CatalogService::lock_table`]).
+pub struct TableLock<'a> {
+    key: String,
+    _guards: Vec<tokio::sync::MutexGuard<'a, ()>>,
+}
+
 /// Why an attempt did not commit.
 enum Failure {
     /// Lost the pointer race; worth re-applying to the new base.
@@ -85,6 +91,39 @@ impl CatalogService {
         catalog: &ResolvedCatalog,
         changes: Vec<TableChange>,
     ) -> Result<Vec<CommittedTable>> {
+        let _locks = self
+            .lock_tables(changes.iter().map(|c| table_key(catalog.record.id, &c.ident.namespace, &c.ident.name)))
+            .await;
+        self.commit_tables_locked(catalog, changes).await
+    }
+
+    /// Holds a table's commit lock: commits through this server wait until it is dropped. Loch's
+    /// own writers build expensive changes (rewrites) under it, so that no commit can slip in
+    /// between reading the table and swapping its pointer.
+    pub async fn lock_table(&self, catalog: &ResolvedCatalog, ident: &TableName) -> TableLock<'_> {
+        let key = table_key(catalog.record.id, &ident.namespace, &ident.name);
+        TableLock { _guards: self.lock_tables([key.clone()]).await, key }
+    }
+
+    /// Commits a change to the table whose lock `lock` is.
+    pub async fn commit_table_locked(
+        &self,
+        lock: &TableLock<'_>,
+        catalog: &ResolvedCatalog,
+        change: TableChange,
+    ) -> Result<CommittedTable> {
+        if lock.key != table_key(catalog.record.id, &change.ident.namespace, &change.ident.name) {
+            return Err(CatalogError::Internal(format!("commit to {} under another table's lock", change.ident)));
+        }
+        let mut committed = self.commit_tables_locked(catalog, vec![change]).await?;
+        committed.pop().ok_or_else(|| CatalogError::Internal("commit returned no table".into()))
+    }
+
+    async fn commit_tables_locked(
+        &self,
+        catalog: &ResolvedCatalog,
+        changes: Vec<TableChange>,
+    ) -> Result<Vec<CommittedTable>> {
         if changes.is_empty() {
             return Err(CatalogError::BadRequest("a commit needs at least one table change".into()));
         }
@@ -95,9 +134,6 @@ impl CatalogService {
                 return Err(CatalogError::BadRequest(format!("table {} appears twice in one commit", change.ident)));
             }
         }
-        let _locks = self
-            .lock_tables(changes.iter().map(|c| table_key(catalog.record.id, &c.ident.namespace, &c.ident.name)))
-            .await;
         let timer = std::time::Instant::now();
         let mut attempt = 0;
         let outcome = loop {

@@ -22,7 +22,7 @@ mod views;
 pub use catalogs::{
     INTERNAL, MASK, NON_PERSISTED_TABLE_PREFIXES, TABLE_DEFAULT_PREFIX, mask_secrets, persisted_table_defaults,
 };
-pub use commit::{CommittedTable, TableChange};
+pub use commit::{CommittedTable, TableChange, TableLock};
 pub use error::{CatalogError, Result};
 pub use metadata::{CachedMetadata, parse_version};
 pub use purge::PurgeStats;

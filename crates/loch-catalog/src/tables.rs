@@ -124,6 +124,11 @@ impl CatalogService {
         self.row_of_kind(catalog, ident, TableKind::Table).await
     }
 
+    /// The id of a table (what runtimes and processes refer to), or 404.
+    pub async fn table_id(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<i64> {
+        Ok(self.table_row(catalog, ident).await?.id)
+    }
+
     /// True when the table exists.
     pub async fn table_exists(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<bool> {
         self.exists_of_kind(catalog, ident, TableKind::Table).await

@@ -1,5 +1,6 @@
 //! The `loch` command.
 
+mod optimizer;
 mod serve;
 
 use std::process::ExitCode;
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run the server: Iceberg REST catalog, management API and metrics.
     Serve(serve::ServeArgs),
+    /// Run an optimizer worker that executes optimizing tasks for a server's optimizer group.
+    Optimizer(optimizer::OptimizerArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Optimizer(args) => optimizer::run(args).await,
         }
     });
     match result {
@@ -47,7 +51,9 @@ fn main() -> ExitCode {
 /// Logs to stderr; `RUST_LOG` filters (default: info for Loch, warn for libraries).
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,loch=info,loch_server=info,loch_catalog=info,loch_meta=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,loch=info,loch_server=info,loch_catalog=info,loch_meta=info,loch_optimizing=info,loch_optimizer=info",
+        )
     });
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

@@ -30,6 +30,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(bind) = args.bind {
         config.bind = bind;
     }
+    config.optimizer.test_task_delay = crate::optimizer::test_task_delay()?;
     let default_catalog = config.catalog.default_name.clone();
     let auth = !config.auth.clients.is_empty();
     let server = loch_server::start(config).await.context("cannot start the server")?;
@@ -48,6 +49,7 @@ fn print_banner(url: &str, catalog: &str, auth: bool) {
         "Loch {version} is listening on {url}\n\
          \n  Iceberg REST catalog  {url}/api/iceberg/rest   (warehouse = catalog name, e.g. {catalog})\
          \n  Management API        {url}/api/v1/catalogs    (OpenAPI: {url}/api/v1/openapi.json)\
+         \n  Optimizer protocol    {url}/api/optimizer/v1   (loch optimizer --ams {url} --group default)\
          \n  Metrics               {url}/metrics\
          \n\nConnect PyIceberg:\
          \n  from pyiceberg.catalog import load_catalog\
@@ -57,7 +59,7 @@ fn print_banner(url: &str, catalog: &str, auth: bool) {
     );
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+pub async fn wait_for_signal() -> anyhow::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     tokio::select! {

@@ -95,13 +95,23 @@ impl MetaStore {
 
     /// Runtimes with table names, of one group or all, by catalog, namespace and table.
     pub async fn list_runtimes(&self, group: Option<&str>) -> Result<Vec<NamedRuntime>> {
+        self.named_runtimes(group, None).await
+    }
+
+    /// The runtime of a table, with its name.
+    pub async fn get_named_runtime(&self, table_id: i64) -> Result<Option<NamedRuntime>> {
+        Ok(self.named_runtimes(None, Some(table_id)).await?.into_iter().next())
+    }
+
+    async fn named_runtimes(&self, group: Option<&str>, table_id: Option<i64>) -> Result<Vec<NamedRuntime>> {
         let rows: Vec<NamedRow> = on_pool!(self, read, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS}, c.name AS catalog, n.name AS namespace, t.name AS table_name FROM table_runtimes r \
                  JOIN tables t ON t.id = r.table_id JOIN namespaces n ON n.id = t.namespace_id JOIN catalogs c ON c.id = t.catalog_id \
-                 WHERE $1 IS NULL OR r.group_name = $1 ORDER BY c.name, n.name, t.name"
+                 WHERE ($1 IS NULL OR r.group_name = $1) AND ($2 IS NULL OR r.table_id = $2) ORDER BY c.name, n.name, t.name"
             )))
             .bind(group)
+            .bind(table_id)
             .fetch_all(pool)
             .await
         })?;

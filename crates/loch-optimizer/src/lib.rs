@@ -7,6 +7,6 @@ mod error;
 pub mod executor;
 pub mod worker;
 
-pub use client::HttpCoordinator;
+pub use client::{Credential, HttpCoordinator};
 pub use error::{ExecuteError, Result};
 pub use worker::{Coordinator, WorkerConfig};

@@ -42,6 +42,9 @@ pub struct WorkerConfig {
     pub memory_mb: u64,
     /// Reported properties.
     pub properties: BTreeMap<String, String>,
+    /// On stop, running tasks get this long to finish before they are abandoned (the server
+    /// hands abandoned tasks out again).
+    pub shutdown_grace: Duration,
     /// Test hook: sleep this long after acknowledging each task, so tests can kill a worker
     /// mid-task.
     pub task_delay: Option<Duration>,
@@ -101,7 +104,7 @@ impl Shared {
     }
 }
 
-/// Runs a worker until `stop` turns true; running tasks finish first.
+/// Runs a worker until `stop` turns true; running tasks get the shutdown grace to finish.
 pub async fn run(coordinator: Arc<dyn Coordinator>, config: WorkerConfig, stop: watch::Receiver<bool>) {
     let shared = Arc::new(Shared {
         coordinator,
@@ -134,8 +137,18 @@ pub async fn run(coordinator: Arc<dyn Coordinator>, config: WorkerConfig, stop: 
         let stop = stop.clone();
         handles.push(tokio::spawn(async move { thread_loop(shared, thread_id, stop).await }));
     }
-    for handle in handles {
-        let _ = handle.await;
+    let mut stopped = stop;
+    let _ = stopped.wait_for(|s| *s).await;
+    let grace = tokio::time::sleep(shared.config.shutdown_grace);
+    tokio::pin!(grace);
+    for mut handle in handles {
+        tokio::select! {
+            _ = &mut handle => {}
+            _ = &mut grace => {
+                tracing::warn!("stopping with tasks still running; the server will hand them out again");
+                handle.abort();
+            }
+        }
     }
 }
 

@@ -1,9 +1,10 @@
 //! The committer: turns the outputs of a process's tasks into one rewrite snapshot and commits
 //! it through the catalog's commit path.
 //!
-//! The rewrite is validated against every snapshot committed since planning (see
-//! `loch_table::snapshot::RewriteFiles`); losing the pointer race to an unrelated commit only
-//! means validating again against the newer head. The snapshot names its process, so a commit
+//! The rewrite is built and validated against every snapshot committed since planning (see
+//! `loch_table::snapshot::RewriteFiles`) while holding the table's commit lock, so writers
+//! committing through this server cannot slip in between; losing the pointer race to another
+//! server only means validating again against the newer head. The snapshot names its process, so a commit
 //! repeated after a crash recognizes that it already happened.
 
 use loch_api::optimizer::{TaskInput, TaskOutput};
@@ -41,12 +42,16 @@ pub async fn commit_rewrite(
     target_snapshot: i64,
     results: &[(TaskInput, TaskOutput)],
 ) -> Result<Committed> {
+    let dropped = || OptimizingError::NotFound(format!("table {table_id} (dropped while optimizing)"));
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let table = ManagedTable::load(catalogs, table_id)
-            .await?
-            .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id} (dropped while optimizing)")))?;
+        let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+        let lock = catalogs.lock_table(&named.catalog, &named.name).await;
+        let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+        if table.name != named.name || table.catalog.record.id != named.catalog.record.id {
+            continue; // Renamed meanwhile: lock the new name.
+        }
         let metadata = table.table.metadata();
         if let Some(snapshot) = metadata
             .snapshots()
@@ -78,7 +83,7 @@ pub async fn commit_rewrite(
             requirements: pending.requirements.clone(),
             updates: pending.updates.clone(),
         };
-        match catalogs.commit_table(&table.catalog, change).await {
+        match catalogs.commit_table_locked(&lock, &table.catalog, change).await {
             Ok(_) => return Ok(Committed { snapshot_id: pending.snapshot_id, already: false }),
             Err(e) => {
                 for path in &pending.written_files {

@@ -17,6 +17,9 @@ pub enum OptimizingError {
     /// A request names something that does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
+    /// A request is malformed (bad name, bad value).
+    #[error("{0}")]
+    Invalid(String),
     /// A request is not valid now (wrong task state, wrong thread, ...).
     #[error("{0}")]
     Rejected(String),

@@ -332,16 +332,31 @@ impl OptimizingService {
             let count = runtimes.iter().filter(|r| r.runtime.status == status.as_str()).count();
             metrics::gauge!("loch_optimizing_tables", "status" => status.as_str()).set(count as f64);
         }
+        // As Amoro: per table, the time spent so far in each status, 0 for the others.
         for named in runtimes {
             let table = format!("{}.{}.{}", named.catalog, named.namespace.join("."), named.table);
-            metrics::gauge!("loch_optimizing_status_duration_seconds", "table" => table, "status" => named.runtime.status.clone())
-                .set((now - named.runtime.status_since) as f64 / 1000.0);
+            for status in TableStatus::ALL {
+                let seconds = if named.runtime.status == status.as_str() {
+                    (now - named.runtime.status_since) as f64 / 1000.0
+                } else {
+                    0.0
+                };
+                metrics::gauge!("loch_optimizing_status_duration_seconds", "table" => table.clone(), "status" => status.as_str())
+                    .set(seconds);
+            }
         }
         Ok(())
     }
 
-    /// At start-up: plans in progress died with the previous server; their tables are pending again.
+    /// At start-up, before any optimizer registers: the previous server's own optimizer threads
+    /// and its plans in progress died with it, so their tasks go back and their tables are
+    /// pending again; processes whose tasks all succeeded are committed.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for optimizer in self.store.list_optimizers(None).await? {
+            if optimizer.kind == "embedded" {
+                self.store.delete_optimizer(&optimizer.token).await?;
+            }
+        }
         for named in self.store.list_runtimes(None).await? {
             let runtime = named.runtime;
             if runtime.status == TableStatus::Planning.as_str() {
@@ -351,20 +366,21 @@ impl OptimizingService {
                 self.store.update_runtime(&pending, TableStatus::Planning.as_str()).await?;
             }
         }
+        let running = self.store.running_processes().await?.len();
+        if running > 0 {
+            tracing::info!(running, "resuming optimizing processes of the previous run");
+        }
         self.keep().await
     }
 
     /// Runs the refresh loop (every refresh interval, and soon after commits) and the keeper
-    /// until `stop` turns true.
+    /// until `stop` turns true. Call [`OptimizingService::recover`] first.
     pub fn spawn_background(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
         let refresher = {
             let service = self.clone();
             let mut stop = stop.clone();
             let mut commits = self.catalogs.subscribe_commits();
             tokio::spawn(async move {
-                if let Err(e) = service.recover().await {
-                    tracing::error!(error = %e, "optimizing recovery failed");
-                }
                 let mut tick = tokio::time::interval(service.config.refresh_interval);
                 loop {
                     tokio::select! {

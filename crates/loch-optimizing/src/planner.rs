@@ -142,10 +142,11 @@ pub fn plan_partition(files: PartitionFiles, kind: OptimizingType, props: &Optim
         }
     }
 
-    // Tasks: rewrite and reposition files bin-packed together.
+    // Tasks: rewrite and reposition files bin-packed together by size (not by open-file cost:
+    // each task writes its own files, so bins must be as full as the target size allows).
     let work: Vec<usize> = (0..data.len()).filter(|&i| actions[i] != Action::Keep).collect();
     let mut tasks = Vec::new();
-    for bin in bin_pack(&work, |i| data[i].file.file_size_in_bytes() + props.open_file_cost, props.bin_size()) {
+    for bin in bin_pack(&work, |i| data[i].file.file_size_in_bytes(), props.bin_size()) {
         let rewrites = bin.iter().filter(|&&i| actions[i] == Action::Rewrite).count();
         let only_one_clean_rewrite = bin.len() == 1 && rewrites == 1 && applying[bin[0]].is_empty();
         if only_one_clean_rewrite {

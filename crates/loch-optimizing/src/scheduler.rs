@@ -5,8 +5,8 @@
 //! table still under its quota (`self-optimizing.quota` threads of the group). If none is ready,
 //! the polling thread plans the group's next pending table — one planner per group — chosen by the
 //! group's policy: least quota occupation over the last hour (`quota`) or least recently
-//! optimized (`balanced`). Near the end of the poll, the quota is ignored rather than leaving a
-//! thread idle (Amoro's `break-quota-limit-enabled`).
+//! optimized (`balanced`). At the end of a poll that found nothing, the quota is ignored rather
+//! than leaving a thread idle (Amoro's `break-quota-limit-enabled`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,12 +32,12 @@ impl OptimizingService {
     pub async fn poll(self: &Arc<Self>, token: &str, thread_id: u32) -> Result<Option<TaskAssignment>> {
         let optimizer = self.optimizer(token).await?;
         let group = optimizer.group_name;
+        self.release_thread_tasks(token, thread_id).await?;
         let deadline = Instant::now() + self.config.poll_timeout;
         loop {
             let wakeup = self.wakeup(&group);
             let notified = wakeup.notified();
-            let last_chance = deadline.saturating_duration_since(Instant::now()) < Duration::from_millis(500);
-            if let Some(task) = self.claim(&group, token, thread_id, last_chance).await? {
+            if let Some(task) = self.claim(&group, token, thread_id, false).await? {
                 return Ok(Some(task));
             }
             if self.plan_next(&group).await? {
@@ -45,10 +45,22 @@ impl OptimizingService {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Ok(None);
+                // Rather than leave this thread idle, take a task over its table's quota.
+                return self.claim(&group, token, thread_id, true).await;
             }
             let _ = tokio::time::timeout(left.min(Duration::from_millis(500)), notified).await;
         }
+    }
+
+    /// A thread that polls holds no task: any it still holds was lost (its worker restarted
+    /// the thread, or the completion never arrived) and goes back.
+    async fn release_thread_tasks(&self, token: &str, thread_id: u32) -> Result<()> {
+        for task in self.store.active_tasks(&["scheduled", "acked"]).await? {
+            if task.optimizer_token.as_deref() == Some(token) && task.thread_id == Some(i64::from(thread_id)) {
+                self.reset_task(&task, "its thread asked for new work").await?;
+            }
+        }
+        Ok(())
     }
 
     /// Claims the first planned task of a table under its quota (any table if `ignore_quota`).

@@ -144,7 +144,7 @@ impl OptimizingService {
     /// Registers an optimizer; `embedded` marks the server's own threads.
     pub async fn register(&self, request: &RegisterRequest, embedded: bool) -> Result<RegisterResponse> {
         if request.threads == 0 {
-            return Err(OptimizingError::Rejected("an optimizer needs at least one thread".into()));
+            return Err(OptimizingError::Invalid("an optimizer needs at least one thread".into()));
         }
         if self.store.get_group(&request.group).await?.is_none() {
             return Err(OptimizingError::NoSuchGroup(request.group.clone()));
@@ -197,6 +197,11 @@ impl OptimizingService {
         Ok(self.store.list_groups().await?)
     }
 
+    /// A group, or [`OptimizingError::NoSuchGroup`].
+    pub async fn group(&self, name: &str) -> Result<GroupRecord> {
+        self.store.get_group(name).await?.ok_or_else(|| OptimizingError::NoSuchGroup(name.to_string()))
+    }
+
     /// Creates a group.
     pub async fn create_group(&self, name: &str, properties: BTreeMap<String, String>) -> Result<GroupRecord> {
         validate_group_name(name)?;
@@ -221,6 +226,29 @@ impl OptimizingService {
     /// Optimizers of a group (or all).
     pub async fn optimizers(&self, group: Option<&str>) -> Result<Vec<OptimizerRecord>> {
         Ok(self.store.list_optimizers(group).await?)
+    }
+
+    /// Tasks held (scheduled or running) per optimizer token.
+    pub async fn running_tasks_by_optimizer(&self) -> Result<HashMap<String, usize>> {
+        let mut running = HashMap::new();
+        for task in self.store.active_tasks(&["scheduled", "acked"]).await? {
+            if let Some(token) = task.optimizer_token {
+                *running.entry(token).or_default() += 1;
+            }
+        }
+        Ok(running)
+    }
+
+    /// The runtime of a table, evaluating the table first if it has none yet.
+    pub async fn table_runtime(&self, table_id: i64) -> Result<NamedRuntime> {
+        if let Some(runtime) = self.store.get_named_runtime(table_id).await? {
+            return Ok(runtime);
+        }
+        self.refresh_table(table_id).await?;
+        self.store
+            .get_named_runtime(table_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id}")))
     }
 
     /// Table runtimes of a group (or all).
@@ -255,7 +283,7 @@ fn validate_group_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(OptimizingError::Rejected(format!("invalid group name {name:?}: use letters, digits, `_` and `-`")))
+        Err(OptimizingError::Invalid(format!("invalid group name {name:?}: use letters, digits, `_` and `-`")))
     }
 }
 

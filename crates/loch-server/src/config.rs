@@ -30,6 +30,12 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Catalog service.
     pub catalog: CatalogConfig,
+    /// How often every table is evaluated for optimizing.
+    pub refresh_tables: RefreshTablesConfig,
+    /// Optimizer threads and the protocol's timeouts.
+    pub optimizer: OptimizerConfig,
+    /// Process history.
+    pub process: ProcessConfig,
 }
 
 impl Default for Config {
@@ -40,7 +46,78 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
+            refresh_tables: RefreshTablesConfig::default(),
+            optimizer: OptimizerConfig::default(),
+            process: ProcessConfig::default(),
         }
+    }
+}
+
+/// `refresh-tables.*` (Amoro's names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RefreshTablesConfig {
+    /// Every table is evaluated this often (commits through Loch trigger it sooner).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for RefreshTablesConfig {
+    fn default() -> Self {
+        Self { interval: Duration::from_secs(60) }
+    }
+}
+
+/// `optimizer.*`: the server's own optimizer threads and the optimizer protocol's timeouts
+/// (Amoro's names and defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// Optimizer threads inside `loch serve`, serving the `default` group; 0 turns them off.
+    pub local_threads: u32,
+    /// An optimizer silent this long is dropped and its tasks are handed out again.
+    #[serde(with = "duration")]
+    pub heart_beat_timeout: Duration,
+    /// A task handed out but not acknowledged this long goes back.
+    #[serde(with = "duration")]
+    pub task_ack_timeout: Duration,
+    /// A task executing this long goes back; `0s` means no limit.
+    #[serde(with = "duration")]
+    pub task_execute_timeout: Duration,
+    /// How long a poll waits for a task.
+    #[serde(with = "duration")]
+    pub polling_timeout: Duration,
+    /// Test hook (not configurable from files): the embedded threads sleep this long after
+    /// acknowledging each task.
+    #[serde(skip)]
+    pub test_task_delay: Option<Duration>,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            local_threads: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            heart_beat_timeout: Duration::from_secs(60),
+            task_ack_timeout: Duration::from_secs(30),
+            task_execute_timeout: Duration::ZERO,
+            polling_timeout: Duration::from_secs(3),
+            test_task_delay: None,
+        }
+    }
+}
+
+/// `process.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Finished processes and their tasks are kept this long.
+    #[serde(with = "duration")]
+    pub history_data_keep_time: Duration,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self { history_data_keep_time: Duration::from_secs(7 * 24 * 3600) }
     }
 }
 
@@ -172,6 +249,19 @@ impl Config {
         }
     }
 
+    /// Self-optimizing settings of the service.
+    pub fn optimizing(&self) -> loch_optimizing::OptimizingConfig {
+        let o = &self.optimizer;
+        loch_optimizing::OptimizingConfig {
+            refresh_interval: self.refresh_tables.interval.max(Duration::from_millis(100)),
+            heartbeat_timeout: o.heart_beat_timeout,
+            ack_timeout: o.task_ack_timeout,
+            execute_timeout: (!o.task_execute_timeout.is_zero()).then_some(o.task_execute_timeout),
+            poll_timeout: o.polling_timeout,
+            history_keep: self.process.history_data_keep_time,
+        }
+    }
+
     /// The default catalog's warehouse, defaulting to `{data-dir}/warehouse`.
     pub fn default_warehouse(&self) -> std::io::Result<String> {
         if !self.catalog.default_warehouse.is_empty() {
@@ -296,6 +386,8 @@ mod tests {
                 ("LOCH_DATABASE_URL", "postgres://env/db"),
                 ("LOCH_AUTH_CLIENTS", "spark:s1, flink:s2"),
                 ("LOCH_CATALOG_COMMIT__RETRIES", "9"),
+                ("LOCH_OPTIMIZER_LOCAL__THREADS", "0"),
+                ("LOCH_REFRESH__TABLES_INTERVAL", "5s"),
                 ("LOCH_TEST_POSTGRES_URL", "ignored"),
                 ("PATH", "/bin"),
             ]),
@@ -305,6 +397,9 @@ mod tests {
         assert_eq!(config.database.max_connections, 4);
         assert_eq!(config.auth.token_ttl, Duration::from_secs(600));
         assert_eq!(config.catalog.commit_retries, 9);
+        assert_eq!(config.optimizer.local_threads, 0);
+        assert_eq!(config.refresh_tables.interval, Duration::from_secs(5));
+        assert_eq!(config.optimizing().execute_timeout, None);
         assert_eq!(config.auth.clients.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), vec!["spark", "flink"]);
     }
 

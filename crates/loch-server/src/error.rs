@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use loch_api::ErrorResponse;
 use loch_catalog::CatalogError;
+use loch_optimizing::OptimizingError;
 use serde::de::DeserializeOwned;
 
 /// An error answered to an HTTP client.
@@ -62,6 +63,32 @@ impl From<CatalogError> for ApiError {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "catalog operation failed");
         }
         Self { status, r#type: e.error_type(), message: e.to_string() }
+    }
+}
+
+impl From<OptimizingError> for ApiError {
+    fn from(e: OptimizingError) -> Self {
+        use loch_meta::MetaError;
+        let (status, r#type) = match &e {
+            OptimizingError::Catalog(inner) => {
+                (StatusCode::from_u16(inner.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), inner.error_type())
+            }
+            OptimizingError::Invalid(_) | OptimizingError::InvalidProperty(_) => {
+                (StatusCode::BAD_REQUEST, "BadRequestException")
+            }
+            OptimizingError::UnknownOptimizer => (StatusCode::GONE, "UnknownOptimizerException"),
+            OptimizingError::NotFound(_)
+            | OptimizingError::NoSuchGroup(_)
+            | OptimizingError::Meta(MetaError::NotFound(_)) => (StatusCode::NOT_FOUND, "NotFoundException"),
+            OptimizingError::Meta(MetaError::AlreadyExists(_)) => (StatusCode::CONFLICT, "AlreadyExistsException"),
+            OptimizingError::Meta(MetaError::NotEmpty(_)) => (StatusCode::CONFLICT, "NotEmptyException"),
+            OptimizingError::Rejected(_) => (StatusCode::CONFLICT, "RejectedException"),
+            _ => return ApiError::internal(e),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "optimizing operation failed");
+        }
+        Self { status, r#type, message: e.to_string() }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod management;
 pub mod observability;
+pub mod optimizing;
 pub mod rest;
 pub mod state;
 
@@ -49,6 +50,12 @@ pub enum ServerError {
     /// The default catalog could not be created.
     #[error("cannot create the default catalog: {0}")]
     Catalog(#[from] loch_catalog::CatalogError),
+    /// Self-optimizing could not start.
+    #[error("cannot start self-optimizing: {0}")]
+    Optimizing(#[from] loch_optimizing::OptimizingError),
+    /// The embedded optimizer threads could not start.
+    #[error("cannot start the embedded optimizer: {0}")]
+    Optimizer(std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -64,6 +71,8 @@ pub struct RunningServer {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    optimizer: Option<optimizing::embedded::EmbeddedOptimizer>,
     store: MetaStore,
 }
 
@@ -78,9 +87,16 @@ impl RunningServer {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting connections, lets in-flight requests finish, closes the database.
+    /// Stops accepting connections, stops the embedded optimizer (its running tasks are
+    /// handed out again after a restart), lets in-flight requests finish, closes the database.
     pub async fn shutdown(self) -> std::io::Result<()> {
         let _ = self.stop.send(true);
+        if let Some(optimizer) = self.optimizer {
+            optimizer.stop().await;
+        }
+        for handle in self.background {
+            let _ = handle.await;
+        }
         let result = self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         self.store.close().await;
         result
@@ -92,6 +108,8 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .nest("/api/iceberg/rest", rest::protected_routes())
         .merge(management::routes())
+        .merge(optimizing::api::routes())
+        .merge(optimizing::protocol::routes())
         .route("/metrics", get(observability::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public =
@@ -128,7 +146,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             "listening on a non-loopback address without authentication: anyone who can reach it can change every table; configure auth.clients"
         );
     }
+    let optimizing = loch_optimizing::OptimizingService::new(catalogs.clone(), config.optimizing()).await?;
     let state = AppState {
+        optimizing: optimizing.clone(),
         catalogs,
         auth: auth.clone(),
         metrics: observability::prometheus(),
@@ -152,6 +172,16 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         }
     });
 
+    optimizing.recover().await?;
+    let background = optimizing.spawn_background(stop.subscribe());
+    let optimizer = match config.optimizer.local_threads {
+        0 => None,
+        threads => Some(
+            optimizing::embedded::EmbeddedOptimizer::start(optimizing, threads, config.optimizer.test_task_delay)
+                .map_err(ServerError::Optimizer)?,
+        ),
+    };
+
     let app = router(state);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -161,5 +191,5 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             .await
     });
     tracing::info!(%addr, "Loch is serving");
-    Ok(RunningServer { addr, stop, task, store })
+    Ok(RunningServer { addr, stop, task, background, optimizer, store })
 }

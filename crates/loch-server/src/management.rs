@@ -12,16 +12,25 @@ use loch_catalog::mask_secrets;
 use loch_meta::{CatalogRecord, TableRecord};
 use utoipa::OpenApi;
 
+use loch_api::optimizing::{
+    CreateGroupRequest, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
+};
+
 use crate::error::{ApiError, ApiPath, JsonBody};
+use crate::optimizing::api;
 use crate::state::AppState;
 
 /// The management API's OpenAPI document.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Loch management API", description = "Manage Loch's catalogs; the Iceberg REST catalog is under /api/iceberg/rest."),
-    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, crate::observability::health),
-    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Health, ErrorResponse)),
-    tags((name = "catalogs", description = "Internal catalogs and their tables"))
+    info(title = "Loch management API", description = "Manage Loch's catalogs, optimizer groups and optimizing processes; the Iceberg REST catalog is under /api/iceberg/rest."),
+    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, crate::observability::health,
+        api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
+        api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process),
+    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Health, ErrorResponse,
+        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task)),
+    tags((name = "catalogs", description = "Internal catalogs and their tables"),
+        (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes"))
 )]
 pub struct ManagementApi;
 

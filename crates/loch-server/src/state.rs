@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use loch_catalog::{CatalogService, ResolvedCatalog};
+use loch_optimizing::OptimizingService;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::Auth;
@@ -13,6 +14,8 @@ use crate::error::ApiError;
 pub struct AppState {
     /// The catalog service.
     pub catalogs: Arc<CatalogService>,
+    /// Self-optimizing.
+    pub optimizing: Arc<OptimizingService>,
     /// Authentication.
     pub auth: Arc<Auth>,
     /// Renders `/metrics`.

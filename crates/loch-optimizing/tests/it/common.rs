@@ -14,7 +14,8 @@ use loch_testkit::data::{arrow_schema, rows, scan_all, write_data_files};
 pub struct Env {
     pub catalogs: Arc<CatalogService>,
     pub table_id: i64,
-    _dir: tempfile::TempDir,
+    pub name: String,
+    dir: Arc<tempfile::TempDir>,
 }
 
 pub fn schema() -> Schema {
@@ -39,6 +40,22 @@ impl Env {
         catalogs.ensure_catalog("local", &format!("file://{}/wh", dir.path().display())).await.unwrap();
         let catalog = catalogs.resolve("local").await.unwrap();
         catalogs.create_namespace(&catalog, &["db".to_string()], Default::default()).await.unwrap();
+        Self::create(catalogs, Arc::new(dir), "t", partitioned, properties).await
+    }
+
+    /// Another table `name` in the same catalog.
+    pub async fn other_table(&self, name: &str, partitioned: bool, properties: &[(&str, &str)]) -> Self {
+        Self::create(self.catalogs.clone(), self.dir.clone(), name, partitioned, properties).await
+    }
+
+    async fn create(
+        catalogs: Arc<CatalogService>,
+        dir: Arc<tempfile::TempDir>,
+        name: &str,
+        partitioned: bool,
+        properties: &[(&str, &str)],
+    ) -> Self {
+        let catalog = catalogs.resolve("local").await.unwrap();
         let spec = if partitioned {
             Some(
                 UnboundPartitionSpec::builder()
@@ -50,7 +67,7 @@ impl Env {
             None
         };
         let create = CreateTable {
-            name: "t".into(),
+            name: name.into(),
             location: None,
             schema: schema(),
             partition_spec: spec,
@@ -59,8 +76,8 @@ impl Env {
             properties: properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
         };
         catalogs.create_table(&catalog, &["db".to_string()], create).await.unwrap();
-        let record = catalogs.store().get_table(catalog.record.id, &["db".to_string()], "t").await.unwrap().unwrap();
-        Self { catalogs, table_id: record.id, _dir: dir }
+        let record = catalogs.store().get_table(catalog.record.id, &["db".to_string()], name).await.unwrap().unwrap();
+        Self { catalogs, table_id: record.id, name: name.to_string(), dir }
     }
 
     pub async fn table(&self) -> ManagedTable {
@@ -70,7 +87,7 @@ impl Env {
     pub async fn commit(&self, pending: PendingCommit) {
         let t = self.table().await;
         let change = TableChange {
-            ident: TableName::new(vec!["db".into()], "t"),
+            ident: TableName::new(vec!["db".into()], self.name.clone()),
             requirements: pending.requirements,
             updates: pending.updates,
         };

@@ -53,6 +53,8 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config =
             Config { data_dir: dir.path().to_path_buf(), bind: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
+        // Catalog tests run without optimizer threads; optimizing tests configure their own.
+        config.optimizer.local_threads = 0;
         if backend == Backend::Postgres {
             config.database.url = loch_testkit::postgres()?.create_database();
         }
