@@ -238,6 +238,11 @@ impl OptimizingService {
         }
         let kind = process.process_type.clone();
         metrics::counter!("loch_optimizing_processes_total", "type" => kind, "result" => status).increment(1);
+        // Look at the table again now rather than at the next refresh; the minimum plan
+        // interval still spaces out attempts.
+        if let Err(e) = self.refresh_table(process.table_id).await {
+            tracing::warn!(table_id = process.table_id, error = %e, "refresh after a failed process failed");
+        }
         Ok(())
     }
 

@@ -50,6 +50,16 @@ impl TestServer {
 
     /// Like [`TestServer::start`], optionally with authentication on.
     pub async fn start_with(backend: Backend, storage: Storage, auth: bool) -> Option<Self> {
+        Self::start_configured(backend, storage, auth, |_| {}).await
+    }
+
+    /// Like [`TestServer::start_with`], with `configure` applied to the configuration last.
+    pub async fn start_configured(
+        backend: Backend,
+        storage: Storage,
+        auth: bool,
+        configure: impl FnOnce(&mut Config),
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut config =
             Config { data_dir: dir.path().to_path_buf(), bind: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
@@ -78,6 +88,7 @@ impl TestServer {
         if auth {
             config.auth.clients = vec![ClientCredential { id: CLIENT.0.into(), secret: CLIENT.1.into() }];
         }
+        configure(&mut config);
         let server = start(config.clone()).await.expect("server starts");
         let url = server.url();
         let http = reqwest::Client::new();

@@ -8,6 +8,7 @@ mod bad_input;
 mod common;
 mod concurrency;
 mod management;
+mod optimizing;
 mod pyiceberg;
 mod rest_catalog;
 mod views_transactions;
