@@ -2,10 +2,11 @@
 
     tables.py append NS.TABLE --appends N [--rows R] [--partitions P] [--start S] [--prop KEY=VALUE ...]
     tables.py digest NS.TABLE
-    tables.py set-props NS.TABLE KEY=VALUE ...
+    tables.py set-props NS.TABLE[,NS.TABLE...] KEY=VALUE ...
 
 `append` creates the namespace and table if needed (partitioned by `category` when P > 1) and
-commits N appends of R rows spread over P categories; ids continue from --start.
+commits N appends of R rows spread over P categories; ids continue from --start. It prints the
+SHA-256 of the rows it wrote, computed as `digest` does, so a test can check a read against it.
 `digest` prints the table's rows as a count and a SHA-256 of the sorted rows, its live data and
 delete file counts, and the current snapshot's summary, as one JSON line.
 The catalog comes from LOCH_URI, LOCH_WAREHOUSE (default `local`) and LOCH_CREDENTIAL.
@@ -69,6 +70,7 @@ def append(args):
     table = load_or_create(cat, args.table, args.partitions, parse_props(args.prop))
     arrow_schema = table.schema().as_arrow()
     next_id = args.start
+    written = []
     for _ in range(args.appends):
         rows = []
         for i in range(args.rows):
@@ -82,13 +84,19 @@ def append(args):
             )
             next_id += 1
         table.append(pa.Table.from_pylist(rows, schema=arrow_schema))
-    print(json.dumps({"appends": args.appends, "next_id": next_id}))
+        written.extend(rows)
+    print(json.dumps({"appends": args.appends, "next_id": next_id, "rows": len(written), "sha256": rows_sha256(written)}))
+
+
+def rows_sha256(rows):
+    rows = sorted(rows, key=lambda r: r["id"])
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def digest(args):
     table = catalog().load_table(args.table)
-    rows = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["id"])
-    sha = hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    rows = table.scan().to_arrow().to_pylist()
+    sha = rows_sha256(rows)
     data_files = delete_files = 0
     snapshot = table.current_snapshot()
     if snapshot is not None:
@@ -109,9 +117,11 @@ def digest(args):
 
 
 def set_props(args):
-    table = catalog().load_table(args.table)
-    with table.transaction() as tx:
-        tx.set_properties(parse_props(args.pairs))
+    cat = catalog()
+    props = parse_props(args.pairs)
+    for name in args.table.split(","):
+        with cat.load_table(name).transaction() as tx:
+            tx.set_properties(props)
     print(json.dumps({"ok": True}))
 
 

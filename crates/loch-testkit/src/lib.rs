@@ -56,7 +56,12 @@ pub fn unique_name(prefix: &str) -> String {
 }
 
 /// The workspace root (the directory holding the top `Cargo.toml`).
+///
+/// Taken from the running test's `CARGO_MANIFEST_DIR` (cargo and nextest set it) before the
+/// compile-time one: a shared target directory may hold a build made in another checkout.
 pub fn workspace_root() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest.ancestors().nth(2).map(PathBuf::from).unwrap_or(manifest)
 }

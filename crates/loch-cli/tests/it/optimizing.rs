@@ -1,0 +1,235 @@
+//! Self-optimizing as users run it: `loch serve` with its embedded optimizer threads and
+//! `loch optimizer` worker processes, tables written by PyIceberg, optimizers and servers killed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{Serve, Tables};
+
+/// The management API path of a table's optimizing processes.
+fn processes(table: &str) -> String {
+    format!("/api/v1/tables/local/ns/{table}/optimizing/processes")
+}
+
+/// The table's optimizing state (status, last optimizing times, current process).
+fn state(table: &str) -> String {
+    format!("/api/v1/tables/local/ns/{table}/optimizing")
+}
+
+/// True when the newest process has `status`.
+fn newest_is(list: &Value, status: &str) -> bool {
+    list.as_array().and_then(|l| l.first()).is_some_and(|p| p["status"] == status)
+}
+
+/// Waits until the newest process of `table` runs a task that a thread has acknowledged; returns
+/// the process and that task.
+fn wait_acked(server: &Serve, table: &str) -> (Value, Value) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = server.get(&processes(table));
+        if let Some(process) = list.as_array().and_then(|l| l.first()).filter(|p| p["status"] == "running") {
+            let tasks = server.get(&format!("{}/{}/tasks", processes(table), process["id"]));
+            if let Some(task) = tasks.as_array().and_then(|t| t.iter().find(|t| t["status"] == "acked")) {
+                return (process.clone(), task.clone());
+            }
+        }
+        assert!(Instant::now() < deadline, "no task was acknowledged: {list}\n{}", server.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn serve_with_defaults_optimizes_sixty_small_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(&dir.path().join("data"), loch_testkit::free_port());
+    let Some(tables) = Tables::new(&server) else { return };
+
+    let written = tables.run(&["append", "ns.events", "--appends", "60", "--rows", "50"]);
+    let appended = Instant::now();
+    // Defaults: minor optimizing once 12 fragments pile up, at most once a minute per table.
+    let deadline = appended + Duration::from_secs(180);
+    let optimized = loop {
+        let digest = tables.run(&["digest", "ns.events"]);
+        if digest["data_files"] == 1 {
+            break digest;
+        }
+        assert!(Instant::now() < deadline, "not optimized within 3 minutes: {digest}\n{}", server.proc.log_tail());
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    eprintln!("optimized {:.0?} after the last append", appended.elapsed());
+    assert_eq!(optimized["rows"], 3000);
+    assert_eq!(optimized["sha256"], written["sha256"], "PyIceberg reads exactly the rows written");
+    assert_eq!(optimized["delete_files"], 0);
+    assert_eq!(optimized["summary"]["snapshot.producer"], "OPTIMIZE", "{optimized}");
+    assert_eq!(optimized["summary"]["operation"], "replace");
+
+    let list = server.get(&processes("events"));
+    let list = list.as_array().unwrap();
+    assert!(list.iter().all(|p| p["status"] == "success" && p["type"] == "minor"), "{list:?}");
+    let state =
+        server.wait_for("the table to be idle", &state("events"), Duration::from_secs(30), |s| s["status"] == "idle");
+    assert!(state["lastMinorAt"].is_i64());
+    server.stop("TERM");
+}
+
+#[test]
+fn a_killed_optimizer_s_task_moves_to_another_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start_with(
+        &dir.path().join("data"),
+        loch_testkit::free_port(),
+        &[("LOCH_OPTIMIZER_LOCAL__THREADS", "0"), ("LOCH_OPTIMIZER_HEART__BEAT__TIMEOUT", "4s")],
+    );
+    let Some(tables) = Tables::new(&server) else { return };
+    let written = tables.run(&[
+        "append",
+        "ns.t",
+        "--appends",
+        "12",
+        "--rows",
+        "20",
+        "--prop",
+        "self-optimizing.min-plan-interval=0",
+    ]);
+
+    // The first worker holds its task until it is killed.
+    let doomed = server.optimizer(1, &[("LOCH_OPTIMIZER_TEST_TASK_DELAY_MS", "600000")]);
+    let (process, task) = wait_acked(&server, "t");
+    let optimizers = server.get("/api/v1/optimizer-groups/default/optimizers");
+    assert_eq!(optimizers.as_array().unwrap().len(), 1, "{optimizers}");
+    assert_eq!(optimizers[0]["kind"], "external");
+    assert_eq!(task["optimizer"], optimizers[0]["id"]);
+    doomed.kill();
+    let killed = Instant::now();
+
+    let rescuer = server.optimizer(1, &[]);
+    let done =
+        server.wait_for("the process to commit", &processes("t"), Duration::from_secs(60), |l| newest_is(l, "success"));
+    assert!(killed.elapsed() >= Duration::from_secs(3), "the task moved before the heartbeat timeout");
+    assert_eq!(done[0]["id"], process["id"], "the same process committed");
+    let tasks = server.get(&format!("{}/{}/tasks", processes("t"), process["id"]));
+    assert_eq!(tasks[0]["status"], "success");
+    assert_eq!(tasks[0]["attempt"], 2, "{tasks}");
+    assert_ne!(tasks[0]["optimizer"], task["optimizer"], "another worker ran it");
+    let optimizers = server.get("/api/v1/optimizer-groups/default/optimizers");
+    assert_eq!(optimizers.as_array().unwrap().len(), 1, "the killed worker expired: {optimizers}");
+
+    let digest = tables.run(&["digest", "ns.t"]);
+    assert_eq!(
+        (digest["rows"].clone(), digest["sha256"].clone()),
+        (written["rows"].clone(), written["sha256"].clone())
+    );
+    assert_eq!(digest["data_files"], 1);
+    rescuer.stop("TERM");
+    server.stop("TERM");
+}
+
+#[test]
+fn a_killed_server_resumes_its_process_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = loch_testkit::free_port();
+    let server = Serve::start_with(
+        &data,
+        port,
+        &[("LOCH_OPTIMIZER_LOCAL__THREADS", "1"), ("LOCH_OPTIMIZER_TEST_TASK_DELAY_MS", "600000")],
+    );
+    let Some(tables) = Tables::new(&server) else { return };
+    let written = tables.run(&[
+        "append",
+        "ns.t",
+        "--appends",
+        "12",
+        "--rows",
+        "20",
+        "--prop",
+        "self-optimizing.min-plan-interval=0",
+        "--prop",
+        "self-optimizing.enabled=false",
+    ]);
+    // Enabled once every fragment is there, so one process takes them all.
+    tables.run(&["set-props", "ns.t", "self-optimizing.enabled=true"]);
+    let (process, _) = wait_acked(&server, "t");
+    assert_eq!(server.get(&state("t"))["status"], "minor");
+    server.proc.kill();
+
+    let server = Serve::start_with(&data, port, &[("LOCH_OPTIMIZER_LOCAL__THREADS", "1")]);
+    let done =
+        server.wait_for("the process to commit", &processes("t"), Duration::from_secs(60), |l| newest_is(l, "success"));
+    assert_eq!(done.as_array().unwrap().len(), 1, "the process resumed rather than starting over: {done}");
+    assert_eq!(done[0]["id"], process["id"]);
+    let tasks = server.get(&format!("{}/{}/tasks", processes("t"), process["id"]));
+    assert_eq!(tasks[0]["attempt"], 2, "{tasks}");
+    server.wait_for("the table to be idle", &state("t"), Duration::from_secs(30), |s| s["status"] == "idle");
+
+    let digest = tables.run(&["digest", "ns.t"]);
+    assert_eq!(
+        (digest["rows"].clone(), digest["sha256"].clone()),
+        (written["rows"].clone(), written["sha256"].clone())
+    );
+    assert_eq!(digest["data_files"], 1);
+    assert_eq!(digest["summary"]["snapshot.producer"], "OPTIMIZE");
+    server.stop("TERM");
+}
+
+#[test]
+fn the_quota_keeps_a_busy_table_from_starving_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    // One embedded thread plus two single-thread workers share the default group; every task
+    // takes at least two seconds.
+    let delay = ("LOCH_OPTIMIZER_TEST_TASK_DELAY_MS", "2000");
+    let server = Serve::start_with(
+        &dir.path().join("data"),
+        loch_testkit::free_port(),
+        &[("LOCH_OPTIMIZER_LOCAL__THREADS", "1"), delay],
+    );
+    let Some(tables) = Tables::new(&server) else { return };
+    let off = ["--prop", "self-optimizing.enabled=false", "--prop", "self-optimizing.min-plan-interval=0"];
+    // The busy table: 12 partitions of 12 fragments each, 12 tasks; a tenth of the group.
+    let mut busy = vec!["append", "ns.busy", "--appends", "12", "--rows", "120", "--partitions", "12"];
+    busy.extend(off);
+    busy.extend(["--prop", "self-optimizing.quota=0.1"]);
+    let busy_written = tables.run(&busy);
+    let mut small_written = Vec::new();
+    for (name, start) in [("ns.small1", "100000"), ("ns.small2", "200000")] {
+        let mut small = vec!["append", name, "--appends", "12", "--rows", "20", "--start", start];
+        small.extend(off);
+        small_written.push(tables.run(&small));
+    }
+    let workers = [server.optimizer(1, &[delay]), server.optimizer(1, &[delay])];
+    server.wait_for("three optimizer threads", "/api/v1/optimizer-groups/default", Duration::from_secs(30), |g| {
+        g["threads"] == 3
+    });
+
+    // The busy table first, then the small ones.
+    tables.run(&["set-props", "ns.busy,ns.small1,ns.small2", "self-optimizing.enabled=true"]);
+    let mut finished = Vec::new();
+    for table in ["busy", "small1", "small2"] {
+        let done = server.wait_for("the process to commit", &processes(table), Duration::from_secs(120), |l| {
+            newest_is(l, "success")
+        });
+        finished.push(done[0]["finishedAt"].as_i64().unwrap());
+        if table == "busy" {
+            assert_eq!(done[0]["tasks"], 12, "{done}");
+        }
+    }
+    let busy_started = server.get(&processes("busy"))[0]["createdAt"].as_i64().unwrap();
+    assert!(
+        finished[1] < finished[0] && finished[2] < finished[0],
+        "the small tables wait for the busy one: busy planned at {busy_started}, finished at {finished:?}"
+    );
+
+    let digest = tables.run(&["digest", "ns.busy"]);
+    assert_eq!(digest["sha256"], busy_written["sha256"]);
+    assert_eq!(digest["data_files"], 12);
+    for (name, written) in ["ns.small1", "ns.small2"].iter().zip(&small_written) {
+        let digest = tables.run(&["digest", name]);
+        assert_eq!(digest["sha256"], written["sha256"]);
+        assert_eq!(digest["data_files"], 1);
+    }
+    for worker in workers {
+        worker.stop("TERM");
+    }
+    server.stop("TERM");
+}
