@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use iceberg::Runtime;
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
 use iceberg::io::{FileIO, FileIOBuilder};
@@ -189,7 +189,10 @@ fn delete_ref(file: &TaskFile) -> FileScanTaskDeleteFile {
 }
 
 fn reader(io: &FileIO) -> iceberg::arrow::ArrowReader {
-    ArrowReaderBuilder::new(io.clone(), Runtime::current()).with_data_file_concurrency_limit(2).build()
+    ArrowReaderBuilder::new(io.clone(), Runtime::current())
+        .with_data_file_concurrency_limit(2)
+        .with_batch_size(8192)
+        .build()
 }
 
 /// Streams the live rows of the rewrite files into new files of the target size.
@@ -220,7 +223,17 @@ async fn rewrite(
             ))
         })
         .collect();
-    let mut batches = reader(&task.io).read(Box::pin(futures::stream::iter(scans)))?.stream();
+    let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
+    let batches = reader(&task.io).read(Box::pin(futures::stream::iter(scans)))?.stream();
+    // Decoding and encoding overlap: the reader runs ahead on its own task by a few batches
+    // (memory stays bounded), so one task can use a second core while compression dominates.
+    let conformed = {
+        let target = target.clone();
+        batches.map(move |batch| {
+            conform(batch?, &target).map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+        })
+    };
+    let mut batches = ReadAhead::spawn(Box::pin(conformed), READ_AHEAD_BATCHES);
 
     let metadata = synthetic_metadata(task, input)?;
     let rolling = RollingFileWriterBuilder::new(
@@ -233,15 +246,50 @@ async fn rewrite(
     let key = (!task.default_spec.is_unpartitioned())
         .then(|| PartitionKey::new((*task.default_spec).clone(), task.schema.clone(), first.file.partition().clone()));
     let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
-    let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
-    while let Some(batch) = batches.try_next().await? {
+    while let Some(batch) = batches.next().await? {
         summary.rows_read += batch.num_rows() as u64;
         if batch.num_rows() > 0 {
             summary.rows_written += batch.num_rows() as u64;
-            writer.write(conform(batch, &target)?).await?;
+            writer.write(batch).await?;
         }
     }
     Ok(writer.close().await?)
+}
+
+/// Batches the reader may decode ahead of the writer.
+const READ_AHEAD_BATCHES: usize = 4;
+
+/// A record batch stream driven on its own tokio task, handing batches over a bounded channel;
+/// the task stops when this is dropped (e.g. when writing failed).
+struct ReadAhead {
+    batches: tokio::sync::mpsc::Receiver<iceberg::Result<RecordBatch>>,
+    reader: tokio::task::AbortHandle,
+}
+
+impl ReadAhead {
+    fn spawn(mut stream: iceberg::scan::ArrowRecordBatchStream, ahead: usize) -> Self {
+        let (tx, batches) = tokio::sync::mpsc::channel(ahead);
+        let reader = tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .abort_handle();
+        Self { batches, reader }
+    }
+
+    async fn next(&mut self) -> iceberg::Result<Option<RecordBatch>> {
+        self.batches.recv().await.transpose()
+    }
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// Casts columns the reader produced in another encoding (identity partition columns come back

@@ -124,7 +124,8 @@ async fn failed_tasks_are_retried_then_fail_the_process() {
     assert!(process.fail_message.as_deref().unwrap().contains("disk full #2"), "{:?}", process.fail_message);
     let tasks = service.tasks(env.table_id, process.id).await.unwrap();
     assert_eq!((tasks[0].status.as_str(), tasks[0].retries), ("canceled", 2));
-    assert_eq!(status(&service, &env).await, "idle");
+    // Freed, and still fragmented: waiting for its next plan.
+    assert_eq!(status(&service, &env).await, "pending");
     assert_eq!(env.rows().await, before);
 }
 
@@ -206,7 +207,7 @@ async fn a_canceled_process_frees_the_table() {
     assert_eq!(process.fail_message.as_deref(), Some("canceled by request"));
     assert!(service.ack(&token, 0, &task.key).await.is_err(), "a canceled task cannot start");
     assert_eq!(service.tasks(env.table_id, process.id).await.unwrap()[0].status, "canceled");
-    assert_eq!(status(&service, &env).await, "idle");
+    assert_eq!(status(&service, &env).await, "pending", "freed, and still fragmented");
     assert!(service.cancel_process(env.table_id, process.id).await.is_err(), "only running processes");
     assert_eq!(env.rows().await, before);
 }
