@@ -41,8 +41,8 @@ struct Args {
     /// Target size of the compacted files (Amoro's `self-optimizing.target-size` default).
     #[arg(long, default_value_t = 128 << 20)]
     target_size: u64,
-    /// Measurements per contender; the best is reported.
-    #[arg(long, default_value_t = 2)]
+    /// Rounds of measurements; each compactor's median round is reported.
+    #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Working directory (default: a temporary one). Input files there are reused when present.
     #[arg(long)]
@@ -394,14 +394,10 @@ fn delta(python: &Path, input: &Input, out: &Path, target: u64, tasks: usize) ->
     })
 }
 
-fn best(runs: Vec<Measure>) -> Measure {
-    runs.into_iter().min_by(|a, b| a.wall.cmp(&b.wall)).unwrap_or(Measure {
-        wall: Duration::ZERO,
-        cpu: Duration::ZERO,
-        rows: 0,
-        output_files: 0,
-        output_bytes: 0,
-    })
+/// The run of median wall time.
+fn median(mut runs: Vec<Measure>) -> Measure {
+    runs.sort_by_key(|m| m.wall);
+    runs.swap_remove(runs.len() / 2)
 }
 
 fn main() -> Result<()> {
@@ -433,23 +429,24 @@ fn main() -> Result<()> {
     if let Some(only) = &args.only {
         contenders.retain(|(name, _)| name.starts_with(only.as_str()));
     }
-    let mut results = Vec::new();
-    for (name, run) in &contenders {
-        let mut runs = Vec::new();
-        for i in 0..args.runs {
-            let out = dir.join(format!("out-{}-{i}", name.replace([' ', ','], "_")));
+    // Rounds visit every compactor in turn, so a slow spell of the machine hits them all alike.
+    let mut runs: Vec<Vec<Measure>> = vec![Vec::new(); contenders.len()];
+    for round in 0..args.runs {
+        for ((name, run), measures) in contenders.iter().zip(&mut runs) {
+            let out = dir.join(format!("out-{}-{round}", name.replace([' ', ','], "_")));
             let _ = std::fs::remove_dir_all(&out);
             let measure = run(&out)?;
             let _ = std::fs::remove_dir_all(&out);
             ensure!(measure.rows == input.rows, "{name} wrote {} rows of {}", measure.rows, input.rows);
             eprintln!(
-                "{name}: {:.2?} wall, {:.2?} cpu, {} files, {} bytes",
+                "round {round}: {name}: {:.2?} wall, {:.2?} cpu, {} files, {} bytes",
                 measure.wall, measure.cpu, measure.output_files, measure.output_bytes
             );
-            runs.push(measure);
+            measures.push(measure);
         }
-        results.push((*name, best(runs)));
     }
+    let results: Vec<(&str, Measure)> =
+        contenders.iter().zip(runs).map(|((name, _), measures)| (*name, median(measures))).collect();
     print_table(&args, &input, &results);
     Ok(())
 }
@@ -457,7 +454,7 @@ fn main() -> Result<()> {
 fn print_table(args: &Args, input: &Input, results: &[(&str, Measure)]) {
     let mb = input.bytes as f64 / 1e6;
     println!(
-        "{} files, {} rows, {:.1} MB in, target {} MiB, best of {} runs",
+        "{} files, {} rows, {:.1} MB in, target {} MiB, median of {} rounds",
         input.files.len(),
         input.rows,
         mb,
