@@ -184,6 +184,21 @@ async fn appends_and_equality_deletes_during_a_process_are_kept() {
 }
 
 #[tokio::test]
+async fn a_position_delete_on_a_file_appended_during_a_process_is_kept() {
+    let (env, plan, results) = executed().await;
+    let appended = env.append(1000..1005, "a").await;
+    let t = env.table().await;
+    let pos =
+        write_position_deletes(t.table.file_io(), appended[0].file_path(), &[0, 3], Struct::empty(), 0).await.unwrap();
+    env.delete(vec![pos]).await;
+    let expected = env.rows().await;
+    assert_eq!(expected.len(), 120 + 5 - 2);
+    let committed = commit(&env, &plan, &results).await.unwrap();
+    assert!(!committed.already);
+    assert_eq!(env.rows().await, expected, "the delete of a file the process did not read still applies");
+}
+
+#[tokio::test]
 async fn a_position_delete_on_a_rewritten_file_fails_the_commit() {
     let (env, plan, results) = executed().await;
     let victim = results[0].0.rewrite[0].file["file_path"].as_str().unwrap().to_string();

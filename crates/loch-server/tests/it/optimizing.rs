@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use iceberg::table::Table;
+use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use iceberg::{Catalog, NamespaceIdent, TableCreation, TableIdent};
 use iceberg_catalog_rest::RestCatalog;
 use loch_api::optimizer::RegisterRequest;
@@ -35,21 +36,23 @@ async fn get(server: &TestServer, path: &str) -> Value {
     body
 }
 
-/// Table `ns.t` with `properties`, given `appends` appends of ten rows each.
+/// Table `ns.t` with `properties`, given `appends` appends of ten rows each. Self-optimizing is
+/// switched on only after the last append, so that one process takes every fragment.
 async fn fragmented_table(server: &TestServer, appends: i64, properties: &[(&str, &str)]) -> (RestCatalog, Table) {
     let catalog = server.rest_catalog().await;
     let ns = NamespaceIdent::new("ns".into());
     catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
-    let creation = TableCreation::builder()
-        .name("t".into())
-        .schema(simple_schema())
-        .properties(properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>())
-        .build();
+    let mut props: HashMap<String, String> = properties.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    props.insert("self-optimizing.enabled".into(), "false".into());
+    let creation = TableCreation::builder().name("t".into()).schema(simple_schema()).properties(props).build();
     let mut table = catalog.create_table(&ns, creation).await.unwrap();
     for i in 0..appends {
         let ids: Vec<i64> = (i * 10..i * 10 + 10).collect();
         table = append(&catalog, &table, &batch(&table, &ids, "a")).await.unwrap();
     }
+    let tx = Transaction::new(&table);
+    let tx = tx.update_table_properties().set("self-optimizing.enabled".into(), "true".into()).apply(tx).unwrap();
+    let table = tx.commit(&catalog).await.unwrap();
     (catalog, table)
 }
 
