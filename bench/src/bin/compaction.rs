@@ -204,13 +204,17 @@ fn process_cpu() -> Result<Duration> {
     Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks()))
 }
 
+/// Clock ticks per second of `/proc` times, asked of `getconf` once.
 fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .unwrap_or(100.0)
+    })
 }
 
 /// Rows, file count and bytes of the Parquet files under `dir`.

@@ -39,6 +39,14 @@ fn wait_acked(server: &Serve, table: &str) -> (Value, Value) {
     }
 }
 
+/// Table `ns.t` given 12 appends of 20 rows, planned without delay; what `append` printed.
+fn twelve_fragments(tables: &Tables, extra: &[&str]) -> Value {
+    let mut args =
+        vec!["append", "ns.t", "--appends", "12", "--rows", "20", "--prop", "self-optimizing.min-plan-interval=0"];
+    args.extend(extra);
+    tables.run(&args)
+}
+
 #[test]
 fn serve_with_defaults_optimizes_sixty_small_appends() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,16 +90,7 @@ fn a_killed_optimizer_s_task_moves_to_another_worker() {
         &[("LOCH_OPTIMIZER_LOCAL__THREADS", "0"), ("LOCH_OPTIMIZER_HEART__BEAT__TIMEOUT", "4s")],
     );
     let Some(tables) = Tables::new(&server) else { return };
-    let written = tables.run(&[
-        "append",
-        "ns.t",
-        "--appends",
-        "12",
-        "--rows",
-        "20",
-        "--prop",
-        "self-optimizing.min-plan-interval=0",
-    ]);
+    let written = twelve_fragments(&tables, &[]);
 
     // The first worker holds its task until it is killed.
     let doomed = server.optimizer(1, &[("LOCH_OPTIMIZER_TEST_TASK_DELAY_MS", "600000")]);
@@ -136,18 +135,7 @@ fn a_killed_server_resumes_its_process_after_restart() {
         &[("LOCH_OPTIMIZER_LOCAL__THREADS", "1"), ("LOCH_OPTIMIZER_TEST_TASK_DELAY_MS", "600000")],
     );
     let Some(tables) = Tables::new(&server) else { return };
-    let written = tables.run(&[
-        "append",
-        "ns.t",
-        "--appends",
-        "12",
-        "--rows",
-        "20",
-        "--prop",
-        "self-optimizing.min-plan-interval=0",
-        "--prop",
-        "self-optimizing.enabled=false",
-    ]);
+    let written = twelve_fragments(&tables, &["--prop", "self-optimizing.enabled=false"]);
     // Enabled once every fragment is there, so one process takes them all.
     tables.run(&["set-props", "ns.t", "self-optimizing.enabled=true"]);
     let (process, _) = wait_acked(&server, "t");

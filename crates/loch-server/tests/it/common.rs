@@ -211,3 +211,20 @@ pub fn assert_kind<T: std::fmt::Debug>(result: iceberg::Result<T>, kind: iceberg
         Ok(v) => panic!("expected {kind:?}, got {v:?}"),
     }
 }
+
+/// Status and JSON body (or the text, when not JSON) of a request to `server`.
+pub async fn call(
+    server: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = server.request(method, path);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}

@@ -16,19 +16,8 @@ use loch_testkit::data::{append, rows, scan_all};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, CLIENT, Storage, TestServer, simple_schema};
+use crate::common::{Backend, CLIENT, Storage, TestServer, call, simple_schema};
 use crate::rest_catalog::batch;
-
-async fn call(server: &TestServer, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = server.request(method, path);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-}
 
 async fn get(server: &TestServer, path: &str) -> Value {
     let (status, body) = call(server, Method::GET, path, None).await;
