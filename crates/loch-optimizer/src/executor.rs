@@ -3,7 +3,8 @@
 //! - Rewrite: the live rows of the task's data files (every applying position and equality
 //!   delete applied by iceberg's reader) stream into new Parquet files of the target size, in the
 //!   table's default partition spec. Memory is bounded by the task: batches stream from reader to
-//!   writer, and only the task's delete files are held.
+//!   writer, and only the task's delete files are held. Decoding runs ahead on its own task and
+//!   the writer encodes columns on tasks of their own, so one task can use every core.
 //! - Reposition: for a data file that stays, the positions its deletes remove (old position
 //!   deletes, and rows matching equality deletes) are written as one position delete file.
 
@@ -23,12 +24,12 @@ use iceberg::spec::{
     StructType, UnboundPartitionSpec, deserialize_data_file_from_json, serialize_data_file_to_json,
 };
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::ParquetWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use loch_api::optimizer::{InputFile, OutputFile, TaskInput, TaskOutput, TaskSummary};
+use loch_table::parquet::ParallelParquetWriterBuilder;
 use loch_table::position_delete::write_position_deletes;
 use loch_table::snapshot::rewrite::{POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID};
 use loch_table::write::parquet_writer_properties;
@@ -237,7 +238,7 @@ async fn rewrite(
 
     let metadata = synthetic_metadata(task, input)?;
     let rolling = RollingFileWriterBuilder::new(
-        ParquetWriterBuilder::new(parquet_writer_properties(props)?, task.schema.clone()),
+        ParallelParquetWriterBuilder::new(parquet_writer_properties(props)?, task.schema.clone()),
         usize::try_from(input.target_file_size).unwrap_or(usize::MAX),
         task.io.clone(),
         DefaultLocationGenerator::new(&metadata)?,

@@ -7,6 +7,7 @@
 //! catalog's single commit path applies, so the same action commits in-process or over REST.
 
 mod error;
+pub mod parquet;
 pub mod position_delete;
 pub mod scan;
 pub mod snapshot;
