@@ -4,7 +4,9 @@
 //! remove data and delete files (overwrite now; rewrite and row-delta with Java-equivalent
 //! validation as self-optimizing needs them) from iceberg's public manifest and manifest-list
 //! writers. A [`snapshot::SnapshotAction`] turns into the requirements and updates that the
-//! catalog's single commit path applies, so the same action commits in-process or over REST.
+//! catalog's single commit path applies, so the same action commits in-process or over REST. It also
+//! writes the files optimizing produces: data files with columns encoded in parallel
+//! ([`parquet`]) and position delete files ([`position_delete`]).
 
 mod error;
 pub mod parquet;
