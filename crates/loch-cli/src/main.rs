@@ -26,7 +26,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Command::Optimizer(args) = &cli.command {
+        match args.threads() {
+            Ok(threads) => builder.worker_threads(threads as usize),
+            Err(e) => {
+                eprintln!("loch: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loch: cannot start the async runtime: {e}");

@@ -18,7 +18,7 @@ pub struct OptimizerArgs {
     /// Optimizer group to serve
     #[arg(long, short = 'g', value_name = "GROUP", default_value = "default", env = "LOCH_OPTIMIZER_GROUP")]
     group: String,
-    /// Executor threads [default: number of cores]
+    /// Executor threads, which are also all the cores the worker uses [default: number of cores]
     #[arg(long, short = 'p', value_name = "N", env = "LOCH_OPTIMIZER_THREADS")]
     threads: Option<u32>,
     /// Memory to report, in MiB
@@ -43,10 +43,20 @@ pub fn test_task_delay() -> anyhow::Result<Option<Duration>> {
     }
 }
 
+impl OptimizerArgs {
+    /// Executor threads; the runtime gets as many workers, so a task's parallel column encoding
+    /// stays within what `--threads` grants (as the embedded optimizer's runtime does).
+    pub fn threads(&self) -> anyhow::Result<u32> {
+        let threads =
+            self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        anyhow::ensure!(threads > 0, "--threads must be at least 1");
+        Ok(threads)
+    }
+}
+
 /// Registers with the server and executes tasks until SIGINT or SIGTERM.
 pub async fn run(args: OptimizerArgs) -> anyhow::Result<()> {
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    anyhow::ensure!(threads > 0, "--threads must be at least 1");
+    let threads = args.threads()?;
     url::Url::parse(&args.ams).with_context(|| format!("--ams {:?} is not a URL", args.ams))?;
     let credential = args.token.as_deref().map(Credential::parse);
     let coordinator: Arc<dyn Coordinator> = Arc::new(HttpCoordinator::new(&args.ams, credential)?);

@@ -85,4 +85,9 @@ fn bad_configuration_fails_with_one_line() {
         .unwrap();
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("invalid database url"));
+
+    let output =
+        Command::new(LOCH).args(["optimizer", "--ams", "http://127.0.0.1:1", "--threads", "0"]).output().unwrap();
+    assert!(!output.status.success());
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "loch: --threads must be at least 1\n");
 }
