@@ -2,12 +2,14 @@
 //! from a Parquet footer, as iceberg-rust's own writer records them; iceberg-rust 0.10 keeps its
 //! version crate-private.
 //!
-//! Wrong bounds would make scans prune files that hold matching rows, so this follows
-//! iceberg-rust's rules exactly: bounds only from exact statistics, full-length values, columns
-//! matched by the field ids the writer stored in the Parquet schema.
+//! A bound tighter than the data would make scans prune files that hold matching rows. So a
+//! field gets a bound only when every row group's statistics give one; truncated byte-array
+//! statistics count (they stay valid bounds). iceberg-rust instead skips row groups whose
+//! statistics were truncated, which can leave a bound that excludes their long values. Columns
+//! are matched by the field ids the writer stored in the Parquet schema.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, Float32Array, Float64Array};
@@ -33,6 +35,8 @@ pub fn data_file_builder(
     let mut null_counts: HashMap<i32, u64> = HashMap::new();
     let mut lower: HashMap<i32, Datum> = HashMap::new();
     let mut upper: HashMap<i32, Datum> = HashMap::new();
+    // Fields with a chunk whose lower (0) or upper (1) bound is unknown get none at all.
+    let mut unbounded: [HashSet<i32>; 2] = [HashSet::new(), HashSet::new()];
     for row_group in metadata.row_groups() {
         for column in row_group.columns() {
             let info = column.column_descr().self_type().get_basic_info();
@@ -47,21 +51,32 @@ pub fn data_file_builder(
             };
             *column_sizes.entry(id).or_default() += column.compressed_size() as u64;
             *value_counts.entry(id).or_default() += column.num_values() as u64;
-            let Some(stats) = column.statistics() else { continue };
+            let Some(stats) = column.statistics() else {
+                // Nothing is known of this chunk's values: no bound for the field may exclude them.
+                unbounded[0].insert(id);
+                unbounded[1].insert(id);
+                continue;
+            };
             if let Some(nulls) = stats.null_count_opt() {
                 *null_counts.entry(id).or_default() += nulls;
             }
-            if stats.min_is_exact()
-                && let Some(min) = bound(ty, stats, Side::Lower)?
-            {
-                merge(&mut lower, id, min, |new, old| new < old);
-            }
-            if stats.max_is_exact()
-                && let Some(max) = bound(ty, stats, Side::Upper)?
-            {
-                merge(&mut upper, id, max, |new, old| new > old);
+            let all_null = stats.null_count_opt() == Some(column.num_values() as u64);
+            for (side, bounds, slot) in [(Side::Lower, &mut lower, 0), (Side::Upper, &mut upper, 1)] {
+                match bound(ty, stats, side) {
+                    Some(value) => merge(bounds, id, value, side),
+                    None if all_null => {}
+                    None => {
+                        unbounded[slot].insert(id);
+                    }
+                }
             }
         }
+    }
+    for id in &unbounded[0] {
+        lower.remove(id);
+    }
+    for id in &unbounded[1] {
+        upper.remove(id);
     }
     let mut builder = DataFileBuilder::default();
     builder
@@ -81,10 +96,14 @@ pub fn data_file_builder(
     Ok(builder)
 }
 
-fn merge(bounds: &mut HashMap<i32, Datum>, id: i32, value: Datum, better: impl Fn(&Datum, &Datum) -> bool) {
+fn merge(bounds: &mut HashMap<i32, Datum>, id: i32, value: Datum, side: Side) {
     match bounds.entry(id) {
         Entry::Occupied(mut e) => {
-            if better(&value, e.get()) {
+            let wider = match side {
+                Side::Lower => value < *e.get(),
+                Side::Upper => value > *e.get(),
+            };
+            if wider {
                 e.insert(value);
             }
         }
@@ -100,9 +119,14 @@ enum Side {
     Upper,
 }
 
-/// The lower or upper bound of a column chunk's statistics as a value of the field's type;
-/// `None` where the physical and logical types do not pair up (no bound is safer than a wrong one).
-fn bound(ty: &PrimitiveType, stats: &Statistics, side: Side) -> Result<Option<Datum>> {
+/// The lower or upper bound of a column chunk's statistics as a value of the field's type.
+///
+/// Truncated statistics count: arrow-rs cuts long byte-array minimums to a prefix (still a lower
+/// bound) and increments cut maximums (still an upper bound), as Iceberg Java truncates bounds.
+/// `None` when there is none or the physical and logical types do not pair up (e.g. a cut
+/// fixed-length value); the caller then drops the field's bound, since no bound is safe and a
+/// tighter one would let scans prune matching rows.
+fn bound(ty: &PrimitiveType, stats: &Statistics, side: Side) -> Option<Datum> {
     macro_rules! pick {
         ($s:expr) => {
             match side {
@@ -115,43 +139,37 @@ fn bound(ty: &PrimitiveType, stats: &Statistics, side: Side) -> Result<Option<Da
         Side::Lower => stats.min_bytes_opt(),
         Side::Upper => stats.max_bytes_opt(),
     };
-    let from_bytes = |bytes: &[u8]| {
-        Datum::try_from_bytes(bytes, ty.clone()).map_err(|e| TableError::Invalid(format!("column bound: {e}")))
-    };
-    Ok(match (ty, stats) {
+    let from_bytes = |bytes: &[u8]| Datum::try_from_bytes(bytes, ty.clone()).ok();
+    match (ty, stats) {
         (PrimitiveType::Boolean, Statistics::Boolean(s)) => pick!(s).map(|v| Datum::bool(*v)),
         (PrimitiveType::Int, Statistics::Int32(s)) => pick!(s).map(|v| Datum::int(*v)),
         (PrimitiveType::Date, Statistics::Int32(s)) => pick!(s).map(|v| Datum::date(*v)),
         (PrimitiveType::Long, Statistics::Int64(s)) => pick!(s).map(|v| Datum::long(*v)),
-        (PrimitiveType::Time, Statistics::Int64(s)) => match pick!(s) {
-            Some(v) => Some(Datum::time_micros(*v).map_err(|e| TableError::Invalid(format!("column bound: {e}")))?),
-            None => None,
-        },
+        (PrimitiveType::Time, Statistics::Int64(s)) => pick!(s).and_then(|v| Datum::time_micros(*v).ok()),
         (PrimitiveType::Timestamp, Statistics::Int64(s)) => pick!(s).map(|v| Datum::timestamp_micros(*v)),
         (PrimitiveType::Timestamptz, Statistics::Int64(s)) => pick!(s).map(|v| Datum::timestamptz_micros(*v)),
         (PrimitiveType::TimestampNs, Statistics::Int64(s)) => pick!(s).map(|v| Datum::timestamp_nanos(*v)),
         (PrimitiveType::TimestamptzNs, Statistics::Int64(s)) => pick!(s).map(|v| Datum::timestamptz_nanos(*v)),
         (PrimitiveType::Float, Statistics::Float(s)) => pick!(s).map(|v| Datum::float(*v)),
         (PrimitiveType::Double, Statistics::Double(s)) => pick!(s).map(|v| Datum::double(*v)),
-        (PrimitiveType::String, Statistics::ByteArray(_)) => bytes.map(from_bytes).transpose()?,
-        (PrimitiveType::Binary, Statistics::ByteArray(_)) => bytes.map(from_bytes).transpose()?,
-        (PrimitiveType::Decimal { .. }, Statistics::ByteArray(_) | Statistics::FixedLenByteArray(_)) => {
-            bytes.map(from_bytes).transpose()?
+        (PrimitiveType::String | PrimitiveType::Binary, Statistics::ByteArray(_)) => bytes.and_then(from_bytes),
+        (PrimitiveType::Decimal { .. }, Statistics::ByteArray(_) | Statistics::FixedLenByteArray(_))
+            if stats.min_is_exact() && stats.max_is_exact() =>
+        {
+            bytes.and_then(from_bytes)
         }
         (PrimitiveType::Decimal { .. }, Statistics::Int32(s)) => {
-            pick!(s).map(|v| from_bytes(&i128::from(*v).to_be_bytes())).transpose()?
+            pick!(s).and_then(|v| from_bytes(&i128::from(*v).to_be_bytes()))
         }
         (PrimitiveType::Decimal { .. }, Statistics::Int64(s)) => {
-            pick!(s).map(|v| from_bytes(&i128::from(*v).to_be_bytes())).transpose()?
+            pick!(s).and_then(|v| from_bytes(&i128::from(*v).to_be_bytes()))
         }
-        (PrimitiveType::Uuid, Statistics::FixedLenByteArray(_)) => {
-            bytes.filter(|b| b.len() == 16).map(from_bytes).transpose()?
-        }
+        (PrimitiveType::Uuid, Statistics::FixedLenByteArray(_)) => bytes.filter(|b| b.len() == 16).and_then(from_bytes),
         (PrimitiveType::Fixed(len), Statistics::FixedLenByteArray(_)) => {
-            bytes.filter(|b| b.len() as u64 == *len).map(from_bytes).transpose()?
+            bytes.filter(|b| b.len() as u64 == *len).and_then(from_bytes)
         }
         _ => None,
-    })
+    }
 }
 
 /// Adds the NaN values of `array` (a column of `field`, nested fields included) to `counts`,

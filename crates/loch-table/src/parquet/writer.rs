@@ -66,6 +66,10 @@ impl FileWriterBuilder for ParallelParquetWriterBuilder {
 
 /// Writes one Parquet file; the file is created at the first row, so a writer that saw no rows
 /// leaves nothing behind.
+///
+/// Sizes (row-group byte limit, `current_written_size` for rolling) are the column tasks'
+/// estimates, which trail the batches handed over by at most the queue length. A `write` that is
+/// canceled midway leaves the row group unusable: later writes fail instead of writing a file.
 pub struct ParallelParquetWriter {
     schema: SchemaRef,
     arrow_schema: ArrowSchemaRef,
@@ -108,7 +112,8 @@ impl Drop for RowGroup {
 
 /// A column's encoding task and its queue.
 struct ColumnTask {
-    queue: mpsc::Sender<ArrayRef>,
+    /// Closed (`None`) when the row group ends.
+    queue: Option<mpsc::Sender<ArrayRef>>,
     done: JoinHandle<iceberg::Result<Encoded>>,
     /// The encoded size of what the task has written so far, for row-group and file rolling.
     estimated: Arc<AtomicUsize>,
@@ -163,11 +168,14 @@ impl ParallelParquetWriter {
     async fn flush_group(&mut self) -> iceberg::Result<()> {
         let Some(open) = self.open.as_mut() else { return Ok(()) };
         let Some(mut group) = open.group.take() else { return Ok(()) };
-        let columns = std::mem::take(&mut group.columns);
+        // The tasks stay owned by the group until they finish: if one failed (or this future is
+        // dropped), dropping the group aborts the others.
+        for column in &mut group.columns {
+            column.queue = None;
+        }
         let mut chunks = Vec::new();
-        for column in columns {
-            drop(column.queue);
-            let encoded = column.done.await.map_err(|e| parquet_error("column task", e))??;
+        for column in &mut group.columns {
+            let encoded = (&mut column.done).await.map_err(|e| parquet_error("column task", e))??;
             chunks.extend(encoded.chunks);
             for (id, n) in encoded.nan_counts {
                 *self.nan_counts.entry(id).or_default() += n;
@@ -221,7 +229,7 @@ fn spawn_column(arrow_field: FieldRef, field: NestedFieldRef, mut writers: Vec<A
             .collect::<iceberg::Result<Vec<_>>>()?;
         Ok(Encoded { chunks, nan_counts })
     });
-    ColumnTask { queue, done, estimated }
+    ColumnTask { queue: Some(queue), done, estimated }
 }
 
 impl FileWriter for ParallelParquetWriter {
@@ -251,7 +259,11 @@ impl FileWriter for ParallelParquetWriter {
             let n = (max_rows - group.rows.min(max_rows)).max(1).min(batch.num_rows() - offset);
             let mut failed = false;
             for (column, array) in group.columns.iter().zip(batch.columns()) {
-                if column.queue.send(array.slice(offset, n)).await.is_err() {
+                let sent = match column.queue.as_ref() {
+                    Some(queue) => queue.send(array.slice(offset, n)).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
                     failed = true;
                     break;
                 }
@@ -260,6 +272,9 @@ impl FileWriter for ParallelParquetWriter {
                 return Err(self.column_failure().await);
             }
             group.rows += n;
+            // Lets the column tasks take the slice now where they share this thread (a
+            // current-thread runtime), so the size estimates below do not fall behind.
+            tokio::task::yield_now().await;
             let full = group.rows >= max_rows || max_bytes.is_some_and(|max| group.estimated_bytes() >= max);
             offset += n;
             self.rows += n;

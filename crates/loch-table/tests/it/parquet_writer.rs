@@ -14,8 +14,8 @@ use arrow_schema::DataType;
 use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::io::FileIO;
 use iceberg::spec::{
-    DataContentType, DataFile, DataFileFormat, FormatVersion, ListType, MapType, NestedField, PrimitiveType, Schema,
-    SchemaRef, StructType, Type,
+    DataContentType, DataFile, DataFileFormat, Datum, FormatVersion, ListType, MapType, NestedField, PrimitiveType,
+    Schema, SchemaRef, StructType, Type,
 };
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
@@ -263,7 +263,9 @@ async fn the_parallel_writer_records_what_iceberg_s_writer_records() {
     assert_eq!(read_back.columns(), written.columns());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On a current-thread runtime (column tasks interleave with the writer), with row groups cut by
+/// bytes.
+#[tokio::test]
 async fn the_rolling_writer_splits_parallel_files_at_the_target_size() {
     let dir = tempfile::tempdir().unwrap();
     let io = FileIO::new_with_fs();
@@ -281,20 +283,31 @@ async fn the_rolling_writer_splits_parallel_files_at_the_target_size() {
     .unwrap()
     .metadata;
     let rolling = RollingFileWriterBuilder::new(
-        ParallelParquetWriterBuilder::new(props(1000), schema.clone()),
+        ParallelParquetWriterBuilder::new(
+            WriterProperties::builder().set_max_row_group_bytes(Some(16 * 1024)).build(),
+            schema.clone(),
+        ),
         64 * 1024,
         io.clone(),
         DefaultLocationGenerator::new(&metadata).unwrap(),
         DefaultFileNameGenerator::new("roll".into(), None, DataFileFormat::Parquet),
     );
     let mut writer = DataFileWriterBuilder::new(rolling).build(None).await.unwrap();
-    let batches: Vec<RecordBatch> = (0..20).map(|k| batch(&schema, k * 1000, 1000)).collect();
+    let batches: Vec<RecordBatch> = (0..200).map(|k| batch(&schema, k * 100, 100)).collect();
     for b in &batches {
         writer.write(b.clone()).await.unwrap();
     }
     let files = writer.close().await.unwrap();
     assert!(files.len() > 2, "20,000 rows in 64 KiB files: {} files", files.len());
     assert_eq!(files.iter().map(|f| f.record_count()).sum::<u64>(), 20_000);
+    let shape: Vec<(u64, u64, usize)> = files
+        .iter()
+        .map(|f| (f.record_count(), f.file_size_in_bytes(), f.split_offsets().map_or(0, |s| s.len())))
+        .collect();
+    assert!(files.iter().any(|f| f.split_offsets().is_some_and(|s| s.len() > 1)), "16 KiB row groups: {shape:?}");
+    // A file rolls once its size passes the target, so it overshoots by at most about one
+    // 100-row batch (~14 KB) and the footer; stale size estimates would add batches.
+    assert!(files.iter().all(|f| f.file_size_in_bytes() < (64 + 20) * 1024), "files near 64 KiB: {shape:?}");
     let mut read_back = Vec::new();
     for f in &files {
         let rows = read(f.file_path());
@@ -323,4 +336,64 @@ async fn a_writer_without_rows_leaves_no_file_and_a_mismatched_batch_is_refused(
     let other = RecordBatch::try_from_iter([("id", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
     let err = writer.write(&other).await.unwrap_err();
     assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+/// Values longer than the 64 bytes arrow-rs keeps in statistics, in one row group of two: the
+/// bounds still hold every value (iceberg-rust 0.10 drops such row groups' statistics and records
+/// bounds from the other row group alone, which would prune the long values away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounds_hold_values_longer_than_the_statistics_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = FileIO::new_with_fs();
+    let schema = Arc::new(
+        Schema::builder()
+            .with_fields(vec![
+                NestedField::required(1, "name", Type::Primitive(PrimitiveType::String)).into(),
+                NestedField::required(2, "blob", Type::Primitive(PrimitiveType::Binary)).into(),
+                NestedField::required(3, "code", Type::Primitive(PrimitiveType::Fixed(100))).into(),
+            ])
+            .build()
+            .unwrap(),
+    );
+    let arrow = Arc::new(schema_to_arrow_schema(&schema).unwrap());
+    let long = |c: char, tail: char| format!("{}{tail}", c.to_string().repeat(99));
+    // First row group: long values at both ends; second: short values in between.
+    let names = vec![long('z', 'z'), long('0', '1'), "m".to_string(), "b".to_string()];
+    let blobs: Vec<Vec<u8>> = vec![vec![0xff; 100], vec![0x00; 100], vec![0x80], vec![0x10]];
+    let codes: Vec<Vec<u8>> = (0..4u8).map(|i| vec![0xf0 - i * 0x30; 100]).collect();
+    let batch = RecordBatch::try_new(
+        arrow,
+        vec![
+            Arc::new(StringArray::from(names.clone())),
+            Arc::new(LargeBinaryArray::from(blobs.iter().map(|b| b.as_slice()).collect::<Vec<_>>())),
+            Arc::new(FixedSizeBinaryArray::try_from_iter(codes.iter()).unwrap()),
+        ],
+    )
+    .unwrap();
+    let file = write_one(
+        &ParallelParquetWriterBuilder::new(props(2), schema.clone()),
+        &io,
+        &format!("file://{}/long.parquet", dir.path().display()),
+        &[batch],
+    )
+    .await;
+    assert_eq!(file.split_offsets().map(|s| s.len()), Some(2));
+    let values: [(i32, Vec<Datum>); 3] = [
+        (1, names.iter().map(Datum::string).collect()),
+        (2, blobs.iter().map(|b| Datum::binary(b.clone())).collect()),
+        (3, codes.iter().map(|c| Datum::fixed(c.clone())).collect()),
+    ];
+    for (id, values) in values {
+        if let Some(lower) = file.lower_bounds().get(&id) {
+            assert!(values.iter().all(|v| lower <= v), "lower bound of {id}: {lower:?}");
+        }
+        if let Some(upper) = file.upper_bounds().get(&id) {
+            assert!(values.iter().all(|v| upper >= v), "upper bound of {id}: {upper:?}");
+        }
+    }
+    // Strings and binaries keep (truncated) bounds; a cut fixed-length value is no bound at all.
+    for id in [1, 2] {
+        assert!(file.lower_bounds().contains_key(&id) && file.upper_bounds().contains_key(&id), "bounds of {id}");
+    }
+    assert!(!file.lower_bounds().contains_key(&3) && !file.upper_bounds().contains_key(&3));
 }
