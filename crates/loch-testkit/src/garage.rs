@@ -113,15 +113,20 @@ impl GarageServer {
             .context("cannot start garage")?;
         let cli = |args: &[&str]| -> Result<String> { run(Command::new(&bin).arg("-c").arg(&config).args(args)) };
 
+        // `node id` can answer from the key on disk before the server listens for RPC, so the
+        // first RPC command is retried too until garage is up.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let node = loop {
-            match cli(&["node", "id", "-q"]) {
-                Ok(out) => break out.trim().split('@').next().unwrap_or_default().to_string(),
-                Err(e) if Instant::now() > deadline => return Err(e.context("garage did not start")),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        let until_up = |args: &[&str]| -> Result<String> {
+            loop {
+                match cli(args) {
+                    Ok(out) => return Ok(out),
+                    Err(e) if Instant::now() > deadline => return Err(e.context("garage did not start")),
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
             }
         };
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
+        let node = until_up(&["node", "id", "-q"])?.trim().split('@').next().unwrap_or_default().to_string();
+        until_up(&["layout", "assign", "-z", "dc1", "-c", "1G", &node])?;
         cli(&["layout", "apply", "--version", "1"])?;
         let key_id = format!("GK{}", &secret[..24]);
         let key_secret = format!("{secret}{secret}")[..64].to_string();
