@@ -31,7 +31,6 @@ pub struct RewriteFiles {
     added_data: Vec<DataFile>,
     added_deletes: Vec<DataFile>,
     properties: HashMap<String, String>,
-    branch: String,
 }
 
 impl RewriteFiles {
@@ -44,7 +43,6 @@ impl RewriteFiles {
             added_data: Vec::new(),
             added_deletes: Vec::new(),
             properties: HashMap::new(),
-            branch: MAIN_BRANCH.to_string(),
         }
     }
 
@@ -81,7 +79,7 @@ impl RewriteFiles {
     /// Checks the snapshots committed since planning for the two conflicts.
     async fn validate(&self, table: &Table) -> Result<()> {
         let metadata = table.metadata_ref();
-        let head = metadata.snapshot_for_ref(&self.branch).cloned();
+        let head = metadata.snapshot_for_ref(MAIN_BRANCH).cloned();
         let changes = changes_since(table.file_io(), &metadata, head, Some(self.starting_snapshot_id)).await?;
         if changes.snapshots.is_empty() {
             return Ok(());
@@ -145,7 +143,7 @@ impl SnapshotAction for RewriteFiles {
             removed_paths,
             data_sequence_number: Some(start.sequence_number()),
             properties: self.properties,
-            branch: self.branch,
+            branch: MAIN_BRANCH.to_string(),
         };
         produce(table, changes).await.map_err(|e| match e {
             // Validation saw no removal, but the head moved on meanwhile: still a conflict.

@@ -19,7 +19,6 @@ pub struct RowDelta {
     data: Vec<DataFile>,
     deletes: Vec<DataFile>,
     properties: HashMap<String, String>,
-    branch: String,
 }
 
 impl Default for RowDelta {
@@ -31,7 +30,7 @@ impl Default for RowDelta {
 impl RowDelta {
     /// An empty row delta on `main`.
     pub fn new() -> Self {
-        Self { data: Vec::new(), deletes: Vec::new(), properties: HashMap::new(), branch: MAIN_BRANCH.to_string() }
+        Self { data: Vec::new(), deletes: Vec::new(), properties: HashMap::new() }
     }
 
     /// Adds a data file.
@@ -65,7 +64,7 @@ impl SnapshotAction for RowDelta {
             added_data_files: self.data,
             added_delete_files: self.deletes,
             properties: self.properties,
-            branch: self.branch,
+            branch: MAIN_BRANCH.to_string(),
             ..SnapshotChanges::default()
         };
         produce(table, changes).await
