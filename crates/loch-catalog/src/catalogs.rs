@@ -7,8 +7,8 @@ use loch_meta::{CatalogRecord, NewCatalog, TableRecord};
 
 use crate::error::{CatalogError, Result};
 use crate::ident::validate_catalog_name;
-use crate::metadata::write_new_file;
 use crate::service::CatalogService;
+use crate::storage::policy::write_inside;
 use crate::storage::{SECRET_PROPERTIES, Warehouse};
 
 /// The only catalog kind so far: Loch stores the metadata pointers itself.
@@ -76,6 +76,8 @@ impl CatalogService {
             return Err(CatalogError::BadRequest(format!("unsupported catalog type {kind:?}; supported: {INTERNAL}")));
         }
         let warehouse = Warehouse::from_properties(&properties)?;
+        let _claim = self.warehouse_claims.lock().await;
+        self.check_warehouse_free(name, &warehouse).await?;
         probe_storage(&warehouse).await?;
         let new = NewCatalog { name: name.to_string(), kind: kind.to_string(), properties };
         let created = self.store.create_catalog(&new).await;
@@ -99,12 +101,15 @@ impl CatalogService {
             }
         }
         let warehouse = Warehouse::from_properties(&properties)?;
-        let old_warehouse = Warehouse::from_properties(&current.properties)?;
-        if warehouse.location != old_warehouse.location && self.store.count_tables(current.id).await? > 0 {
+        let _claim = self.warehouse_claims.lock().await;
+        let moved =
+            Warehouse::from_properties(&current.properties).map_or(true, |old| old.location != warehouse.location);
+        if moved && self.store.count_tables(current.id).await? > 0 {
             return Err(CatalogError::BadRequest(format!(
                 "cannot move the warehouse of catalog {name} while it holds tables or views"
             )));
         }
+        self.check_warehouse_free(name, &warehouse).await?;
         probe_storage(&warehouse).await?;
         let updated = self.store.update_catalog(name, &properties).await;
         self.forget_catalog(name);
@@ -123,6 +128,24 @@ impl CatalogService {
             loch_meta::MetaError::NotEmpty(what) => CatalogError::CatalogNotEmpty(what),
             other => other.into(),
         })
+    }
+
+    /// A 400 when `warehouse` overlaps the warehouse of another catalog: tables of two catalogs
+    /// must never share files (purging one would delete the other's).
+    async fn check_warehouse_free(&self, name: &str, warehouse: &Warehouse) -> Result<()> {
+        for other in self.store.list_catalogs().await? {
+            if other.name == name {
+                continue;
+            }
+            let Ok(theirs) = Warehouse::from_properties(&other.properties) else { continue };
+            if theirs.location.overlaps(&warehouse.location) {
+                return Err(CatalogError::BadRequest(format!(
+                    "warehouse {} overlaps the warehouse {} of catalog {}",
+                    warehouse.location, theirs.location, other.name
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Every table of a catalog with its current statistics.
@@ -147,9 +170,9 @@ impl CatalogService {
 
 /// Writes and deletes a small file in the warehouse, so bad storage settings fail at once.
 async fn probe_storage(warehouse: &Warehouse) -> Result<()> {
-    let probe = format!("{}/.loch-probe-{}", warehouse.location, uuid::Uuid::new_v4());
+    let probe = warehouse.location.join(&format!(".loch-probe-{}", uuid::Uuid::new_v4()));
     let check = async {
-        write_new_file(&warehouse.file_io, &probe, Bytes::from_static(b"loch")).await?;
+        write_inside(&warehouse.file_io, &warehouse.location, &probe, Bytes::from_static(b"loch")).await?;
         warehouse.file_io.delete(&probe).await.map_err(|e| CatalogError::storage(format!("delete {probe}"), e))
     };
     check.await.map_err(|e| CatalogError::BadRequest(format!("warehouse {} is not writable: {e}", warehouse.location)))

@@ -14,10 +14,15 @@ use iceberg::spec::{PartitionSpec, SortOrder, TableMetadata, TableMetadataBuilde
 use iceberg::{TableRequirement, TableUpdate};
 use loch_meta::{CommitBatch, MetaError, NewTable, PointerSwap, TableKind, TableRecord, VersionCheck};
 
+use loch_table::location::Location;
+
 use crate::error::{CatalogError, Result};
-use crate::metadata::{CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, write_metadata};
+use crate::metadata::{
+    CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, table_scope, write_metadata,
+};
+use crate::requirements;
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
-use crate::storage::{is_under, normalize_location, table_directories};
+use crate::storage::policy::{PATH_PROPERTIES, check_new_location, check_path_properties, delete_inside};
 use crate::tables::{FORMAT_ICEBERG, TableName, take_format_version};
 
 /// Table property: delete metadata files that fall out of the metadata log.
@@ -198,7 +203,13 @@ impl CatalogService {
                 Ok(file) => files.push(file),
                 Err(e) => {
                     delete_uncommitted(io, &new_files).await;
-                    return Err(e.into());
+                    // No pointer moved: the commit definitely did not happen (a 409, not the
+                    // 5xx that clients must read as "state unknown").
+                    tracing::error!(error = %e, "cannot write a new metadata file; the commit fails");
+                    return Err(Failure::Error(CatalogError::CommitFailed(format!(
+                        "the new metadata file could not be written, nothing was committed: {}",
+                        e.client_message()
+                    ))));
                 }
             }
         }
@@ -211,7 +222,7 @@ impl CatalogService {
                     expected_version: row.version,
                     previous_metadata_location: row.metadata_location.clone(),
                     metadata_location: location.clone(),
-                    location: normalize_location(metadata.metadata.location())?,
+                    location: table_scope(metadata.metadata.location())?.canonical(),
                     stats: stats_of(&metadata.metadata),
                 }),
                 (Plan::Create { .. }, Some((location, metadata))) => batch.inserts.push(NewTable {
@@ -221,7 +232,7 @@ impl CatalogService {
                     kind: TableKind::Table,
                     format: FORMAT_ICEBERG.into(),
                     uuid: metadata.metadata.uuid().to_string(),
-                    location: normalize_location(metadata.metadata.location())?,
+                    location: table_scope(metadata.metadata.location())?.canonical(),
                     metadata_location: location.clone(),
                     stats: stats_of(&metadata.metadata),
                 }),
@@ -244,6 +255,7 @@ impl CatalogService {
             return Err(match e {
                 MetaError::Conflict(what) => Failure::Conflict(what),
                 MetaError::AlreadyExists(what) => Failure::Conflict(what),
+                MetaError::Overlap(what) => Failure::Error(CatalogError::BadRequest(what)),
                 MetaError::NotFound(what) => Failure::Error(CatalogError::NoSuchNamespace(what)),
                 other => Failure::Error(other.into()),
             });
@@ -266,7 +278,10 @@ impl CatalogService {
                 (Plan::Update { expired, .. }, Some((location, metadata))) => {
                     self.metadata.insert(&location, metadata.clone()).await;
                     if metadata.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true") {
-                        delete_uncommitted(io, &expired).await;
+                        let scope = table_scope(metadata.metadata.location())?;
+                        if let Err(e) = delete_inside(io, &catalog.warehouse.location, &scope, expired).await {
+                            tracing::warn!(table = %change.ident, error = %e, "cannot delete expired metadata files");
+                        }
                     }
                     (location, metadata)
                 }
@@ -293,18 +308,17 @@ impl CatalogService {
         let row = match row {
             Some(row) if row.kind == TableKind::View => {
                 return Err(Failure::Error(if creates {
-                    CatalogError::AlreadyExists(format!("view {}", change.ident))
+                    CatalogError::AlreadyExists(format!("View with same name already exists: {}", change.ident))
                 } else {
                     CatalogError::NoSuchTable(change.ident.to_string())
                 }));
             }
             Some(row) => row,
             None if creates => {
-                if let Some(r) = change.requirements.iter().find(|r| !matches!(r, TableRequirement::NotExist)) {
-                    return Err(Failure::Error(CatalogError::CommitFailed(format!(
-                        "requirement {r:?} cannot hold for table {} that does not exist yet",
-                        change.ident
-                    ))));
+                for requirement in &change.requirements {
+                    requirements::check(requirement, None).map_err(|message| {
+                        Failure::Error(CatalogError::CommitFailed(format!("{message}: {}", change.ident)))
+                    })?;
                 }
                 let metadata = self.created_metadata(catalog, &change.ident, &change.updates).await?;
                 return Ok(Plan::Create { metadata: Some(Box::new(metadata)) });
@@ -314,15 +328,14 @@ impl CatalogService {
 
         let current = self.metadata.load(&catalog.warehouse.file_io, &row.metadata_location).await?;
         for requirement in &change.requirements {
-            requirement.check(Some(&current.metadata)).map_err(|e| {
-                Failure::Error(CatalogError::CommitFailed(format!("table {}: {}", change.ident, e.message())))
-            })?;
+            requirements::check(requirement, Some(&current))
+                .map_err(|message| Failure::Error(CatalogError::CommitFailed(message)))?;
         }
         let invalid = |e: iceberg::Error| {
             let message = format!("cannot apply updates to table {}: {}", change.ident, e.message());
             // Updates that applied to the client's base but not to a newer one are a conflict.
             Failure::Error(if attempt == 0 {
-                CatalogError::BadRequest(message)
+                CatalogError::Invalid(message)
             } else {
                 CatalogError::CommitFailed(message)
             })
@@ -344,24 +357,19 @@ impl CatalogService {
         if built.changes.is_empty() {
             return Ok(Plan::Unchanged { row, current });
         }
-        check_snapshot_files(&change.ident, &built.metadata, &change.updates)?;
-        let new_location = normalize_location(built.metadata.location())?;
-        if new_location != row.location {
-            let overlapping: Vec<String> = self
-                .store
-                .tables_overlapping_location(catalog.record.id, &new_location)
-                .await
-                .map_err(CatalogError::from)?
-                .into_iter()
-                .filter(|name| *name != change.ident.to_string())
-                .collect();
-            if !overlapping.is_empty() {
-                return Err(Failure::Error(CatalogError::BadRequest(format!(
-                    "location {new_location} overlaps table(s) {}",
-                    overlapping.join(", ")
-                ))));
-            }
+        let location = if built.metadata.location() == current.metadata.location() {
+            table_scope(built.metadata.location())?
+        } else {
+            // A move: the new place is checked here, and for overlaps when the pointer swaps.
+            check_new_location(&catalog.warehouse, "location", built.metadata.location()).await?
+        };
+        let paths_changed = PATH_PROPERTIES
+            .iter()
+            .any(|key| built.metadata.properties().get(*key) != current.metadata.properties().get(*key));
+        if paths_changed || built.metadata.location() != current.metadata.location() {
+            check_path_properties(&location, built.metadata.properties())?;
         }
+        check_snapshot_files(&change.ident, &location, &change.updates)?;
         let expired = built.expired_metadata_logs.into_iter().map(|l| l.metadata_file).collect();
         Ok(Plan::Update { row, metadata: Some(Box::new(built.metadata)), expired })
     }
@@ -403,13 +411,13 @@ impl CatalogService {
         let requested_version = take_format_version(&mut properties)?;
         let format_version = format_version.unwrap_or(requested_version);
         let invalid = |e: iceberg::Error| {
-            CatalogError::BadRequest(format!("invalid create transaction for {ident}: {}", e.message()))
+            CatalogError::Invalid(format!("invalid create transaction for {ident}: {}", e.message()))
         };
         let mut builder = TableMetadataBuilder::new(
             schema,
             spec.unwrap_or_else(|| PartitionSpec::unpartition_spec().into_unbound()),
             sort_order.unwrap_or_else(SortOrder::unsorted_order),
-            location.clone(),
+            location.as_str().to_string(),
             format_version,
             properties,
         )
@@ -417,31 +425,30 @@ impl CatalogService {
         for update in updates {
             let update = match update {
                 // The catalog decided the location (the requested one was checked above).
-                TableUpdate::SetLocation { .. } => TableUpdate::SetLocation { location: location.clone() },
+                TableUpdate::SetLocation { .. } => TableUpdate::SetLocation { location: location.as_str().to_string() },
                 other => other.clone(),
             };
             builder = update.apply(builder).map_err(invalid)?;
         }
         let metadata = builder.build().map_err(invalid)?.metadata;
-        check_snapshot_files(ident, &metadata, updates)?;
+        check_path_properties(&location, metadata.properties())?;
+        check_snapshot_files(ident, &location, updates)?;
         Ok(metadata)
     }
 }
 
-/// Refuses snapshots whose manifest list lies outside the table's directories: the catalog
-/// would later read it to plan maintenance and delete what it lists on purge, so a commit may
-/// only record files the table owns.
-fn check_snapshot_files(ident: &TableName, metadata: &TableMetadata, updates: &[TableUpdate]) -> Result<()> {
-    let dirs = table_directories(metadata);
+/// Refuses snapshots whose manifest list lies outside the table's location: the catalog reads
+/// it to plan optimizing and maintenance, so a commit may only record manifest lists the table
+/// owns.
+fn check_snapshot_files(ident: &TableName, location: &Location, updates: &[TableUpdate]) -> Result<()> {
     for update in updates {
         if let TableUpdate::AddSnapshot { snapshot } = update
-            && !dirs.iter().any(|dir| is_under(snapshot.manifest_list(), dir))
+            && !location.contains_str(snapshot.manifest_list())
         {
             return Err(CatalogError::BadRequest(format!(
-                "snapshot {} of table {ident} has its manifest list {} outside the table's directories ({})",
+                "snapshot {} of table {ident} has its manifest list {} outside the table's location {location}",
                 snapshot.snapshot_id(),
                 snapshot.manifest_list(),
-                dirs.join(", ")
             )));
         }
     }

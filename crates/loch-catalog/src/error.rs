@@ -1,4 +1,7 @@
 //! Errors of the catalog service, each with the Iceberg REST error type it maps to.
+//!
+//! Messages follow the wording of Iceberg's reference catalog (`Table does not exist: ns.t`,
+//! `Namespace already exists: ns`, ...): clients and Iceberg's compatibility kit match on it.
 
 use loch_meta::MetaError;
 
@@ -8,23 +11,26 @@ use loch_meta::MetaError;
 /// [`CatalogError::CommitStateUnknown`] is the caller's doing and maps to a 4xx response.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    /// The request is malformed or asks for something invalid.
+    /// The request is malformed or asks for something the catalog refuses.
     #[error("{0}")]
     BadRequest(String),
+    /// The request describes invalid table or view metadata (Java's `IllegalArgumentException`).
+    #[error("{0}")]
+    Invalid(String),
     /// No catalog has this name.
-    #[error("catalog {0} does not exist")]
+    #[error("Catalog does not exist: {0}")]
     NoSuchCatalog(String),
     /// The namespace does not exist.
-    #[error("namespace {0} does not exist")]
+    #[error("Namespace does not exist: {0}")]
     NoSuchNamespace(String),
     /// The table does not exist.
-    #[error("table {0} does not exist")]
+    #[error("Table does not exist: {0}")]
     NoSuchTable(String),
     /// The view does not exist.
-    #[error("view {0} does not exist")]
+    #[error("View does not exist: {0}")]
     NoSuchView(String),
-    /// The name is taken.
-    #[error("{0} already exists")]
+    /// The name is taken (the whole message, see [`CatalogError::table_exists`] and friends).
+    #[error("{0}")]
     AlreadyExists(String),
     /// The namespace still holds namespaces, tables or views.
     #[error("{0}")]
@@ -54,6 +60,7 @@ impl CatalogError {
     pub fn error_type(&self) -> &'static str {
         match self {
             CatalogError::BadRequest(_) => "BadRequestException",
+            CatalogError::Invalid(_) => "IllegalArgumentException",
             CatalogError::NoSuchCatalog(_) => "NoSuchWarehouseException",
             CatalogError::NoSuchNamespace(_) => "NoSuchNamespaceException",
             CatalogError::NoSuchTable(_) => "NoSuchTableException",
@@ -71,7 +78,7 @@ impl CatalogError {
     /// The HTTP status code of this error.
     pub fn status(&self) -> u16 {
         match self {
-            CatalogError::BadRequest(_) => 400,
+            CatalogError::BadRequest(_) | CatalogError::Invalid(_) => 400,
             CatalogError::NoSuchCatalog(_)
             | CatalogError::NoSuchNamespace(_)
             | CatalogError::NoSuchTable(_)
@@ -82,6 +89,31 @@ impl CatalogError {
             | CatalogError::CommitFailed(_) => 409,
             CatalogError::Unprocessable(_) => 422,
             CatalogError::CommitStateUnknown(_) | CatalogError::Storage(_) | CatalogError::Internal(_) => 500,
+        }
+    }
+
+    /// `Table already exists: ns.t`.
+    pub fn table_exists(ident: impl std::fmt::Display) -> Self {
+        CatalogError::AlreadyExists(format!("Table already exists: {ident}"))
+    }
+
+    /// `View already exists: ns.v`.
+    pub fn view_exists(ident: impl std::fmt::Display) -> Self {
+        CatalogError::AlreadyExists(format!("View already exists: {ident}"))
+    }
+
+    /// `Namespace already exists: ns`.
+    pub fn namespace_exists(namespace: impl std::fmt::Display) -> Self {
+        CatalogError::AlreadyExists(format!("Namespace already exists: {namespace}"))
+    }
+
+    /// The message to show a client: the error itself for client mistakes; for faults, only
+    /// what the operation was (the cause goes to the log).
+    pub fn client_message(&self) -> String {
+        match self {
+            CatalogError::Storage(e) => format!("storage error: {} ({})", e.message(), e.kind()),
+            CatalogError::Internal(_) => "internal error".to_string(),
+            other => other.to_string(),
         }
     }
 
@@ -98,6 +130,7 @@ impl From<MetaError> for CatalogError {
             MetaError::NotFound(what) => CatalogError::BadRequest(format!("{what} does not exist")),
             MetaError::NotEmpty(what) => CatalogError::NamespaceNotEmpty(what),
             MetaError::Conflict(what) => CatalogError::CommitFailed(format!("concurrent modification of {what}")),
+            MetaError::Overlap(what) => CatalogError::BadRequest(what),
             other => CatalogError::Internal(other.to_string()),
         }
     }

@@ -14,6 +14,7 @@ pub mod ident;
 mod metadata;
 mod namespaces;
 mod purge;
+mod requirements;
 mod service;
 pub mod storage;
 mod tables;

@@ -3,6 +3,10 @@
 //!
 //! Metadata files are immutable, so the cache is keyed by location and never invalidated; it
 //! keeps the parsed metadata and its JSON text, so loading a table serializes nothing.
+//!
+//! iceberg-rust keeps snapshots, schemas, specs and statistics in hash maps, so its JSON lists
+//! them in a different order every time; Loch writes them sorted (by id, snapshots by sequence
+//! number and time), so a metadata file and every answer built from it list them in one order.
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -14,6 +18,8 @@ use loch_meta::TableStats;
 use serde_json::value::RawValue;
 
 use crate::error::{CatalogError, Result};
+use crate::storage::policy::{ReadLimits, read_bounded, write_inside};
+use loch_table::location::Location;
 
 /// Table property naming a directory for metadata files (instead of `{location}/metadata`).
 const METADATA_PATH: &str = "write.metadata.path";
@@ -30,17 +36,20 @@ pub struct CachedMetadata {
 }
 
 impl CachedMetadata {
-    /// Serializes metadata (straight into a `RawValue`, without parsing it back).
+    /// Serializes metadata with its lists in a stable order (see the module docs).
     pub fn from_metadata(metadata: TableMetadata) -> Result<Self> {
-        let json = serde_json::value::to_raw_value(&metadata)
+        let mut value =
+            serde_json::to_value(&metadata).map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
+        sort_lists(&mut value, TABLE_LISTS);
+        let json = serde_json::value::to_raw_value(&value)
             .map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
         Ok(Self { metadata: Arc::new(metadata), json })
     }
 
     /// Parses metadata JSON read from a file, keeping the text.
     fn parse(json: String) -> Result<Self> {
-        let metadata: TableMetadata = serde_json::from_str(&json)
-            .map_err(|e| CatalogError::BadRequest(format!("invalid table metadata: {e}")))?;
+        let metadata: TableMetadata =
+            serde_json::from_str(&json).map_err(|e| CatalogError::BadRequest(e.to_string()))?;
         let json = RawValue::from_string(json).map_err(|e| CatalogError::Internal(format!("metadata json: {e}")))?;
         Ok(Self { metadata: Arc::new(metadata), json })
     }
@@ -50,28 +59,30 @@ impl CachedMetadata {
 #[derive(Debug, Clone)]
 pub struct MetadataCache {
     cache: moka::future::Cache<String, Arc<CachedMetadata>>,
+    limits: ReadLimits,
 }
 
 impl MetadataCache {
-    /// A cache holding up to `max_bytes` of metadata JSON.
-    pub fn new(max_bytes: u64) -> Self {
+    /// A cache holding up to `max_bytes` of metadata JSON, reading files within `limits`.
+    pub fn new(max_bytes: u64, limits: ReadLimits) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &Arc<CachedMetadata>| {
                 u32::try_from(k.len() + v.json.get().len() * 4).unwrap_or(u32::MAX)
             })
             .build();
-        Self { cache }
+        Self { cache, limits }
     }
 
     /// The metadata at `location`, read from storage on a miss (concurrent misses read once).
     pub async fn load(&self, io: &FileIO, location: &str) -> Result<Arc<CachedMetadata>> {
         self.cache
-            .try_get_with(location.to_string(), async { read_metadata(io, location).await.map(Arc::new) })
+            .try_get_with(location.to_string(), async { read_metadata(io, location, self.limits).await.map(Arc::new) })
             .await
+            // The catalog wrote or accepted this file: whatever is wrong with it now is a fault.
             .map_err(|e: Arc<CatalogError>| match &*e {
                 CatalogError::Storage(inner) => CatalogError::Storage(clone_iceberg_error(inner)),
-                other => CatalogError::Internal(other.to_string()),
+                other => CatalogError::Internal(format!("current metadata file {location}: {other}")),
             })
     }
 
@@ -85,34 +96,60 @@ fn clone_iceberg_error(e: &iceberg::Error) -> iceberg::Error {
     iceberg::Error::new(e.kind(), e.to_string())
 }
 
-/// Reads a whole file.
-pub(crate) async fn read_file(io: &FileIO, location: &str) -> Result<Bytes> {
-    io.new_input(location)
-        .map_err(|e| CatalogError::storage(format!("open {location}"), e))?
-        .read()
-        .await
-        .map_err(|e| CatalogError::storage(format!("read {location}"), e))
+/// Lists of table metadata and the fields they are sorted by.
+const TABLE_LISTS: &[(&str, &[&str])] = &[
+    ("schemas", &["schema-id"]),
+    ("partition-specs", &["spec-id"]),
+    ("sort-orders", &["order-id"]),
+    ("snapshots", &["sequence-number", "timestamp-ms", "snapshot-id"]),
+    ("statistics", &["snapshot-id"]),
+    ("partition-statistics", &["snapshot-id"]),
+];
+
+/// Lists of view metadata and the fields they are sorted by.
+pub(crate) const VIEW_LISTS: &[(&str, &[&str])] = &[("schemas", &["schema-id"]), ("versions", &["version-id"])];
+
+/// Sorts the named arrays of a metadata object by the given integer fields.
+pub(crate) fn sort_lists(value: &mut serde_json::Value, lists: &[(&str, &[&str])]) {
+    for (name, keys) in lists {
+        if let Some(items) = value.get_mut(*name).and_then(|v| v.as_array_mut()) {
+            items.sort_by_key(|item| {
+                keys.iter().map(|k| item.get(*k).and_then(|v| v.as_i64()).unwrap_or(0)).collect::<Vec<_>>()
+            });
+        }
+    }
 }
 
-/// Reads and parses a metadata file (plain or gzip-compressed JSON).
-pub async fn read_metadata(io: &FileIO, location: &str) -> Result<CachedMetadata> {
-    let bytes = read_file(io, location).await?;
-    let json = if bytes.starts_with(&[0x1f, 0x8b]) {
+/// Reads a whole metadata file (plain or gzip-compressed) as text, within `limits`.
+pub(crate) async fn read_text(io: &FileIO, location: &str, limits: ReadLimits) -> Result<String> {
+    let bytes = read_bounded(io, location, limits).await?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
         let mut out = String::new();
         flate2::read::GzDecoder::new(&bytes[..])
+            .take(limits.max_bytes + 1)
             .read_to_string(&mut out)
-            .map_err(|e| CatalogError::Internal(format!("decompress {location}: {e}")))?;
-        out
+            .map_err(|e| CatalogError::BadRequest(format!("cannot decompress {location}: {e}")))?;
+        if out.len() as u64 > limits.max_bytes {
+            return Err(CatalogError::BadRequest(format!(
+                "{location} decompresses to more than the limit of {} bytes for metadata files",
+                limits.max_bytes
+            )));
+        }
+        Ok(out)
     } else {
-        String::from_utf8(bytes.to_vec())
-            .map_err(|e| CatalogError::Internal(format!("{location} is not UTF-8: {e}")))?
-    };
+        String::from_utf8(bytes.to_vec()).map_err(|e| CatalogError::BadRequest(format!("{location} is not UTF-8: {e}")))
+    }
+}
+
+/// Reads and parses a metadata file.
+pub async fn read_metadata(io: &FileIO, location: &str, limits: ReadLimits) -> Result<CachedMetadata> {
+    let json = read_text(io, location, limits).await?;
     CachedMetadata::parse(json)
-        .map_err(|e| CatalogError::Internal(format!("cannot parse metadata file {location}: {e}")))
+        .map_err(|e| CatalogError::BadRequest(format!("{location} is not valid Iceberg table metadata: {e}")))
 }
 
 /// Location of the next metadata file: `{dir}/{version:05}-{uuid}[.gz].metadata.json`, one
-/// version past `current` (or version 0 for a new table).
+/// version past `current` (or version 0 for a new table). `dir` keeps the client's spelling.
 pub fn next_metadata_location(metadata: &TableMetadata, current: Option<&str>) -> String {
     let version = current.and_then(parse_version).map_or(0, |v| v + 1);
     let dir = match metadata.properties().get(METADATA_PATH) {
@@ -138,7 +175,8 @@ pub fn parse_version(location: &str) -> Option<i64> {
     }
 }
 
-/// Writes `metadata` to `location`; returns it with its JSON text for the cache.
+/// Writes `metadata` to `location`, which must lie inside the table's own location; returns it
+/// with its JSON text for the cache.
 pub async fn write_metadata(io: &FileIO, location: &str, metadata: TableMetadata) -> Result<Arc<CachedMetadata>> {
     let cached = CachedMetadata::from_metadata(metadata)?;
     let text = cached.json.get().as_bytes();
@@ -151,17 +189,14 @@ pub async fn write_metadata(io: &FileIO, location: &str, metadata: TableMetadata
     } else {
         text.to_vec()
     };
-    write_new_file(io, location, Bytes::from(payload)).await?;
+    let scope = table_scope(cached.metadata.location())?;
+    write_inside(io, &scope, location, Bytes::from(payload)).await?;
     Ok(Arc::new(cached))
 }
 
-/// Writes a file that must not exist yet.
-pub async fn write_new_file(io: &FileIO, location: &str, bytes: Bytes) -> Result<()> {
-    io.new_output(location)
-        .map_err(|e| CatalogError::storage(format!("create {location}"), e))?
-        .write(bytes)
-        .await
-        .map_err(|e| CatalogError::storage(format!("write {location}"), e))
+/// The parsed location of a table the catalog already accepted.
+pub(crate) fn table_scope(location: &str) -> Result<Location> {
+    Location::parse(location).map_err(|e| CatalogError::Internal(format!("table location: {e}")))
 }
 
 /// Deletes files that were written but never committed; failures only leave orphans.

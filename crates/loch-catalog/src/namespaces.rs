@@ -36,9 +36,7 @@ impl CatalogService {
                 display_namespace(&levels[..levels.len() - 1]),
                 display_namespace(levels)
             )),
-            MetaError::AlreadyExists(_) => {
-                CatalogError::AlreadyExists(format!("namespace {}", display_namespace(levels)))
-            }
+            MetaError::AlreadyExists(_) => CatalogError::namespace_exists(display_namespace(levels)),
             other => other.into(),
         })
     }
@@ -57,7 +55,7 @@ impl CatalogService {
         validate_namespace(levels)?;
         self.store.drop_namespace(catalog.record.id, levels).await.map_err(|e| match e {
             MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(levels)),
-            MetaError::NotEmpty(what) => CatalogError::NamespaceNotEmpty(format!("{what}; drop them first")),
+            MetaError::NotEmpty(what) => CatalogError::NamespaceNotEmpty(what),
             other => other.into(),
         })
     }

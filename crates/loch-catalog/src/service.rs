@@ -10,6 +10,7 @@ use tokio::sync::{Mutex as AsyncMutex, MutexGuard};
 use crate::error::{CatalogError, Result};
 use crate::metadata::MetadataCache;
 use crate::storage::Warehouse;
+use crate::storage::policy::ReadLimits;
 
 /// Tuning of the catalog service.
 #[derive(Debug, Clone)]
@@ -19,11 +20,21 @@ pub struct ServiceOptions {
     pub commit_retries: u32,
     /// Bytes of metadata JSON kept in memory.
     pub metadata_cache_bytes: u64,
+    /// Limits on reading a metadata file (size, time).
+    pub read_limits: ReadLimits,
+    /// How long a drop with purge waits for the purge before answering (it goes on in the
+    /// background after that).
+    pub purge_wait: std::time::Duration,
 }
 
 impl Default for ServiceOptions {
     fn default() -> Self {
-        Self { commit_retries: 4, metadata_cache_bytes: 256 << 20 }
+        Self {
+            commit_retries: 4,
+            metadata_cache_bytes: 256 << 20,
+            read_limits: ReadLimits::default(),
+            purge_wait: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -46,6 +57,12 @@ pub struct CatalogService {
     catalogs: moka::sync::Cache<String, CatalogRecord>,
     commit_locks: Vec<AsyncMutex<()>>,
     commits: tokio::sync::broadcast::Sender<i64>,
+    /// Held while a catalog's warehouse is checked against the others and stored.
+    pub(crate) warehouse_claims: AsyncMutex<()>,
+    /// Purges running in this process (a purge runs once at a time).
+    pub(crate) purging: Mutex<std::collections::HashSet<i64>>,
+    /// Wakes the background purger.
+    pub(crate) purge_wake: tokio::sync::Notify,
 }
 
 /// How long a catalog looked up by name is trusted; catalog changes made through this process
@@ -58,13 +75,16 @@ impl CatalogService {
     /// A service over `store`.
     pub fn new(store: MetaStore, options: ServiceOptions) -> Self {
         Self {
-            metadata: MetadataCache::new(options.metadata_cache_bytes),
+            metadata: MetadataCache::new(options.metadata_cache_bytes, options.read_limits),
             store,
             options,
             warehouses: Mutex::new(HashMap::new()),
             catalogs: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(CATALOG_CACHE_TTL).build(),
             commit_locks: (0..COMMIT_LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
             commits: tokio::sync::broadcast::channel(1024).0,
+            warehouse_claims: AsyncMutex::new(()),
+            purging: Mutex::new(std::collections::HashSet::new()),
+            purge_wake: tokio::sync::Notify::new(),
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use iceberg::TableCreation;
 use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec};
-use loch_meta::{MetaError, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
+use loch_meta::{MetaError, NewPurge, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
 
 use crate::catalogs::persisted_table_defaults;
 use crate::error::{CatalogError, Result};
@@ -15,7 +15,9 @@ use crate::metadata::{
     CachedMetadata, delete_uncommitted, next_metadata_location, read_metadata, stats_of, write_metadata,
 };
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
-use crate::storage::normalize_location;
+use crate::storage::parse_location;
+use crate::storage::policy::{check_new_location, check_path_properties, resolves_inside};
+use loch_table::location::Location;
 
 /// Table format of plain Iceberg tables.
 pub const FORMAT_ICEBERG: &str = "iceberg";
@@ -150,40 +152,41 @@ impl CatalogService {
         Ok(self.table_row(catalog, ident).await?.metadata_location)
     }
 
-    /// Picks the location of a new table or view: the requested one (which must not overlap
-    /// another table) or `{warehouse}/{namespace}/{name}`, made unique if taken.
+    /// Picks the location of a new table or view: the requested one, which must lie inside the
+    /// warehouse and overlap nothing, or `{warehouse}/{namespace}/{name}`, made unique if taken.
+    /// The metadata store checks overlaps again when the location is claimed.
     pub(crate) async fn choose_location(
         &self,
         catalog: &ResolvedCatalog,
         ident: &TableName,
         requested: Option<&str>,
-    ) -> Result<String> {
+    ) -> Result<Location> {
         if let Some(requested) = requested {
-            let location = normalize_location(requested)?;
-            let overlapping = self.store.tables_overlapping_location(catalog.record.id, &location).await?;
-            if !overlapping.is_empty() {
-                return Err(CatalogError::BadRequest(format!(
-                    "location {location} overlaps table(s) {}",
-                    overlapping.join(", ")
-                )));
-            }
+            let location = check_new_location(&catalog.warehouse, "location", requested).await?;
+            self.check_free(&location, None).await?;
             return Ok(location);
         }
         let base = catalog.warehouse.default_location(&ident.namespace, &ident.name);
-        if self.store.tables_overlapping_location(catalog.record.id, &base).await?.is_empty() {
-            return Ok(base);
+        let location = check_new_location(&catalog.warehouse, "default location", &base).await?;
+        if self.store.locations_overlapping(&location.canonical(), None).await?.is_empty() {
+            return Ok(location);
         }
-        // Taken (a dropped-but-kept or renamed table lives there): a unique sibling, unless a
-        // table's location contains the whole namespace directory.
+        // Taken (a renamed table, or a dropped one whose files are being purged): a unique
+        // sibling, unless something contains the whole namespace directory.
         let unique = format!("{base}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let overlapping = self.store.tables_overlapping_location(catalog.record.id, &unique).await?;
-        if overlapping.is_empty() {
-            return Ok(unique);
+        let location = check_new_location(&catalog.warehouse, "default location", &unique).await?;
+        self.check_free(&location, None).await?;
+        Ok(location)
+    }
+
+    /// A 400 when something else occupies or overlaps `location`.
+    pub(crate) async fn check_free(&self, location: &Location, except: Option<i64>) -> Result<()> {
+        let occupants = self.store.locations_overlapping(&location.canonical(), except).await?;
+        if occupants.is_empty() {
+            return Ok(());
         }
-        Err(CatalogError::BadRequest(format!(
-            "the default location {base} lies inside the location of table(s) {}; pass an explicit location",
-            overlapping.join(", ")
-        )))
+        let list: Vec<String> = occupants.iter().map(ToString::to_string).collect();
+        Err(CatalogError::BadRequest(format!("location {location} overlaps {}", list.join(", "))))
     }
 
     /// Table properties of a new table: the catalog's table defaults, then the request's.
@@ -206,15 +209,16 @@ impl CatalogService {
         let ident = TableName::new(namespace.to_vec(), request.name.clone());
         ident.validate()?;
         self.load_namespace(catalog, namespace).await?;
-        if self.store.get_table(catalog.record.id, namespace, &request.name).await?.is_some() {
-            return Err(CatalogError::AlreadyExists(format!("table or view {ident}")));
+        if let Some(row) = self.store.get_table(catalog.record.id, namespace, &request.name).await? {
+            return Err(name_taken(&ident, row.kind, TableKind::Table));
         }
         let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
         let mut properties = Self::new_table_properties(catalog, request.properties);
         let format_version = take_format_version(&mut properties)?;
+        check_path_properties(&location, &properties)?;
         let creation = TableCreation::builder()
             .name(request.name.clone())
-            .location(location.clone())
+            .location(location.as_str().to_string())
             .schema(request.schema)
             .partition_spec_opt(request.partition_spec)
             .sort_order_opt(request.write_order)
@@ -241,14 +245,14 @@ impl CatalogService {
             kind: TableKind::Table,
             format: FORMAT_ICEBERG.into(),
             uuid: cached.metadata.uuid().to_string(),
-            location,
+            location: location.canonical(),
             metadata_location: metadata_location.clone(),
             stats: stats_of(&cached.metadata),
         };
         if let Err(e) = self.store.insert_table(&new).await {
             delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
             return Err(match e {
-                MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("table or view {ident}")),
+                MetaError::AlreadyExists(_) => CatalogError::table_exists(&ident),
                 MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
                 other => other.into(),
             });
@@ -257,24 +261,28 @@ impl CatalogService {
         Ok(LoadedTable { metadata_location: Some(metadata_location), metadata: cached, config })
     }
 
-    /// Drops a table; with `purge`, also deletes its files.
-    pub async fn drop_table(&self, catalog: &ResolvedCatalog, ident: &TableName, purge: bool) -> Result<()> {
+    /// Drops a table; with `purge`, also deletes its files: the purge is recorded with the drop
+    /// and runs on its own task (see [`crate::purge`]).
+    pub async fn drop_table(self: &Arc<Self>, catalog: &ResolvedCatalog, ident: &TableName, purge: bool) -> Result<()> {
         let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
         let mut attempts = 0;
-        let row = loop {
+        let purge_record = loop {
             let row = self.table_row(catalog, ident).await?;
-            match self.store.delete_table(row.id, row.version).await {
-                Ok(()) => break row,
+            let request = purge.then(|| NewPurge {
+                catalog_id: catalog.record.id,
+                table_name: format!("{}.{}", display_namespace(&row.namespace), row.name),
+                location: row.location.clone(),
+                metadata_location: row.metadata_location.clone(),
+            });
+            match self.store.delete_table(row.id, row.version, request.as_ref()).await {
+                Ok(record) => break record,
                 Err(MetaError::Conflict(_)) if attempts < self.options.commit_retries => attempts += 1,
                 Err(e) => return Err(e.into()),
             }
         };
         tracing::info!(table = %ident, purge, "dropped table");
-        if purge {
-            let exclusive = self.store.tables_overlapping_location(catalog.record.id, &row.location).await?.is_empty()
-                && catalog.warehouse.contains(&row.location);
-            crate::purge::purge_table(&catalog.warehouse.file_io, &row.metadata_location, &row.location, exclusive)
-                .await;
+        if let Some(record) = purge_record {
+            self.purge_now(record).await;
         }
         Ok(())
     }
@@ -304,8 +312,18 @@ impl CatalogService {
                 table_key(catalog.record.id, &to.namespace, &to.name),
             ])
             .await;
+        let taken = |kind: TableKind| {
+            let what = match kind {
+                TableKind::Table => "Table",
+                TableKind::View => "View",
+            };
+            CatalogError::AlreadyExists(format!("Cannot rename {from} to {to}. {what} already exists"))
+        };
+        if let Some(existing) = self.store.get_table(catalog.record.id, &to.namespace, &to.name).await? {
+            return Err(taken(existing.kind));
+        }
         self.store.rename_table(row.id, catalog.record.id, &to.namespace, &to.name).await.map_err(|e| match e {
-            MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("table or view {to}")),
+            MetaError::AlreadyExists(_) => taken(kind),
             MetaError::NotFound(what) if what.starts_with("namespace") => {
                 CatalogError::NoSuchNamespace(display_namespace(&to.namespace))
             }
@@ -315,6 +333,10 @@ impl CatalogService {
     }
 
     /// Registers an existing metadata file as a table; `overwrite` repoints an existing table.
+    ///
+    /// Only metadata inside the catalog's warehouse is read (bounded in size and time), and the
+    /// table it describes must live inside the warehouse, hold the metadata file, and overlap no
+    /// other table: a registered table is purged like any other, so it must own its location.
     pub async fn register_table(
         &self,
         catalog: &ResolvedCatalog,
@@ -324,25 +346,41 @@ impl CatalogService {
     ) -> Result<LoadedTable> {
         ident.validate()?;
         self.load_namespace(catalog, &ident.namespace).await?;
-        let metadata = read_metadata(&catalog.warehouse.file_io, metadata_location)
-            .await
-            .map_err(|e| CatalogError::BadRequest(format!("cannot register {metadata_location}: {e}")))?;
+        let file = parse_location("metadata-location", metadata_location)?;
+        if !catalog.warehouse.contains(&file) || !resolves_inside(&catalog.warehouse.location, &file).await {
+            return Err(CatalogError::BadRequest(format!(
+                "cannot register {metadata_location}: metadata files must lie inside the catalog's warehouse {}",
+                catalog.warehouse.location
+            )));
+        }
+        let metadata =
+            read_metadata(&catalog.warehouse.file_io, metadata_location, self.options.read_limits).await.map_err(
+                |e| CatalogError::BadRequest(format!("cannot register {metadata_location}: {}", e.client_message())),
+            )?;
         let metadata = Arc::new(metadata);
+        let location =
+            check_new_location(&catalog.warehouse, "location of the registered metadata", metadata.metadata.location())
+                .await?;
+        if !location.contains(&file) {
+            return Err(CatalogError::BadRequest(format!(
+                "cannot register {metadata_location}: the metadata file lies outside the table's location {location}"
+            )));
+        }
+        check_path_properties(&location, metadata.metadata.properties())?;
         let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
-        let location = normalize_location(metadata.metadata.location())?;
-        match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
+        let registered = match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
             Some(row) if overwrite && row.kind == TableKind::Table => {
                 let swap = PointerSwap {
                     table_id: row.id,
                     expected_version: row.version,
                     previous_metadata_location: row.metadata_location.clone(),
                     metadata_location: metadata_location.to_string(),
-                    location,
+                    location: location.canonical(),
                     stats: stats_of(&metadata.metadata),
                 };
-                self.store.swap_pointers(&[swap]).await?;
+                self.store.swap_pointers(&[swap]).await
             }
-            Some(_) => return Err(CatalogError::AlreadyExists(format!("table or view {ident}"))),
+            Some(row) => return Err(name_taken(ident, row.kind, TableKind::Table)),
             None => {
                 let new = NewTable {
                     catalog_id: catalog.record.id,
@@ -351,13 +389,17 @@ impl CatalogService {
                     kind: TableKind::Table,
                     format: FORMAT_ICEBERG.into(),
                     uuid: metadata.metadata.uuid().to_string(),
-                    location,
+                    location: location.canonical(),
                     metadata_location: metadata_location.to_string(),
                     stats: stats_of(&metadata.metadata),
                 };
-                self.store.insert_table(&new).await?;
+                self.store.insert_table(&new).await.map(|_| ())
             }
-        }
+        };
+        registered.map_err(|e| match e {
+            MetaError::AlreadyExists(_) => CatalogError::table_exists(ident),
+            other => other.into(),
+        })?;
         self.metadata.insert(metadata_location, metadata.clone()).await;
         Ok(LoadedTable {
             metadata_location: Some(metadata_location.to_string()),
@@ -378,6 +420,21 @@ impl CatalogService {
             return Ok(Vec::new());
         }
         Ok(vec![(row.location, config.clone())])
+    }
+}
+
+/// The 409 for a create whose name is taken: `kind` is what exists, `creating` what the request
+/// creates (Iceberg words the four cases differently).
+pub(crate) fn name_taken(ident: &TableName, kind: TableKind, creating: TableKind) -> CatalogError {
+    match (kind, creating) {
+        (TableKind::Table, TableKind::Table) => CatalogError::table_exists(ident),
+        (TableKind::View, TableKind::View) => CatalogError::view_exists(ident),
+        (TableKind::Table, TableKind::View) => {
+            CatalogError::AlreadyExists(format!("Table with same name already exists: {ident}"))
+        }
+        (TableKind::View, TableKind::Table) => {
+            CatalogError::AlreadyExists(format!("View with same name already exists: {ident}"))
+        }
     }
 }
 

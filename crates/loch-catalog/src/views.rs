@@ -11,12 +11,18 @@ use iceberg::ViewUpdate;
 use iceberg::spec::{Schema, ViewFormatVersion, ViewMetadata, ViewMetadataBuilder, ViewVersion};
 use loch_meta::{MetaError, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord, TableStats};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::error::{CatalogError, Result};
-use crate::metadata::{delete_uncommitted, parse_version, read_file, write_new_file};
+use crate::ident::display_namespace;
+use crate::metadata::{VIEW_LISTS, delete_uncommitted, parse_version, read_text, sort_lists, table_scope};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
-use crate::tables::TableName;
+use crate::storage::policy::{PATH_PROPERTIES, ReadLimits, check_new_location, check_path_properties, write_inside};
+use crate::tables::{TableName, name_taken};
+
+/// View property naming a directory for metadata files (instead of `{location}/metadata`).
+const METADATA_PATH: &str = "write.metadata.path";
 
 /// Table format recorded for views.
 const FORMAT_VIEW: &str = "iceberg-view";
@@ -40,6 +46,8 @@ pub struct LoadedView {
     pub metadata_location: String,
     /// Its metadata.
     pub metadata: Arc<ViewMetadata>,
+    /// Its metadata as stored (lists in a stable order), for answers.
+    pub json: Box<RawValue>,
     /// Configuration for the client.
     pub config: HashMap<String, String>,
 }
@@ -70,21 +78,50 @@ pub struct ViewChange {
     pub updates: Vec<ViewUpdate>,
 }
 
+/// Location of a view's next metadata file: in `write.metadata.path` when set, else in
+/// `{location}/metadata`.
 fn next_view_location(metadata: &ViewMetadata, current: Option<&str>) -> String {
     let version = current.and_then(parse_version).map_or(0, |v| v + 1);
-    format!("{}/metadata/{version:05}-{}.metadata.json", metadata.location().trim_end_matches('/'), Uuid::new_v4())
+    let dir = match metadata.properties().get(METADATA_PATH) {
+        Some(dir) => dir.trim_end_matches('/').to_string(),
+        None => format!("{}/metadata", metadata.location().trim_end_matches('/')),
+    };
+    format!("{dir}/{version:05}-{}.metadata.json", Uuid::new_v4())
 }
 
-async fn write_view(io: &iceberg::io::FileIO, location: &str, metadata: &ViewMetadata) -> Result<()> {
-    let json =
-        serde_json::to_vec(metadata).map_err(|e| CatalogError::Internal(format!("serialize view metadata: {e}")))?;
-    write_new_file(io, location, Bytes::from(json)).await
+/// Writes view metadata (lists in a stable order) inside the view's location; returns the JSON.
+async fn write_view(io: &iceberg::io::FileIO, location: &str, metadata: &ViewMetadata) -> Result<Box<RawValue>> {
+    let mut value =
+        serde_json::to_value(metadata).map_err(|e| CatalogError::Internal(format!("serialize view metadata: {e}")))?;
+    sort_lists(&mut value, VIEW_LISTS);
+    let json = serde_json::value::to_raw_value(&value)
+        .map_err(|e| CatalogError::Internal(format!("serialize view metadata: {e}")))?;
+    let scope = table_scope(metadata.location())?;
+    write_inside(io, &scope, location, Bytes::from(json.get().as_bytes().to_vec())).await?;
+    Ok(json)
 }
 
-async fn read_view(io: &iceberg::io::FileIO, location: &str) -> Result<ViewMetadata> {
-    let bytes = read_file(io, location).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| CatalogError::Internal(format!("cannot parse view metadata {location}: {e}")))
+/// Reads view metadata and its text.
+async fn read_view(
+    io: &iceberg::io::FileIO,
+    location: &str,
+    limits: ReadLimits,
+) -> Result<(ViewMetadata, Box<RawValue>)> {
+    let text = read_text(io, location, limits).await?;
+    let metadata = serde_json::from_str(&text)
+        .map_err(|e| CatalogError::Internal(format!("cannot parse view metadata {location}: {e}")))?;
+    let json = RawValue::from_string(text).map_err(|e| CatalogError::Internal(format!("view metadata json: {e}")))?;
+    Ok((metadata, json))
+}
+
+/// Checks a view's location and the metadata directory its properties may name.
+async fn check_view_paths(catalog: &ResolvedCatalog, metadata: &ViewMetadata, moved: bool) -> Result<()> {
+    let location = if moved {
+        check_new_location(&catalog.warehouse, "location", metadata.location()).await?
+    } else {
+        table_scope(metadata.location())?
+    };
+    check_path_properties(&location, metadata.properties())
 }
 
 fn apply_view_update(builder: ViewMetadataBuilder, update: ViewUpdate) -> iceberg::Result<ViewMetadataBuilder> {
@@ -124,10 +161,12 @@ impl CatalogService {
     /// Loads a view.
     pub async fn load_view(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<LoadedView> {
         let row = self.view_row(catalog, ident).await?;
-        let metadata = read_view(&catalog.warehouse.file_io, &row.metadata_location).await?;
+        let (metadata, json) =
+            read_view(&catalog.warehouse.file_io, &row.metadata_location, self.options.read_limits).await?;
         Ok(LoadedView {
             metadata_location: row.metadata_location,
             metadata: Arc::new(metadata),
+            json,
             config: HashMap::new(),
         })
     }
@@ -142,23 +181,24 @@ impl CatalogService {
         let ident = TableName::new(namespace.to_vec(), request.name.clone());
         ident.validate()?;
         self.load_namespace(catalog, namespace).await?;
-        if self.store.get_table(catalog.record.id, namespace, &request.name).await?.is_some() {
-            return Err(CatalogError::AlreadyExists(format!("table or view {ident}")));
+        if let Some(row) = self.store.get_table(catalog.record.id, namespace, &request.name).await? {
+            return Err(name_taken(&ident, row.kind, TableKind::View));
         }
         let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
         let metadata = ViewMetadataBuilder::new(
-            location.clone(),
+            location.as_str().to_string(),
             request.schema,
             request.view_version,
             ViewFormatVersion::V1,
             request.properties,
         )
         .and_then(|b| b.build())
-        .map_err(|e| CatalogError::BadRequest(format!("invalid view definition: {}", e.message())))?
+        .map_err(|e| CatalogError::Invalid(format!("invalid view definition: {}", e.message())))?
         .metadata;
+        check_path_properties(&location, metadata.properties())?;
         let _lock = self.lock_tables([table_key(catalog.record.id, namespace, &request.name)]).await;
         let metadata_location = next_view_location(&metadata, None);
-        write_view(&catalog.warehouse.file_io, &metadata_location, &metadata).await?;
+        let json = write_view(&catalog.warehouse.file_io, &metadata_location, &metadata).await?;
         let new = NewTable {
             catalog_id: catalog.record.id,
             namespace: namespace.to_vec(),
@@ -166,18 +206,19 @@ impl CatalogService {
             kind: TableKind::View,
             format: FORMAT_VIEW.into(),
             uuid: metadata.uuid().to_string(),
-            location,
+            location: location.canonical(),
             metadata_location: metadata_location.clone(),
             stats: TableStats::default(),
         };
         if let Err(e) = self.store.insert_table(&new).await {
             delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
             return Err(match e {
-                MetaError::AlreadyExists(_) => CatalogError::AlreadyExists(format!("table or view {ident}")),
+                MetaError::AlreadyExists(_) => CatalogError::view_exists(&ident),
+                MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
                 other => other.into(),
             });
         }
-        Ok(LoadedView { metadata_location, metadata: Arc::new(metadata), config: HashMap::new() })
+        Ok(LoadedView { metadata_location, metadata: Arc::new(metadata), json, config: HashMap::new() })
     }
 
     /// Commits changes to a view (the REST "replace view").
@@ -188,35 +229,58 @@ impl CatalogService {
         let mut attempt = 0;
         loop {
             let row = self.view_row(catalog, &change.ident).await?;
-            let current = read_view(io, &row.metadata_location).await?;
+            let (current, _) = read_view(io, &row.metadata_location, self.options.read_limits).await?;
             for requirement in &change.requirements {
                 let ViewRequirement::UuidMatch { uuid } = requirement;
                 if *uuid != current.uuid() {
-                    return Err(CatalogError::CommitFailed(format!("view {}: UUID does not match", change.ident)));
+                    return Err(CatalogError::CommitFailed(format!(
+                        "Requirement failed: view UUID does not match: expected {} != {uuid}",
+                        current.uuid()
+                    )));
                 }
             }
             let invalid = |e: iceberg::Error| {
                 let message = format!("cannot apply updates to view {}: {}", change.ident, e.message());
-                if attempt == 0 { CatalogError::BadRequest(message) } else { CatalogError::CommitFailed(message) }
+                if attempt == 0 { CatalogError::Invalid(message) } else { CatalogError::CommitFailed(message) }
             };
+            let old_location = current.location().to_string();
+            let old_paths: Vec<Option<String>> =
+                PATH_PROPERTIES.iter().map(|k| current.properties().get(*k).cloned()).collect();
             let mut builder = ViewMetadataBuilder::new_from_metadata(current);
             for update in change.updates.iter().cloned() {
                 builder = apply_view_update(builder, update).map_err(invalid)?;
             }
             let metadata = builder.build().map_err(invalid)?.metadata;
+            let moved = metadata.location() != old_location;
+            let paths: Vec<Option<String>> =
+                PATH_PROPERTIES.iter().map(|k| metadata.properties().get(*k).cloned()).collect();
+            if moved || paths != old_paths {
+                check_view_paths(catalog, &metadata, moved).await?;
+            }
             let metadata_location = next_view_location(&metadata, Some(&row.metadata_location));
-            write_view(io, &metadata_location, &metadata).await?;
+            let json = write_view(io, &metadata_location, &metadata).await.map_err(|e| {
+                tracing::error!(error = %e, "cannot write a new view metadata file; the commit fails");
+                CatalogError::CommitFailed(format!(
+                    "the new metadata file could not be written, nothing was committed: {}",
+                    e.client_message()
+                ))
+            })?;
             let swap = PointerSwap {
                 table_id: row.id,
                 expected_version: row.version,
                 previous_metadata_location: row.metadata_location.clone(),
                 metadata_location: metadata_location.clone(),
-                location: crate::storage::normalize_location(metadata.location())?,
+                location: table_scope(metadata.location())?.canonical(),
                 stats: TableStats::default(),
             };
             match self.store.swap_pointers(&[swap]).await {
                 Ok(()) => {
-                    return Ok(LoadedView { metadata_location, metadata: Arc::new(metadata), config: HashMap::new() });
+                    return Ok(LoadedView {
+                        metadata_location,
+                        metadata: Arc::new(metadata),
+                        json,
+                        config: HashMap::new(),
+                    });
                 }
                 Err(MetaError::Conflict(_)) if attempt < self.options.commit_retries => {
                     delete_uncommitted(io, std::slice::from_ref(&metadata_location)).await;
@@ -238,8 +302,8 @@ impl CatalogService {
         let mut attempts = 0;
         loop {
             let row = self.view_row(catalog, ident).await?;
-            match self.store.delete_table(row.id, row.version).await {
-                Ok(()) => return Ok(()),
+            match self.store.delete_table(row.id, row.version, None).await {
+                Ok(_) => return Ok(()),
                 Err(MetaError::Conflict(_)) if attempts < self.options.commit_retries => attempts += 1,
                 Err(e) => return Err(e.into()),
             }

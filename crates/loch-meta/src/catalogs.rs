@@ -146,7 +146,7 @@ impl MetaStore {
     }
 
     /// Deletes a catalog and its namespaces; refused with [`MetaError::NotEmpty`] while it
-    /// holds tables or views.
+    /// holds tables or views, or dropped tables' files are still being purged.
     pub async fn delete_catalog(&self, name: &str) -> Result<()> {
         let result = on_pool!(self, write, |pool| {
             async {
@@ -156,10 +156,13 @@ impl MetaStore {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(id) = id else { return Ok(None) };
-                let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tables WHERE catalog_id = $1")
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let tables: i64 = sqlx::query_scalar(
+                    "SELECT (SELECT COUNT(*) FROM tables WHERE catalog_id = $1) \
+                     + (SELECT COUNT(*) FROM purges WHERE catalog_id = $1)",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
                 if tables > 0 {
                     return Ok(Some(false));
                 }
@@ -172,7 +175,9 @@ impl MetaStore {
         });
         match result {
             Ok(Some(true)) => Ok(()),
-            Ok(Some(false)) => Err(MetaError::NotEmpty(format!("catalog {name} still has tables or views"))),
+            Ok(Some(false)) => {
+                Err(MetaError::NotEmpty(format!("catalog {name} still has tables, views or purges in progress")))
+            }
             Ok(None) => Err(MetaError::NotFound(format!("catalog {name}"))),
             Err(e) => Err(e.into()),
         }

@@ -18,6 +18,9 @@ pub enum MetaError {
     /// A compare-and-swap lost against a concurrent writer.
     #[error("concurrent modification of {0}")]
     Conflict(String),
+    /// A location overlaps another table's, view's or purge's location.
+    #[error("{0}")]
+    Overlap(String),
     /// A stored value could not be decoded.
     #[error("corrupt metadata store value: {0}")]
     Corrupt(String),

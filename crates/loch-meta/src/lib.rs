@@ -12,6 +12,7 @@ mod groups;
 mod namespaces;
 mod page;
 mod processes;
+mod purges;
 mod runtimes;
 mod store;
 mod tables;
@@ -23,9 +24,10 @@ pub use groups::{GroupRecord, OptimizerRecord};
 pub use namespaces::{NamespaceRecord, PropertyChanges};
 pub use page::{Page, PageRequest};
 pub use processes::{NewProcess, NewTask, ProcessRecord, TaskRecord, TaskRun};
+pub use purges::{NewPurge, PurgeRecord};
 pub use runtimes::{NamedRuntime, RuntimeRecord};
 pub use store::{Backend, MetaStore, StoreOptions};
-pub use tables::{CommitBatch, NewTable, PointerSwap, TableKind, TableRecord, TableStats, VersionCheck};
+pub use tables::{CommitBatch, NewTable, Occupant, PointerSwap, TableKind, TableRecord, TableStats, VersionCheck};
 pub use tokens::TokenRecord;
 
 /// Milliseconds since the Unix epoch, the time unit of every column in the store.

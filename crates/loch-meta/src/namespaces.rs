@@ -225,23 +225,37 @@ impl MetaStore {
         let result = on_pool!(self, write, |pool| {
             async {
                 let mut tx = pool.begin().await?;
-                let children: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM namespaces WHERE catalog_id = $1 AND parent = $2")
-                    .bind(catalog_id)
-                    .bind(&name)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let children: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM namespaces WHERE catalog_id = $1 AND parent = $2")
+                        .bind(catalog_id)
+                        .bind(&name)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 if children > 0 {
-                    return Ok(Err(MetaError::NotEmpty(format!("{} contains namespaces", display(levels)))));
+                    return Ok(Err(MetaError::NotEmpty(format!(
+                        "Namespace {} is not empty. Contains {children} namespace(s).",
+                        display(levels)
+                    ))));
                 }
-                let tables: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM tables t JOIN namespaces n ON n.id = t.namespace_id WHERE n.catalog_id = $1 AND n.name = $2",
+                let (tables, views): (i64, i64) = sqlx::query_as(
+                    "SELECT COALESCE(SUM(CASE WHEN t.kind = 'table' THEN 1 ELSE 0 END), 0), \
+                     COALESCE(SUM(CASE WHEN t.kind = 'view' THEN 1 ELSE 0 END), 0) \
+                     FROM tables t JOIN namespaces n ON n.id = t.namespace_id WHERE n.catalog_id = $1 AND n.name = $2",
                 )
                 .bind(catalog_id)
                 .bind(&name)
                 .fetch_one(&mut *tx)
                 .await?;
-                if tables > 0 {
-                    return Ok(Err(MetaError::NotEmpty(format!("{} contains tables or views", display(levels)))));
+                if tables + views > 0 {
+                    let contents = match (tables, views) {
+                        (t, 0) => format!("{t} table(s)"),
+                        (0, v) => format!("{v} view(s)"),
+                        (t, v) => format!("{t} table(s) and {v} view(s)"),
+                    };
+                    return Ok(Err(MetaError::NotEmpty(format!(
+                        "Namespace {} is not empty. Contains {contents}.",
+                        display(levels)
+                    ))));
                 }
                 let deleted = sqlx::query("DELETE FROM namespaces WHERE catalog_id = $1 AND name = $2")
                     .bind(catalog_id)

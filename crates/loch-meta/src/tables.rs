@@ -6,6 +6,7 @@ use sqlx::FromRow;
 use crate::error::{MetaError, Result, is_unique_violation};
 use crate::namespaces::join_name;
 use crate::page::{Page, PageRequest};
+use crate::purges::{NewPurge, PurgeRecord};
 use crate::store::{MetaStore, on_pool};
 
 /// Whether a row is a table or a view (they share one name space per namespace).
@@ -201,6 +202,82 @@ impl TryFrom<TableRow> for TableRecord {
     }
 }
 
+/// What overlaps a location: tables and views of every catalog (id other than `$3`), and
+/// purges in progress. `$1` is the location, `$2` the location with a trailing `/`.
+const OVERLAP_SQL: &str = "SELECT c.name, n.name, t.name, t.kind FROM tables t \
+     JOIN namespaces n ON n.id = t.namespace_id JOIN catalogs c ON c.id = t.catalog_id \
+     WHERE t.id <> $3 AND (t.location = $1 OR substr(t.location, 1, length($2)) = $2 \
+     OR substr($1, 1, length(t.location) + 1) = t.location || '/') \
+     UNION ALL SELECT c.name, '', p.table_name, 'purge' FROM purges p JOIN catalogs c ON c.id = p.catalog_id \
+     WHERE p.location = $1 OR substr(p.location, 1, length($2)) = $2 \
+     OR substr($1, 1, length(p.location) + 1) = p.location || '/'";
+
+/// Something that occupies a location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Occupant {
+    /// `table`, `view`, or `purge` (a dropped table whose files are being deleted).
+    pub kind: String,
+    /// `catalog.namespace.name` (for purges, `catalog.namespace.table` as dropped).
+    pub name: String,
+}
+
+impl std::fmt::Display for Occupant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind.as_str() {
+            "purge" => write!(f, "dropped table {}, whose files are being purged", self.name),
+            kind => write!(f, "{kind} {}", self.name),
+        }
+    }
+}
+
+/// Rows of [`OVERLAP_SQL`] as occupants.
+fn occupants(rows: Vec<(String, String, String, String)>) -> Vec<Occupant> {
+    rows.into_iter()
+        .map(|(catalog, ns, name, kind)| {
+            let name = if ns.is_empty() {
+                format!("{catalog}.{name}")
+            } else {
+                format!("{catalog}.{}.{name}", ns.replace(crate::namespaces::LEVEL_SEPARATOR, "."))
+            };
+            Occupant { kind, name }
+        })
+        .collect()
+}
+
+/// The overlap error of a location claimed by a transaction.
+fn overlap_error(location: &str, occupants: &[Occupant]) -> MetaError {
+    let list: Vec<String> = occupants.iter().map(ToString::to_string).collect();
+    MetaError::Overlap(format!("location {location} overlaps {}", list.join(", ")))
+}
+
+/// Serializes transactions that claim locations (creates, moves, purges) on PostgreSQL, so two
+/// of them cannot both see a location free; SQLite has one writer anyway.
+macro_rules! lock_locations {
+    ($tx:ident, $postgres:expr, $locked:ident) => {
+        if $postgres && !$locked {
+            sqlx::query(LOCK_LOCATIONS).execute(&mut *$tx).await?;
+            $locked = true;
+        }
+    };
+}
+
+/// The PostgreSQL advisory lock that [`lock_locations`] takes.
+const LOCK_LOCATIONS: &str = "SELECT pg_advisory_xact_lock(7370011)";
+
+/// [`OVERLAP_SQL`] inside a transaction, described.
+macro_rules! overlaps_in {
+    ($tx:ident, $location:expr, $except:expr) => {{
+        let location: &str = $location;
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(OVERLAP_SQL)
+            .bind(location)
+            .bind(format!("{location}/"))
+            .bind($except)
+            .fetch_all(&mut *$tx)
+            .await?;
+        occupants(rows)
+    }};
+}
+
 /// Columns of [`TableRow`], selected from `tables t JOIN namespaces n`.
 macro_rules! table_select {
     ($($rest:literal),*) => {
@@ -277,28 +354,16 @@ impl MetaStore {
         row.map(TryInto::try_into).transpose()
     }
 
-    /// Names of the tables of a catalog whose location equals `location`, lies under it, or
-    /// contains it; two tables must never share files.
-    pub async fn tables_overlapping_location(&self, catalog_id: i64, location: &str) -> Result<Vec<String>> {
+    /// What occupies `location` or overlaps it (equal, inside, or containing it), in any
+    /// catalog: tables, views, and locations of dropped tables still being purged. Two of them
+    /// must never share files. `except` is a table id to leave out (the one being moved).
+    pub async fn locations_overlapping(&self, location: &str, except: Option<i64>) -> Result<Vec<Occupant>> {
         let location = location.trim_end_matches('/');
         let under = format!("{location}/");
-        let rows: Vec<(String, String)> = on_pool!(self, read, |pool| {
-            sqlx::query_as(
-                "SELECT n.name, t.name FROM tables t JOIN namespaces n ON n.id = t.namespace_id \
-                 WHERE t.catalog_id = $1 AND t.kind = 'table' AND (t.location = $2 \
-                 OR substr(t.location, 1, length($3)) = $3 \
-                 OR substr($3, 1, length(t.location) + 1) = t.location || '/')",
-            )
-            .bind(catalog_id)
-            .bind(location)
-            .bind(&under)
-            .fetch_all(pool)
-            .await
+        let rows: Vec<(String, String, String, String)> = on_pool!(self, read, |pool| {
+            sqlx::query_as(OVERLAP_SQL).bind(location).bind(&under).bind(except.unwrap_or(-1)).fetch_all(pool).await
         })?;
-        Ok(rows
-            .into_iter()
-            .map(|(ns, name)| format!("{}.{name}", ns.replace(crate::namespaces::LEVEL_SEPARATOR, ".")))
-            .collect())
+        Ok(occupants(rows))
     }
 
     /// Applies a commit in one transaction: inserts new tables and swaps pointers, all or
@@ -307,10 +372,13 @@ impl MetaStore {
     pub async fn apply_commit(&self, batch: &CommitBatch) -> Result<()> {
         let CommitBatch { inserts, swaps, checks } = batch;
         let now = crate::now_ms();
+        let postgres = self.backend() == crate::Backend::Postgres;
         let outcome = on_pool!(self, write, |pool| {
             async {
                 let mut tx = pool.begin().await?;
+                let mut locked = false;
                 for new in inserts.iter() {
+                    lock_locations!(tx, postgres, locked);
                     let ns_id: Option<i64> =
                         sqlx::query_scalar("SELECT id FROM namespaces WHERE catalog_id = $1 AND name = $2")
                             .bind(new.catalog_id)
@@ -320,11 +388,12 @@ impl MetaStore {
                     let Some(ns_id) = ns_id else {
                         return Ok(Err(MetaError::NotFound(format!("namespace {}", new.namespace.join(".")))));
                     };
-                    sqlx::query(
+                    // Inserted first, so a taken name reports as such rather than as an overlap.
+                    let id: i64 = sqlx::query_scalar(
                         "INSERT INTO tables (catalog_id, namespace_id, name, kind, format, uuid, location, \
                          metadata_location, version, snapshot_id, data_files, delete_files, total_size, total_records, \
                          last_commit_ms, created_at, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, $12, $13, $14, $15, $15)",
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 1, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING id",
                     )
                     .bind(new.catalog_id)
                     .bind(ns_id)
@@ -341,10 +410,25 @@ impl MetaStore {
                     .bind(new.stats.total_records)
                     .bind(new.stats.last_commit_ms)
                     .bind(now)
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
+                    let overlaps = overlaps_in!(tx, &new.location, id);
+                    if !overlaps.is_empty() {
+                        return Ok(Err(overlap_error(&new.location, &overlaps)));
+                    }
                 }
                 for swap in swaps.iter() {
+                    let current: Option<String> = sqlx::query_scalar("SELECT location FROM tables WHERE id = $1")
+                        .bind(swap.table_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if current.is_some_and(|c| c != swap.location) {
+                        lock_locations!(tx, postgres, locked);
+                        let overlaps = overlaps_in!(tx, &swap.location, swap.table_id);
+                        if !overlaps.is_empty() {
+                            return Ok(Err(overlap_error(&swap.location, &overlaps)));
+                        }
+                    }
                     let updated = sqlx::query(
                         "UPDATE tables SET metadata_location = $1, previous_metadata_location = $2, location = $3, \
                          version = version + 1, snapshot_id = $4, data_files = $5, delete_files = $6, total_size = $7, \
@@ -411,17 +495,50 @@ impl MetaStore {
             .ok_or_else(|| MetaError::NotFound(display(&new.namespace, &new.name)))
     }
 
-    /// Deletes a table or view row, if it is still at `expected_version`.
-    pub async fn delete_table(&self, table_id: i64, expected_version: i64) -> Result<()> {
-        let deleted = on_pool!(self, write, |pool| {
-            sqlx::query("DELETE FROM tables WHERE id = $1 AND version = $2")
-                .bind(table_id)
-                .bind(expected_version)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+    /// Deletes a table or view row, if it is still at `expected_version`; with `purge`, records
+    /// the purge of its files in the same transaction (see [`MetaStore::pending_purges`]).
+    pub async fn delete_table(
+        &self,
+        table_id: i64,
+        expected_version: i64,
+        purge: Option<&NewPurge>,
+    ) -> Result<Option<PurgeRecord>> {
+        let now = crate::now_ms();
+        let postgres = self.backend() == crate::Backend::Postgres;
+        let outcome = on_pool!(self, write, |pool| {
+            async {
+                let mut tx = pool.begin().await?;
+                if purge.is_some() && postgres {
+                    sqlx::query(LOCK_LOCATIONS).execute(&mut *tx).await?;
+                }
+                let deleted = sqlx::query("DELETE FROM tables WHERE id = $1 AND version = $2")
+                    .bind(table_id)
+                    .bind(expected_version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted != 1 {
+                    return Ok(Err(MetaError::Conflict(format!("table id {table_id}"))));
+                }
+                let record = match purge {
+                    Some(purge) => Some(
+                        sqlx::query_as::<_, crate::purges::PurgeRow>(crate::purges::INSERT_PURGE)
+                            .bind(purge.catalog_id)
+                            .bind(&purge.table_name)
+                            .bind(&purge.location)
+                            .bind(&purge.metadata_location)
+                            .bind(now)
+                            .fetch_one(&mut *tx)
+                            .await?,
+                    ),
+                    None => None,
+                };
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(Ok(record))
+            }
+            .await
         })?;
-        if deleted == 1 { Ok(()) } else { Err(MetaError::Conflict(format!("table id {table_id}"))) }
+        Ok(outcome?.map(PurgeRecord::from))
     }
 
     /// Moves a table or view to another namespace and/or name; the id and files stay.

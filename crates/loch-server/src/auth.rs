@@ -31,6 +31,34 @@ pub struct Auth {
     token_ttl: Duration,
     store: MetaStore,
     verified: moka::sync::Cache<String, (String, i64)>,
+    rate: TokenRate,
+}
+
+/// Token requests per minute, counted per client id (for known clients) or per address.
+#[derive(Debug)]
+struct TokenRate {
+    per_minute: u32,
+    windows: std::sync::Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl TokenRate {
+    /// Counts a request of `key`; false when it is over the limit for the current minute.
+    fn allow(&self, key: &str) -> bool {
+        if self.per_minute == 0 {
+            return true;
+        }
+        let minute = now_ms() / 60_000;
+        let Ok(mut windows) = self.windows.lock() else { return true };
+        if windows.len() > 10_000 {
+            windows.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = windows.entry(key.to_string()).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= self.per_minute
+    }
 }
 
 /// The client a request was authenticated as (absent when auth is off).
@@ -63,7 +91,11 @@ impl OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(&self)).into_response()
+        let mut response = (self.status, axum::Json(&self)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("60"));
+        }
+        response
     }
 }
 
@@ -85,6 +117,7 @@ impl Auth {
             token_ttl: config.token_ttl,
             store,
             verified: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(VERIFY_CACHE_TTL).build(),
+            rate: TokenRate { per_minute: config.token_requests_per_minute, windows: Default::default() },
         }
     }
 
@@ -135,9 +168,29 @@ impl Auth {
         }
     }
 
-    /// Handles a token request body (form-encoded) with optional Basic credentials.
-    pub async fn token(&self, headers: &HeaderMap, body: &[u8]) -> Result<TokenResponse, OAuthError> {
+    /// Handles a token request body (form-encoded) with optional Basic credentials, from
+    /// `peer`; each client (or, for ids nobody configured, each address) gets
+    /// `auth.token-requests-per-minute` requests a minute.
+    pub async fn token(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<TokenResponse, OAuthError> {
         let form: HashMap<String, String> = url::form_urlencoded::parse(body).into_owned().collect();
+        let claimed = basic_credentials(headers).map(|(id, _)| id).or_else(|| form.get("client_id").cloned());
+        let key = match claimed {
+            Some(id) if self.clients.contains_key(&id) => format!("client {id}"),
+            _ => format!("address {}", peer.map_or_else(|| "unknown".to_string(), |p| p.to_string())),
+        };
+        if !self.rate.allow(&key) {
+            metrics::counter!("loch_auth_token_requests_limited_total").increment(1);
+            return Err(OAuthError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                format!("more than {} token requests a minute; retry later", self.rate.per_minute),
+            ));
+        }
         let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
         match grant {
             "client_credentials" => {

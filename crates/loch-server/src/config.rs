@@ -30,6 +30,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Catalog service.
     pub catalog: CatalogConfig,
+    /// Limits of the HTTP server.
+    pub http: HttpConfig,
     /// How often every table is evaluated for optimizing.
     pub refresh_tables: RefreshTablesConfig,
     /// Optimizer threads and the protocol's timeouts.
@@ -46,9 +48,50 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: AuthConfig::default(),
             catalog: CatalogConfig::default(),
+            http: HttpConfig::default(),
             refresh_tables: RefreshTablesConfig::default(),
             optimizer: OptimizerConfig::default(),
             process: ProcessConfig::default(),
+        }
+    }
+}
+
+/// `http.*`: limits a client cannot get around.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Largest request body, in bytes.
+    pub max_body_size: u64,
+    /// Bytes all request bodies in flight may hold together; past it, requests get a 503.
+    pub max_in_flight_body_bytes: u64,
+    /// Time a client has to send a request's line and headers.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's whole body.
+    #[serde(with = "duration")]
+    pub body_read_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let limits = crate::http::HttpLimits::default();
+        Self {
+            max_body_size: limits.max_body_bytes,
+            max_in_flight_body_bytes: limits.max_in_flight_body_bytes,
+            header_read_timeout: limits.header_read_timeout,
+            body_read_timeout: limits.body_read_timeout,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The limits of the HTTP layer.
+    pub fn limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            max_body_bytes: self.max_body_size.max(1),
+            max_in_flight_body_bytes: self.max_in_flight_body_bytes.max(self.max_body_size).max(1),
+            header_read_timeout: self.header_read_timeout.max(Duration::from_millis(100)),
+            body_read_timeout: self.body_read_timeout.max(Duration::from_millis(100)),
         }
     }
 }
@@ -147,11 +190,13 @@ pub struct AuthConfig {
     /// Lifetime of issued tokens.
     #[serde(with = "duration")]
     pub token_ttl: Duration,
+    /// Token requests a client (or, for unknown clients, an address) may make per minute.
+    pub token_requests_per_minute: u32,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { clients: Vec::new(), token_ttl: Duration::from_secs(3600) }
+        Self { clients: Vec::new(), token_ttl: Duration::from_secs(3600), token_requests_per_minute: 60 }
     }
 }
 
@@ -181,11 +226,42 @@ pub struct CatalogConfig {
     pub default_warehouse: String,
     /// How often a commit that lost a race is re-applied on the server before a 409.
     pub commit_retries: u32,
+    /// Largest metadata file the catalog reads (registered or its own), in bytes.
+    pub max_metadata_file_size: u64,
+    /// Longest the catalog waits for a metadata file to be read.
+    #[serde(with = "duration")]
+    pub metadata_read_timeout: Duration,
+    /// How long a drop with purge waits for the purge before answering (it then goes on in the
+    /// background).
+    #[serde(with = "duration")]
+    pub purge_wait: Duration,
 }
 
 impl Default for CatalogConfig {
     fn default() -> Self {
-        Self { default_name: "local".into(), default_warehouse: String::new(), commit_retries: 4 }
+        Self {
+            default_name: "local".into(),
+            default_warehouse: String::new(),
+            commit_retries: 4,
+            max_metadata_file_size: 64 << 20,
+            metadata_read_timeout: Duration::from_secs(30),
+            purge_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl CatalogConfig {
+    /// Options of the catalog service.
+    pub fn service_options(&self) -> loch_catalog::ServiceOptions {
+        loch_catalog::ServiceOptions {
+            commit_retries: self.commit_retries,
+            read_limits: loch_catalog::storage::policy::ReadLimits {
+                max_bytes: self.max_metadata_file_size.max(1),
+                timeout: self.metadata_read_timeout.max(Duration::from_millis(10)),
+            },
+            purge_wait: self.purge_wait,
+            ..loch_catalog::ServiceOptions::default()
+        }
     }
 }
 

@@ -40,13 +40,13 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "NotFoundException", message)
     }
 
-    /// 500 `ServiceFailureException`; the cause is logged, not shown.
+    /// 500 `ServiceFailureException`; the cause is logged, the client gets the request id.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "ServiceFailureException",
-            format!("internal server error: {cause}"),
+            generic_failure("internal server error"),
         )
     }
 
@@ -56,11 +56,25 @@ impl ApiError {
     }
 }
 
+/// The message of a 5xx: what failed, and the request id to find the cause in the log.
+fn generic_failure(what: &str) -> String {
+    match crate::http::request_id() {
+        Some(id) => format!("{what} (request id {id}; the cause is in the server log)"),
+        None => format!("{what} (the cause is in the server log)"),
+    }
+}
+
 impl From<CatalogError> for ApiError {
     fn from(e: CatalogError) -> Self {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %e, source = ?std::error::Error::source(&e), "catalog operation failed");
+            let what = match &e {
+                CatalogError::CommitStateUnknown(_) => "the commit's outcome is unknown; reload the table",
+                CatalogError::Storage(_) => "the table's storage failed",
+                _ => "internal server error",
+            };
+            return Self { status, r#type: e.error_type(), message: generic_failure(what) };
         }
         Self { status, r#type: e.error_type(), message: e.to_string() }
     }
@@ -87,6 +101,7 @@ impl From<OptimizingError> for ApiError {
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "optimizing operation failed");
+            return Self { status, r#type, message: generic_failure("internal server error") };
         }
         Self { status, r#type, message: e.to_string() }
     }
@@ -99,8 +114,15 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// The answer when a handler panics: a generic 500 (the panic goes to the log).
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    ApiError::internal(format!("handler panicked: {what}")).into_response()
+}
 
 /// A JSON body; malformed JSON or an unknown update type is a 400 `ErrorModel`.
 #[derive(Debug)]

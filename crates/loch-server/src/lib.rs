@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod http;
 pub mod management;
 pub mod observability;
 pub mod optimizing;
@@ -21,7 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::get;
-use loch_catalog::{CatalogService, ServiceOptions};
+use loch_catalog::CatalogService;
 use loch_meta::{MetaStore, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -103,8 +104,9 @@ impl RunningServer {
     }
 }
 
-/// Builds the router over `state`.
-pub fn router(state: AppState) -> Router {
+/// Builds the router over `state`, with the HTTP layer's `limits`.
+pub fn router(state: AppState, limits: http::HttpLimits) -> Router {
+    let budget = http::BodyBudget::new(limits);
     let protected = Router::new()
         .nest("/api/iceberg/rest", rest::protected_routes())
         .merge(management::routes())
@@ -119,9 +121,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::wrong_method)
         .layer(middleware::from_fn(observability::track_requests))
-        .layer(DefaultBodyLimit::max(error::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(move |request, next| http::read_body(budget.clone(), request, next)))
+        .layer(DefaultBodyLimit::max(usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX)))
+        .layer(middleware::from_fn(http::with_request_id))
         .layer(TraceLayer::new_for_http())
-        .layer(CatchPanicLayer::new())
+        .layer(CatchPanicLayer::custom(error::panic_response))
         .with_state(state)
 }
 
@@ -131,8 +135,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     let store_options = StoreOptions { max_connections: config.database.max_connections, ..StoreOptions::default() };
     let store = MetaStore::connect(&config.database_url(), &store_options).await?;
-    let options = ServiceOptions { commit_retries: config.catalog.commit_retries, ..ServiceOptions::default() };
-    let catalogs = Arc::new(CatalogService::new(store.clone(), options));
+    let catalogs = Arc::new(CatalogService::new(store.clone(), config.catalog.service_options()));
     if !config.catalog.default_name.is_empty() {
         let warehouse = config
             .default_warehouse()
@@ -159,7 +162,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         .await
         .map_err(|source| ServerError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
 
     let mut purge_stop = stop.subscribe();
     tokio::spawn(async move {
@@ -173,7 +176,8 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
     });
 
     optimizing.recover().await?;
-    let background = optimizing.spawn_background(stop.subscribe());
+    let mut background = optimizing.spawn_background(stop.subscribe());
+    background.push(state.catalogs.spawn_purger(stop.subscribe()));
     let optimizer = match config.optimizer.local_threads {
         0 => None,
         threads => Some(
@@ -182,14 +186,9 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         ),
     };
 
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let limits = config.http.limits();
+    let app = router(state, limits);
+    let task = tokio::spawn(http::serve(listener, app, limits, stopped));
     tracing::info!(%addr, "Loch is serving");
     Ok(RunningServer { addr, stop, task, background, optimizer, store })
 }

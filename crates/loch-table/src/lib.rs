@@ -9,6 +9,8 @@
 //! ([`parquet`]) and position delete files ([`position_delete`]).
 
 mod error;
+pub mod io;
+pub mod location;
 pub mod parquet;
 pub mod position_delete;
 pub mod scan;

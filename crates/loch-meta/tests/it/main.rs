@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use loch_meta::{
-    CommitBatch, MetaError, MetaStore, NewCatalog, NewTable, PageRequest, PointerSwap, StoreOptions, TableKind,
-    TableStats, VersionCheck,
+    CommitBatch, MetaError, MetaStore, NewCatalog, NewPurge, NewTable, Occupant, PageRequest, PointerSwap,
+    StoreOptions, TableKind, TableStats, VersionCheck,
 };
 
 /// A store on a fresh SQLite file (kept alive by the returned directory).
@@ -146,13 +146,65 @@ async fn catalogs_namespaces_tables(store: MetaStore) {
     store.apply_commit(&guarded(2)).await.unwrap();
     assert_eq!(store.get_table_by_id(other.id).await.unwrap().unwrap().version, 2);
     assert_eq!(store.get_table_by_id(t.id).await.unwrap().unwrap().version, 2, "a check does not bump the version");
-    store.delete_table(other.id, 2).await.unwrap();
+    store.delete_table(other.id, 2, None).await.unwrap();
 
-    // Locations of two tables must not overlap.
-    assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t").await.unwrap(), vec!["a.b.t"]);
-    assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t/sub").await.unwrap(), vec!["a.b.t"]);
-    assert_eq!(store.tables_overlapping_location(cat.id, "file:///wh/a").await.unwrap(), vec!["a.b.t"]);
-    assert!(store.tables_overlapping_location(cat.id, "file:///wh/a/b/t2").await.unwrap().is_empty());
+    // Locations of two tables or views must not overlap, in any catalog.
+    let names = |found: Vec<Occupant>| found.into_iter().map(|o| format!("{} {}", o.kind, o.name)).collect::<Vec<_>>();
+    let overlapping = |location: &'static str| {
+        let store = store.clone();
+        async move { names(store.locations_overlapping(location, None).await.unwrap()) }
+    };
+    assert_eq!(overlapping("file:///wh/a/b/t").await, vec!["table c1.a.b.t"]);
+    assert_eq!(overlapping("file:///wh/a/b/t/sub").await, vec!["table c1.a.b.t"]);
+    assert_eq!(overlapping("file:///wh/a/b/v").await, vec!["view c1.a.b.v"]);
+    assert_eq!(overlapping("file:///wh/a").await.len(), 2);
+    assert!(overlapping("file:///wh/a/b/t2").await.is_empty());
+    assert!(names(store.locations_overlapping("file:///wh/a/b/t", Some(t.id)).await.unwrap()).is_empty());
+    let cat2 = store
+        .create_catalog(&NewCatalog {
+            name: "c2".into(),
+            kind: "internal".into(),
+            properties: props(&[("warehouse", "file:///other")]),
+        })
+        .await
+        .unwrap();
+    store.create_namespace(cat2.id, &levels(&["x"]), &props(&[])).await.unwrap();
+    let mut intruder = new_table(cat2.id, &["x"], "t", TableKind::Table);
+    intruder.location = "file:///wh/a/b/t/inner".into();
+    assert!(matches!(store.insert_table(&intruder).await, Err(MetaError::Overlap(_))), "across catalogs too");
+    let mut moved_in = PointerSwap {
+        table_id: other.id,
+        expected_version: 0,
+        previous_metadata_location: String::new(),
+        metadata_location: "file:///x".into(),
+        location: "file:///wh".into(),
+        stats: TableStats::default(),
+    };
+    intruder.location = "file:///other/x/t".into();
+    let lone = store.insert_table(&intruder).await.unwrap();
+    moved_in.table_id = lone.id;
+    moved_in.expected_version = lone.version;
+    moved_in.previous_metadata_location = lone.metadata_location.clone();
+    assert!(matches!(store.swap_pointers(&[moved_in]).await, Err(MetaError::Overlap(_))), "a move is checked");
+
+    // A purge is recorded with the drop and holds the location until it finishes.
+    let purge = NewPurge {
+        catalog_id: cat2.id,
+        table_name: "x.t".into(),
+        location: lone.location.clone(),
+        metadata_location: lone.metadata_location.clone(),
+    };
+    let record = store.delete_table(lone.id, lone.version, Some(&purge)).await.unwrap().unwrap();
+    assert_eq!(names(store.locations_overlapping("file:///other/x/t", None).await.unwrap()), vec!["purge c2.x.t"]);
+    assert!(matches!(store.insert_table(&intruder).await, Err(MetaError::Overlap(_))));
+    assert!(matches!(store.delete_catalog("c2").await, Err(MetaError::NotEmpty(_))), "purges need their catalog");
+    store.fail_purge(record.id, "disk on fire").await.unwrap();
+    let pending = store.pending_purges().await.unwrap();
+    assert_eq!((pending.len(), pending[0].attempts, pending[0].last_error.as_deref()), (1, 1, Some("disk on fire")));
+    store.finish_purge(record.id).await.unwrap();
+    assert!(store.pending_purges().await.unwrap().is_empty());
+    store.drop_namespace(cat2.id, &levels(&["x"])).await.unwrap();
+    store.delete_catalog("c2").await.unwrap();
 
     // Non-empty namespaces and catalogs cannot be dropped.
     assert!(matches!(store.drop_namespace(cat.id, &levels(&["a"])).await, Err(MetaError::NotEmpty(_))));
@@ -163,10 +215,10 @@ async fn catalogs_namespaces_tables(store: MetaStore) {
     assert!(store.get_table(cat.id, &levels(&["a", "b"]), "t").await.unwrap().is_none());
     let moved = store.get_table(cat.id, &levels(&["a", "c"]), "t2").await.unwrap().unwrap();
     assert_eq!(moved.id, t.id);
-    assert!(matches!(store.delete_table(moved.id, 1).await, Err(MetaError::Conflict(_))));
-    store.delete_table(moved.id, moved.version).await.unwrap();
+    assert!(matches!(store.delete_table(moved.id, 1, None).await, Err(MetaError::Conflict(_))));
+    store.delete_table(moved.id, moved.version, None).await.unwrap();
     let view = store.get_table(cat.id, &levels(&["a", "b"]), "v").await.unwrap().unwrap();
-    store.delete_table(view.id, view.version).await.unwrap();
+    store.delete_table(view.id, view.version, None).await.unwrap();
     store.drop_namespace(cat.id, &levels(&["a", "b"])).await.unwrap();
     assert!(matches!(store.drop_namespace(cat.id, &levels(&["a", "b"])).await, Err(MetaError::NotFound(_))));
     store.delete_catalog("c1").await.unwrap();
@@ -378,7 +430,7 @@ async fn optimizing_state(store: MetaStore) {
     assert!(store.list_processes(t.id, 10).await.unwrap().is_empty());
 
     // Dropping the table drops its runtime.
-    store.delete_table(t.id, t.version).await.unwrap();
+    store.delete_table(t.id, t.version, None).await.unwrap();
     assert!(store.get_runtime(t.id).await.unwrap().is_none());
     assert!(store.delete_optimizer("tok").await.unwrap());
     store.delete_group("default").await.unwrap();

@@ -234,20 +234,32 @@ pub struct ProcessPath {
     id: i64,
 }
 
-/// Resolves a table to its id (404 when unknown).
+/// Resolves a table to its id (404 when unknown). The namespace is the REST spec's form (levels
+/// separated by U+001F, `%1F` in the path) or, for convenience, levels separated by `.`; a
+/// name without U+001F is first tried as one level, so a namespace `x.y` can be addressed.
 async fn table_id(state: &AppState, catalog: &str, namespace: &str, table: &str) -> Result<i64, ApiError> {
-    let levels = if namespace.contains('\u{1f}') {
-        split_namespace(namespace)
-    } else {
-        namespace.split('.').map(str::to_string).collect()
-    };
     let catalog = state.catalog(catalog).await?;
-    Ok(state.catalogs.table_id(&catalog, &TableName::new(levels, table.to_string())).await?)
+    let candidates = if namespace.contains('\u{1f}') {
+        vec![split_namespace(namespace)]
+    } else if namespace.contains('.') {
+        vec![vec![namespace.to_string()], namespace.split('.').map(str::to_string).collect()]
+    } else {
+        vec![vec![namespace.to_string()]]
+    };
+    let mut result = Err(ApiError::bad_request("no namespace"));
+    for levels in candidates {
+        result =
+            state.catalogs.table_id(&catalog, &TableName::new(levels, table.to_string())).await.map_err(Into::into);
+        if result.is_ok() {
+            break;
+        }
+    }
+    result
 }
 
 /// A table's optimizing status.
 #[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing", tag = "optimizing",
-    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by `.`"), ("table" = String, Path)),
+    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path)),
     responses((status = 200, body = TableOptimizing), (status = 404, body = ErrorResponse)))]
 pub async fn table_optimizing(
     State(state): State<AppState>,
@@ -266,7 +278,7 @@ pub struct ProcessQuery {
 
 /// A table's processes, newest first (`limit`, default 50, at most 1000).
 #[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes", tag = "optimizing",
-    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by `.`"), ("table" = String, Path),
+    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path),
         ("limit" = Option<i64>, Query, description = "Most processes returned")),
     responses((status = 200, body = [Process]), (status = 404, body = ErrorResponse)))]
 pub async fn list_processes(

@@ -79,8 +79,14 @@ async fn default_catalog_name(state: &AppState) -> Result<String, ApiError> {
 }
 
 /// Exchanges client credentials (or a valid token) for a bearer token.
-pub async fn get_token(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    match state.auth.token(&headers, &body).await {
+pub async fn get_token(
+    State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer.map(|p| p.0.0.ip());
+    match state.auth.token(&headers, &body, peer).await {
         Ok(token) => Json(token).into_response(),
         Err(e) => e.into_response(),
     }

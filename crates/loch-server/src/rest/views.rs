@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use iceberg::spec::{Schema, ViewMetadata, ViewVersion};
+use iceberg::spec::{Schema, ViewVersion};
 use iceberg::{TableIdent, ViewUpdate};
 use iceberg_catalog_rest::RenameTableRequest;
 use loch_catalog::{CreateView, LoadedView, ViewChange, ViewRequirement};
@@ -42,13 +42,13 @@ pub struct CommitViewRequest {
 #[serde(rename_all = "kebab-case")]
 pub struct LoadViewResponse {
     metadata_location: String,
-    metadata: std::sync::Arc<ViewMetadata>,
+    metadata: Box<serde_json::value::RawValue>,
     config: HashMap<String, String>,
 }
 
 impl From<LoadedView> for LoadViewResponse {
     fn from(v: LoadedView) -> Self {
-        Self { metadata_location: v.metadata_location, metadata: v.metadata, config: v.config }
+        Self { metadata_location: v.metadata_location, metadata: v.json, config: v.config }
     }
 }
 
