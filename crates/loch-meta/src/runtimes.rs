@@ -33,6 +33,8 @@ pub struct RuntimeRecord {
     pub pending_input: Option<String>,
     /// File statistics and health of the last evaluation (JSON).
     pub summary: Option<String>,
+    /// Why self-optimizing skips the table until it changes, if it does.
+    pub blocked: Option<String>,
     /// Last change (ms since epoch).
     pub updated_at: i64,
 }
@@ -60,7 +62,7 @@ struct NamedRow {
 }
 
 const COLUMNS: &str = "r.table_id, r.group_name, r.status, r.status_since, r.process_id, r.last_evaluated_snapshot, r.last_minor_at, \
-                       r.last_major_at, r.last_full_at, r.last_plan_at, r.pending_input, r.summary, r.updated_at";
+                       r.last_major_at, r.last_full_at, r.last_plan_at, r.pending_input, r.summary, r.blocked, r.updated_at";
 
 impl MetaStore {
     /// Creates the runtime of a table (status `idle`) unless it exists; returns the current one.
@@ -162,7 +164,7 @@ where
     sqlx::query(
         "UPDATE table_runtimes SET group_name = $1, status = $2, status_since = $3, process_id = $4, last_evaluated_snapshot = $5, \
          last_minor_at = $6, last_major_at = $7, last_full_at = $8, last_plan_at = $9, pending_input = $10, summary = $11, \
-         updated_at = $12 WHERE table_id = $13 AND status = $14",
+         updated_at = $12, blocked = $15 WHERE table_id = $13 AND status = $14",
     )
     .bind(runtime.group_name.as_str())
     .bind(runtime.status.as_str())
@@ -178,4 +180,5 @@ where
     .bind(crate::now_ms())
     .bind(runtime.table_id)
     .bind(expected_status)
+    .bind(runtime.blocked.as_deref())
 }

@@ -43,5 +43,16 @@ pub enum OptimizingError {
     Corrupt(String),
 }
 
+impl OptimizingError {
+    /// Why Loch cannot optimize the table as it is (it is skipped, not retried), if that is
+    /// what this error says.
+    pub fn unsupported(&self) -> Option<&str> {
+        match self {
+            OptimizingError::Table(TableError::Unsupported(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// Result type of self-optimizing.
 pub type Result<T, E = OptimizingError> = std::result::Result<T, E>;

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use futures::TryStreamExt;
 use iceberg::io::FileIO;
-use iceberg::spec::{DataContentType, SnapshotRef, Struct, TableMetadataRef};
+use iceberg::spec::{DataContentType, DataFileFormat, SnapshotRef, Struct, TableMetadataRef};
+use loch_table::TableError;
 use loch_table::position_delete::OPTIMIZING_DELETE_MARKER;
 use loch_table::scan::{LiveFile, live_files};
 use serde::{Deserialize, Serialize};
@@ -298,11 +299,30 @@ pub async fn evaluate(
 ) -> Result<Evaluation> {
     let snapshot_id = snapshot.snapshot_id();
     let mut partitions: HashMap<PartitionId, PartitionStats> = HashMap::new();
-    let mut files = live_files(io, metadata, snapshot);
+    let mut files = live_files(io, metadata.clone(), snapshot);
     while let Some(file) = files.try_next().await? {
+        check_supported(&metadata, &file)?;
         partitions.entry((file.spec_id, file.file.partition().clone())).or_default().add(&file, props);
     }
     Ok(evaluate_partitions(snapshot_id, partitions, props, times, now_ms))
+}
+
+/// Refuses files Loch cannot rewrite yet, so the table is skipped (and says why) instead of
+/// failing a process again and again: deletion vectors, non-Parquet files, files elsewhere.
+pub fn check_supported(metadata: &TableMetadataRef, file: &LiveFile) -> std::result::Result<(), TableError> {
+    match file.file.file_format() {
+        DataFileFormat::Puffin => {
+            return Err(TableError::Unsupported("format v3 deletion vectors are not supported yet".into()));
+        }
+        DataFileFormat::Parquet => {}
+        other => {
+            return Err(TableError::Unsupported(format!(
+                "{other:?} files ({}) are not supported yet; Loch rewrites Parquet files",
+                file.path()
+            )));
+        }
+    }
+    loch_table::scan::owned(metadata, file.path(), "file")
 }
 
 /// The decisions for already counted partitions.

@@ -31,6 +31,9 @@ pub(crate) async fn evaluate_table(table: &ManagedTable, runtime: &RuntimeRecord
 /// How long a table may stay in `planning` before the keeper assumes its planner died.
 const PLANNING_STALE_MS: i64 = 10 * 60 * 1000;
 
+/// A blocked table that does not change is looked at again after this long.
+const BLOCKED_RECHECK_MS: i64 = 60 * 60 * 1000;
+
 impl OptimizingService {
     /// Evaluates a table if it changed since its last evaluation: idle → pending when it needs
     /// optimizing. Creates its runtime on first sight.
@@ -49,11 +52,23 @@ impl OptimizingService {
             }
         }
         let current = table.table.metadata().current_snapshot_id();
-        if !table.props.enabled || current.is_none() || current == runtime.last_evaluated_snapshot {
+        let block_expired = runtime.blocked.is_some() && now_ms() - runtime.status_since > BLOCKED_RECHECK_MS;
+        if !table.props.enabled || current.is_none() || (current == runtime.last_evaluated_snapshot && !block_expired) {
             return Ok(());
         }
-        let Some(evaluation) = evaluate_table(&table, &runtime).await? else { return Ok(()) };
+        let evaluation = match evaluate_table(&table, &runtime).await {
+            Ok(Some(evaluation)) => evaluation,
+            Ok(None) => return Ok(()),
+            Err(e) => match e.unsupported() {
+                Some(reason) => {
+                    self.block(&table.display_name(), &runtime, current, reason).await?;
+                    return Ok(());
+                }
+                None => return Err(e),
+            },
+        };
         let mut next = runtime.clone();
+        next.blocked = None;
         next.summary = Some(evaluation.summary().to_string());
         let pending = evaluation.pending_input();
         metrics::gauge!("loch_optimizing_pending_files", "table" => table.display_name())
@@ -86,6 +101,29 @@ impl OptimizingService {
                 self.store.update_runtime(&next, TableStatus::Idle.as_str()).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Marks an idle table as skipped for `reason` until it changes (or an hour passes): it is
+    /// not evaluated, planned or retried meanwhile, and the reason shows in the management API.
+    pub(crate) async fn block(
+        &self,
+        table: &str,
+        runtime: &RuntimeRecord,
+        snapshot: Option<i64>,
+        reason: &str,
+    ) -> Result<()> {
+        let mut blocked = runtime.clone();
+        if runtime.blocked.as_deref() != Some(reason) {
+            tracing::warn!(%table, %reason, "self-optimizing skips the table until it changes");
+            metrics::counter!("loch_optimizing_blocked_total").increment(1);
+        }
+        blocked.blocked = Some(reason.to_string());
+        blocked.last_evaluated_snapshot = snapshot;
+        blocked.pending_input = None;
+        blocked.status = TableStatus::Idle.as_str().into();
+        blocked.status_since = now_ms();
+        self.store.update_runtime(&blocked, &runtime.status).await?;
         Ok(())
     }
 
@@ -226,6 +264,12 @@ impl OptimizingService {
                 idle.status_since = now_ms();
                 idle.process_id = None;
                 idle.last_evaluated_snapshot = None;
+                if !closed {
+                    // Not again on the same files: the table waits until it changes (or an hour).
+                    idle.last_evaluated_snapshot = process.target_snapshot_id;
+                    idle.blocked = Some(format!("the last optimizing process ({process_id}) failed: {message}"));
+                    metrics::counter!("loch_optimizing_blocked_total").increment(1);
+                }
                 self.store.finish_process(&done, "running", &idle, &runtime.status).await?;
             }
             _ => {
@@ -337,6 +381,8 @@ impl OptimizingService {
             let count = runtimes.iter().filter(|r| r.runtime.status == status.as_str()).count();
             metrics::gauge!("loch_optimizing_tables", "status" => status.as_str()).set(count as f64);
         }
+        let blocked = runtimes.iter().filter(|r| r.runtime.blocked.is_some()).count();
+        metrics::gauge!("loch_optimizing_blocked_tables").set(blocked as f64);
         // As Amoro: per table, the time spent so far in each status, 0 for the others.
         for named in runtimes {
             let table = format!("{}.{}.{}", named.catalog, named.namespace.join("."), named.table);

@@ -75,6 +75,7 @@ pub async fn plan_process(
     let mut global_deletes: Vec<LiveFile> = Vec::new();
     let mut stream = live_files(table.table.file_io().clone(), metadata.clone(), snapshot);
     while let Some(file) = stream.try_next().await? {
+        crate::evaluator::check_supported(&metadata, &file)?;
         if table_partitioned && file.is_delete() && global_specs.contains(&file.spec_id) {
             global_deletes.push(file);
             continue;

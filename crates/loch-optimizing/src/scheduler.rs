@@ -347,7 +347,14 @@ impl OptimizingService {
         let Some(table) = ManagedTable::load(&self.catalogs, planning.table_id).await? else {
             return Ok(false); // Dropped: its runtime row went with it.
         };
-        let evaluation = match evaluate_table(&table, planning).await? {
+        let evaluation = match evaluate_table(&table, planning).await {
+            Ok(evaluation) => evaluation,
+            Err(e) => {
+                let snapshot = table.table.metadata().current_snapshot_id();
+                return self.block_or_fail(&table, planning, snapshot, e).await;
+            }
+        };
+        let evaluation = match evaluation {
             Some(evaluation) if evaluation.optimizing_type().is_some() => evaluation,
             other => {
                 let mut idle = planning.clone();
@@ -363,7 +370,11 @@ impl OptimizingService {
         let group_props = self.group_properties(group).await?;
         let threads = self.group_threads(group).await?;
         let budget = group_props.max_input_per_thread.saturating_mul(threads as u64);
-        let Some(plan) = plan_process(&table, &evaluation, budget).await? else {
+        let plan = match plan_process(&table, &evaluation, budget).await {
+            Ok(plan) => plan,
+            Err(e) => return self.block_or_fail(&table, planning, Some(evaluation.snapshot_id), e).await,
+        };
+        let Some(plan) = plan else {
             let mut idle = planning.clone();
             idle.status = TableStatus::Idle.as_str().into();
             idle.status_since = now_ms();
@@ -409,6 +420,23 @@ impl OptimizingService {
         metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.kind.as_str()).increment(1);
         self.wake(group);
         Ok(true)
+    }
+}
+
+impl OptimizingService {
+    /// After planning failed with `e`: a table Loch cannot optimize goes idle with the reason
+    /// (no process, no retries); any other error goes back to the caller.
+    async fn block_or_fail(
+        &self,
+        table: &ManagedTable,
+        planning: &RuntimeRecord,
+        snapshot: Option<i64>,
+        e: OptimizingError,
+    ) -> Result<bool> {
+        let Some(reason) = e.unsupported() else { return Err(e) };
+        TableStatus::Planning.transition(TableStatus::Idle)?;
+        self.block(&table.display_name(), planning, snapshot, reason).await?;
+        Ok(false)
     }
 }
 

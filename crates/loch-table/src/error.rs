@@ -13,6 +13,10 @@ pub enum TableError {
     /// The operation is not valid for this table.
     #[error("{0}")]
     Invalid(String),
+    /// The table holds something Loch does not read or rewrite (yet): deletion vectors, a
+    /// non-Parquet file, a file outside the table's location.
+    #[error("{0}")]
+    Unsupported(String),
     /// Reading or writing Iceberg files failed.
     #[error(transparent)]
     Iceberg(#[from] iceberg::Error),

@@ -1,6 +1,9 @@
 //! Reading a snapshot's file list: its live data and delete files with the sequence numbers and
 //! partition spec that planning and delete application need, streamed one manifest at a time so
 //! memory stays bounded by the largest manifest, not the table.
+//!
+//! Manifest lists and manifests are only read inside the table's own location: a client writes
+//! them, and Loch must not be made to read elsewhere (a FIFO, `/dev/zero`, another table's files).
 
 use std::collections::HashSet;
 
@@ -11,6 +14,7 @@ use iceberg::spec::{
 };
 
 use crate::error::{Result, TableError};
+use crate::location::Location;
 
 /// A file of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +49,27 @@ impl LiveFile {
 
 /// Loads the manifest list of `snapshot`.
 pub async fn manifests(io: &FileIO, metadata: &TableMetadataRef, snapshot: &SnapshotRef) -> Result<Vec<ManifestFile>> {
+    owned(metadata, snapshot.manifest_list(), "manifest list")?;
     let bytes = io.new_input(snapshot.manifest_list())?.read().await?;
-    Ok(ManifestList::parse_with_version(&bytes, metadata.format_version())?.consume_entries().into_iter().collect())
+    let list: Vec<ManifestFile> =
+        ManifestList::parse_with_version(&bytes, metadata.format_version())?.consume_entries().into_iter().collect();
+    for manifest in &list {
+        owned(metadata, &manifest.manifest_path, "manifest")?;
+    }
+    Ok(list)
+}
+
+/// An [`TableError::Unsupported`] unless `path` lies inside the table's location.
+pub fn owned(metadata: &TableMetadataRef, path: &str, what: &str) -> Result<()> {
+    let inside = Location::parse(metadata.location()).is_ok_and(|location| location.contains_str(path));
+    if inside {
+        Ok(())
+    } else {
+        Err(TableError::Unsupported(format!(
+            "{what} {path} lies outside the table's location {}; Loch only reads files a table owns",
+            metadata.location()
+        )))
+    }
 }
 
 /// Streams the live files of `snapshot`, one manifest in memory at a time.

@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use iceberg::spec::Struct;
+use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct};
 use loch_api::optimizer::{RegisterRequest, TaskAssignment};
 use loch_meta::ProcessRecord;
 use loch_optimizing::{OptimizingConfig, OptimizingError, OptimizingService};
 use loch_table::position_delete::write_position_deletes;
+use loch_table::snapshot::{RowDelta, SnapshotAction};
 use loch_testkit::local::write_equality_deletes;
 
 use crate::common::{Env, batch};
@@ -124,9 +125,70 @@ async fn failed_tasks_are_retried_then_fail_the_process() {
     assert!(process.fail_message.as_deref().unwrap().contains("disk full #2"), "{:?}", process.fail_message);
     let tasks = service.tasks(env.table_id, process.id).await.unwrap();
     assert_eq!((tasks[0].status.as_str(), tasks[0].retries), ("canceled", 2));
-    // Freed, and still fragmented: waiting for its next plan.
-    assert_eq!(status(&service, &env).await, "pending");
-    assert_eq!(env.rows().await, before);
+    // Freed, and not tried again on the same files: blocked, with the reason, until it changes.
+    let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
+    assert_eq!(runtime.status, "idle");
+    assert!(runtime.blocked.as_deref().unwrap_or_default().contains("disk full #2"), "{:?}", runtime.blocked);
+    service.refresh_table(env.table_id).await.unwrap();
+    assert_eq!(status(&service, &env).await, "idle", "no new plan for the same snapshot");
+    assert!(service.poll(&token, 0).await.unwrap().is_none());
+    env.append([1000], "a").await;
+    service.refresh_table(env.table_id).await.unwrap();
+    let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
+    assert_eq!((runtime.status.as_str(), runtime.blocked), ("pending", None), "a new snapshot is worth a new try");
+    assert_eq!(env.rows().await.len(), before.len() + 1);
+}
+
+/// A live file with `format` and `path` (never read: the evaluator refuses it first).
+fn foreign_file(path: String, format: DataFileFormat, content: DataContentType) -> DataFile {
+    DataFileBuilder::default()
+        .content(content)
+        .file_path(path)
+        .file_format(format)
+        .partition(Struct::empty())
+        .partition_spec_id(0)
+        .record_count(1)
+        .file_size_in_bytes(100)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tables_with_files_loch_cannot_rewrite_are_blocked_not_retried() {
+    // A data file of another table: Loch reads only files a table owns.
+    let env = fragmented(&[]).await;
+    let other = env.other_table("other", false, &[]).await;
+    let borrowed = other.append([5000], "b").await;
+    let t = env.table().await;
+    env.commit(RowDelta::new().add_rows(borrowed[0].clone()).prepare(&t.table).await.unwrap()).await;
+    let service = service(&env, config()).await;
+    service.refresh_table(env.table_id).await.unwrap();
+    let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
+    assert_eq!(runtime.status, "idle");
+    let blocked = runtime.blocked.unwrap_or_default();
+    assert!(blocked.contains("outside the table's location"), "{blocked}");
+    let token = register(&service, 1, false).await;
+    assert!(service.poll(&token, 0).await.unwrap().is_none(), "no process for a blocked table");
+    assert!(service.processes(env.table_id, 10).await.unwrap().is_empty());
+
+    // Deletion vectors (Puffin delete files) of format v3.
+    let env = fragmented(&[]).await;
+    let t = env.table().await;
+    let dv = foreign_file(
+        format!("{}/data/dv-1.puffin", t.table.metadata().location()),
+        DataFileFormat::Puffin,
+        DataContentType::PositionDeletes,
+    );
+    env.commit(RowDelta::new().add_deletes(dv).prepare(&t.table).await.unwrap()).await;
+    let service = self::service(&env, config()).await;
+    service.refresh_table(env.table_id).await.unwrap();
+    let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
+    assert_eq!(
+        (runtime.status.as_str(), runtime.blocked.as_deref()),
+        ("idle", Some("format v3 deletion vectors are not supported yet"))
+    );
+    service.refresh_table(env.table_id).await.unwrap();
+    assert!(service.processes(env.table_id, 10).await.unwrap().is_empty(), "skipped, not retried");
 }
 
 #[tokio::test]

@@ -87,6 +87,7 @@ fn table_dto(named: NamedRuntime) -> TableOptimizing {
         last_minor_at: runtime.last_minor_at,
         last_major_at: runtime.last_major_at,
         last_full_at: runtime.last_full_at,
+        blocked: runtime.blocked,
     }
 }
 
