@@ -7,6 +7,10 @@
 //! spelling, and refuses to read local files that are not regular files (a FIFO would hang a
 //! reader forever, `/dev/zero` would never end). Where a table's files may be is decided above
 //! this layer (the catalog's storage policy); this layer makes sure a path means what it says.
+//!
+//! Whole-file writes and deletes of local files bypass OpenDAL: it takes every unknown I/O
+//! error as temporary and retries for about seven seconds, where a full disk or a file in place
+//! of a directory will not heal.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -155,8 +159,20 @@ impl Storage for GuardedStorage {
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
-        let (_, path) = storage_path(path)?;
-        self.inner()?.delete(&path).await
+        let (location, path) = storage_path(path)?;
+        match location.local_path() {
+            // OpenDAL would retry for seconds on an error that cannot heal (a file for a directory).
+            Some(local) => {
+                match tokio::fs::remove_file(&local).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Ok(()),
+                    Err(e) => Err(Error::new(ErrorKind::Unexpected, format!("cannot delete {}: {e}", local.display()))
+                        .with_source(e)),
+                }
+            }
+            None => self.inner()?.delete(&path).await,
+        }
     }
 
     async fn delete_prefix(&self, path: &str) -> Result<()> {

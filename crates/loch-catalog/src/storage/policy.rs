@@ -115,13 +115,9 @@ pub async fn write_inside(io: &FileIO, scope: &Location, path: &str, bytes: Byte
     if !scope.contains(&target) {
         return Err(CatalogError::Internal(format!("refusing to write {path} outside {scope}")));
     }
+    // The storage removes what a failed write left (see `loch_table::io`).
     let output = io.new_output(path).map_err(|e| CatalogError::storage(format!("create {path}"), e))?;
-    if let Err(e) = output.write(bytes).await {
-        // Whatever was written (a 0-byte file after a full disk, say) is worthless.
-        let _ = io.delete(path).await;
-        return Err(CatalogError::storage(format!("write {path}"), e));
-    }
-    Ok(())
+    output.write(bytes).await.map_err(|e| CatalogError::storage(format!("write {path}"), e))
 }
 
 /// Reads a whole metadata file within `limits`.

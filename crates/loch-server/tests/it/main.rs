@@ -7,6 +7,8 @@ mod auth;
 mod bad_input;
 mod common;
 mod concurrency;
+mod confinement;
+mod http_limits;
 mod management;
 mod optimizing;
 mod pyiceberg;
