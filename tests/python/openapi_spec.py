@@ -55,7 +55,7 @@ def iceberg_rest_spec(cache_dir=None, python=sys.executable):
         command = [
             python, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
             "--require-hashes", "-r", str(requirement), "-d", tmp,
-        ]  # fmt: skip
+        ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:

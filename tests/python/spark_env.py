@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import shutil
 import sys
 import tempfile
 import urllib.error
@@ -61,6 +62,7 @@ class Loch:
         self.management = management.rstrip("/")
         self.credential = os.environ.get("LOCH_CREDENTIAL") or None
         self._token = None
+        self.scratch = None  # Spark's temporary directory, removed by stop_spark
 
     # -- HTTP -------------------------------------------------------------------------------------
 
@@ -126,7 +128,7 @@ class Loch:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-        scratch = tempfile.mkdtemp(prefix="loch-spark-")
+        scratch = self.scratch = tempfile.mkdtemp(prefix="loch-spark-")
         builder = (
             SparkSession.builder.master("local[2]")
             .appName("loch-spark-e2e")
@@ -157,3 +159,8 @@ class Loch:
         spark = builder.getOrCreate()
         spark.sparkContext.setLogLevel("WARN")
         return spark
+
+    def stop_spark(self, spark):
+        spark.stop()
+        if self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)

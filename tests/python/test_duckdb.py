@@ -180,21 +180,25 @@ def written(catalog):
 
 def test_lists_and_reads_table_with_deletes(duck, written):
     namespace, name, rows, counts = written
-    schemas = {r[0] for r in duck.execute("SELECT schema_name FROM duckdb_schemas() WHERE database_name = 'loch'").fetchall()}
-    assert namespace in schemas
+    # Listing: namespaces as schemas, tables per namespace.
+    schemas = duck.execute("SELECT schema_name FROM duckdb_schemas() WHERE database_name = 'loch'").fetchall()
+    assert (namespace,) in schemas
     tables = {(r[0], r[1], r[2]) for r in duck.execute("SHOW ALL TABLES").fetchall()}
     assert ("loch", namespace, name) in tables
-    listed = duck.execute(f"SELECT table_name FROM duckdb_tables() WHERE database_name = 'loch' AND schema_name = '{namespace}'").fetchall()
+    listed = duck.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'loch' AND schema_name = ?", [namespace]
+    ).fetchall()
     assert listed == [(name,)]
 
-    got = duck.execute(f"SELECT id, category, value FROM loch.{namespace}.{name} ORDER BY id").fetchall()
+    # Reading: exactly the live rows, the position-deleted and copy-on-write-deleted ones absent.
+    table = f"loch.{namespace}.{name}"
+    got = duck.execute(f"SELECT id, category, value FROM {table} ORDER BY id").fetchall()
     assert got == [(r["id"], r["category"], r["value"]) for r in rows]
-    assert duck.execute(f"SELECT count(*), sum(id) FROM loch.{namespace}.{name} WHERE category = 'c1'").fetchall() == [
-        (sum(1 for r in rows if r["category"] == "c1"), sum(r["id"] for r in rows if r["category"] == "c1"))
-    ]
+    c1 = [r["id"] for r in rows if r["category"] == "c1"]
+    assert duck.execute(f"SELECT count(*), sum(id) FROM {table} WHERE category = 'c1'").fetchall() == [(len(c1), sum(c1))]
     # Every snapshot, by time travel: the deleted rows are there before their delete.
     for snapshot_id, count in counts.items():
-        assert duck.execute(f"SELECT count(*) FROM loch.{namespace}.{name} AT (VERSION => {snapshot_id})").fetchall() == [(count,)]
+        assert duck.execute(f"SELECT count(*) FROM {table} AT (VERSION => {snapshot_id})").fetchall() == [(count,)]
 
 
 def test_duckdb_writes_merge_on_read_deletes(duck, catalog):
@@ -211,8 +215,9 @@ def test_duckdb_writes_merge_on_read_deletes(duck, catalog):
     assert duck.execute(f"SELECT id, name FROM {table} ORDER BY id").fetchall() == expected
     loaded = catalog.load_table(f"{namespace}.items")
     assert sorted((r["id"], r["name"]) for r in loaded.scan().to_arrow().to_pylist()) == expected
-    assert any(c == DataFileContent.POSITION_DELETES for c in loaded.inspect.delete_files().column("content").to_pylist())
-    assert [s.summary.operation for s in loaded.snapshots()] == [Operation.APPEND, Operation.APPEND, Operation.DELETE, Operation.OVERWRITE]
+    assert DataFileContent.POSITION_DELETES in loaded.inspect.delete_files().column("content").to_pylist()
+    operations = [s.summary.operation for s in loaded.snapshots()]
+    assert operations == [Operation.APPEND, Operation.APPEND, Operation.DELETE, Operation.OVERWRITE]
 
     duck.execute(f"DROP TABLE {table}")
     assert not catalog.table_exists(f"{namespace}.items")

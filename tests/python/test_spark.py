@@ -64,7 +64,7 @@ def loch():
 def spark(loch):
     session = loch.spark_session()
     yield session
-    session.stop()
+    loch.stop_spark(session)
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def mor_table(spark, namespace):
     ]
     spark.sql(
         f"""MERGE INTO {name} t
-        USING (SELECT * FROM VALUES {values_clause(source, V2_COLUMNS + ('op',))}
+        USING (SELECT * FROM VALUES {values_clause(source, V2_COLUMNS + ("op",))}
                AS s(id, category, value, ts, qty, op)) s
         ON t.id = s.id
         WHEN MATCHED AND s.op = 'delete' THEN DELETE
@@ -258,13 +258,16 @@ def mor_table(spark, namespace):
     assert_rows(spark, name, model, V2_EVOLVED, "schema evolution")
     schema = {f.name: f.dataType.simpleString() for f in spark.table(name).schema.fields}
     assert schema == {
-        "id": "bigint", "category": "string", "amount": "double", "ts": "timestamp", "qty": "bigint", "note": "string"
+        "id": "bigint",
+        "category": "string",
+        "amount": "double",
+        "ts": "timestamp",
+        "qty": "bigint",
+        "note": "string",
     }, schema
 
     # Rows that need the new column and the wider type, then MoR DML across old and new files.
-    new_rows = [
-        make_row(i, amount=i * 0.5, qty=5_000_000_000 + i, note=f"new {i}") for i in range(200, 206)
-    ]
+    new_rows = [make_row(i, amount=i * 0.5, qty=5_000_000_000 + i, note=f"new {i}") for i in range(200, 206)]
     for row in new_rows:
         del row["value"]
     spark.sql(f"INSERT INTO {name} VALUES {values_clause(new_rows, V2_EVOLVED)}")
@@ -322,7 +325,9 @@ def test_loch_compacts_merge_on_read_table(spark, loch, namespace, mor_table):
         processes = table_processes(loch, namespace, table)
         failed = [p for p in processes if p.get("status") == "failed"]
         if failed:
-            pytest.fail(f"optimizing of {name} failed: {failed[0].get('failMessage')}\n" + management_view(loch, namespace, table))
+            pytest.fail(
+                f"optimizing of {name} failed: {failed[0].get('failMessage')}\n" + management_view(loch, namespace, table)
+            )
         done = [p for p in processes if p.get("status") == "success"]
         if done:
             process = done[-1]  # newest first: the oldest success is the first compaction
@@ -354,9 +359,9 @@ def test_loch_compacts_merge_on_read_table(spark, loch, namespace, mor_table):
     assert op == "replace" and summary.get("snapshot.producer") == "OPTIMIZE", (op, summary)
     status, loaded = loch.load_table(namespace, table)
     assert status == 200, (status, loaded)
-    rest = {s["snapshot-id"]: s for s in loaded["metadata"]["snapshots"]}
-    assert rest[process["committedSnapshotId"]]["summary"].get("snapshot.producer") == "OPTIMIZE", rest[process["committedSnapshotId"]]
-    assert rest[process["committedSnapshotId"]]["parent-snapshot-id"] == snapshot_before
+    served = {s["snapshot-id"]: s for s in loaded["metadata"]["snapshots"]}[process["committedSnapshotId"]]
+    assert served["summary"].get("snapshot.producer") == "OPTIMIZE", served
+    assert served["parent-snapshot-id"] == snapshot_before, served
     # One rewrite was enough: every partition is down to one file without deletes, nothing followed.
     assert ordered[-1][0] == process["committedSnapshotId"] == loaded["metadata"]["current-snapshot-id"], (
         [(sid, op) for sid, op, _ in ordered[-4:]],
@@ -446,7 +451,7 @@ def test_v3_deletion_vectors_are_blocked(spark, loch, namespace):
     while time.monotonic() < quiet_until:
         processes = table_processes(loch, namespace, table)
         bad = [p for p in processes if p.get("status") in ("failed", "canceled")]
-        assert not bad, f"optimizing failed on a blocked table\n" + management_view(loch, namespace, table)
+        assert not bad, "optimizing failed on a blocked table\n" + management_view(loch, namespace, table)
         for p in processes:
             _, tasks = loch.get_json(loch.optimizing_url(namespace, table, f"/processes/{p['id']}/tasks"))
             assert all(t.get("retries", 0) == 0 for t in tasks or []), tasks

@@ -8,6 +8,7 @@ mod bad_input;
 mod common;
 mod concurrency;
 mod confinement;
+mod confinement_props;
 mod http_limits;
 mod management;
 mod optimizing;
