@@ -7,7 +7,8 @@ registry package that ships it is the sdist of `pysail` (LakeSail, Apache-2.0), 
 renamed 409 examples, and `prefix` marked optional (a Sail patch; the fuzz runner removes the
 parameter anyway). The sdist is downloaded with pip (hash-pinned), the one file is extracted, its
 SHA-256 checked, and it is cached as `iceberg-rest-catalog-<sha256[:12]>.yaml` in the cache
-directory; a cached file with the right hash is used without any download.
+directory (argument, else LOCH_SPEC_CACHE, else $LOCH_TOOLS_DIR/openapi, else
+~/.cache/loch-tools/openapi); a cached file with the right hash is used without any download.
 
     python openapi_spec.py [CACHE_DIR]      # prints the path of the verified yaml
 """
@@ -34,6 +35,8 @@ class SpecError(Exception):
 def default_cache_dir():
     if os.environ.get("LOCH_SPEC_CACHE"):
         return Path(os.environ["LOCH_SPEC_CACHE"])
+    if os.environ.get("LOCH_TOOLS_DIR"):  # set by dev/test
+        return Path(os.environ["LOCH_TOOLS_DIR"]) / "openapi"
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "loch-tools" / "openapi"
 
