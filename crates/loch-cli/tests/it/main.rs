@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+mod durability;
 mod engines;
 mod optimizing;
 mod serve;
