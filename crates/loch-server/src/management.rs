@@ -30,9 +30,45 @@ use crate::state::AppState;
     components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Health, ErrorResponse,
         OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task)),
     tags((name = "catalogs", description = "Internal catalogs and their tables"),
-        (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes"))
+        (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes")),
+    modifiers(&HttpLayerResponses)
 )]
 pub struct ManagementApi;
+
+/// Adds the answers the HTTP layer may give on any route: 401 (authentication on, routes other
+/// than `/health`), 408 (a body too slow), 413 (a body too large), 503 (too many bodies at
+/// once), each an `ErrorResponse`.
+struct HttpLayerResponses;
+
+impl utoipa::Modify for HttpLayerResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorResponse"))).build();
+            ResponseBuilder::new().description(description).content("application/json", content).build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if path != "/health" {
+                    responses
+                        .entry("401".into())
+                        .or_insert_with(|| error("Authentication is on and no valid token was sent").into());
+                }
+                responses
+                    .entry("408".into())
+                    .or_insert_with(|| error("The request body did not arrive in time").into());
+                responses
+                    .entry("413".into())
+                    .or_insert_with(|| error("The request body is larger than http.max-body-size").into());
+                responses.entry("503".into()).or_insert_with(|| {
+                    error("Too many request bodies in flight, or the metadata store is unreachable; retry").into()
+                });
+            }
+        }
+    }
+}
 
 /// Routes of the management API (all need a token while authentication is on).
 pub fn routes() -> Router<AppState> {

@@ -261,7 +261,7 @@ async fn table_id(state: &AppState, catalog: &str, namespace: &str, table: &str)
 /// A table's optimizing status.
 #[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing", tag = "optimizing",
     params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path)),
-    responses((status = 200, body = TableOptimizing), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = TableOptimizing), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn table_optimizing(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<TablePath>,
@@ -281,7 +281,7 @@ pub struct ProcessQuery {
 #[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes", tag = "optimizing",
     params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path),
         ("limit" = Option<i64>, Query, description = "Most processes returned")),
-    responses((status = 200, body = [Process]), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = [Process]), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn list_processes(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<TablePath>,
@@ -295,7 +295,7 @@ pub async fn list_processes(
 /// One process of a table.
 #[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}", tag = "optimizing",
     params(("catalog" = String, Path), ("namespace" = String, Path), ("table" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = Process), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = Process), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn get_process(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ProcessPath>,
@@ -307,7 +307,7 @@ pub async fn get_process(
 /// The tasks of a process.
 #[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/tasks", tag = "optimizing",
     params(("catalog" = String, Path), ("namespace" = String, Path), ("table" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = [Task]), (status = 404, body = ErrorResponse)))]
+    responses((status = 200, body = [Task]), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn list_tasks(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ProcessPath>,
@@ -319,7 +319,7 @@ pub async fn list_tasks(
 /// Cancel a running process: its tasks are canceled and the table returns to idle.
 #[utoipa::path(post, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/cancel", tag = "optimizing",
     params(("catalog" = String, Path), ("namespace" = String, Path), ("table" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = Process), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+    responses((status = 200, body = Process), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
 pub async fn cancel_process(
     State(state): State<AppState>,
     ApiPath(path): ApiPath<ProcessPath>,

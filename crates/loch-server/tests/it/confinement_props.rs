@@ -420,9 +420,9 @@ impl World {
         let location = format!("file://{}", dir.display());
         let mut metadata = None;
         let mut foreign = vec![format!("file://{}/sentinel", self.outside.display())];
-        for c in 0..2 {
+        for name in CATALOGS {
             for t in 0..3 {
-                let path = format!("{}/db/tables/t{t}", ns(CATALOGS[c]));
+                let path = format!("{}/db/tables/t{t}", ns(name));
                 let (status, body) = call(&self.server, Method::GET, &path, None).await;
                 if status == 200 {
                     foreign.push(body["metadata-location"].as_str().unwrap_or_default().to_string());
