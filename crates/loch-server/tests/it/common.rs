@@ -178,12 +178,25 @@ impl TestServer {
 
     /// Stops the server and starts it again on the same data (and port).
     pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Stops the server (its data stays).
+    pub async fn stop(&mut self) {
         let server = self.server.take().expect("running");
-        let addr = server.local_addr();
+        self.config.bind = server.local_addr();
         server.shutdown().await.unwrap();
-        let mut config = self.config.clone();
-        config.bind = addr;
-        self.server = Some(start(config).await.expect("server restarts"));
+    }
+
+    /// Starts a stopped server again on the same data and port.
+    pub async fn start_again(&mut self) {
+        self.server = Some(start(self.config.clone()).await.expect("server restarts"));
+    }
+
+    /// The metadata store's URL.
+    pub fn database_url(&self) -> String {
+        self.config.database_url()
     }
 
     /// A short description for messages: `sqlite/file` etc.

@@ -530,3 +530,132 @@ async fn a_failed_metadata_write_fails_the_commit_cleanly() {
     let (status, body) = scene.commit("t", json!([{"action": "set-properties", "updates": {"k": "v"}}])).await;
     assert_eq!(status, 200, "the table still takes commits: {body}");
 }
+
+/// A small tmpfs mounted for one test (needs root); unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(path: PathBuf, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        mounted.then_some(Self { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+    }
+}
+
+/// A full disk fails the commit at once with a 409, leaves no partial metadata file, and the
+/// table takes commits again once there is room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_commit_and_leaves_no_partial_file() {
+    let root = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(root.path().join("disk"), "256k") else {
+        eprintln!(
+            "\n==================== SKIPPED ====================\ncannot mount a tmpfs here (not root?): the full-disk test did not run\n=================================================\n"
+        );
+        return;
+    };
+    let server = TestServer::start(Backend::Sqlite, Storage::File).await.unwrap();
+    let warehouse = format!("file://{}/wh", disk.path.display());
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/v1/catalogs",
+        Some(json!({"name": "small", "properties": {"warehouse": warehouse}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let ns = "/api/iceberg/rest/v1/catalogs/small/namespaces";
+    assert_eq!(call(&server, Method::POST, ns, Some(json!({"namespace": ["db"]}))).await.0, 200);
+    let (status, body) =
+        call(&server, Method::POST, &format!("{ns}/db/tables"), Some(json!({"name": "t", "schema": schema_json()})))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let table_dir = disk.path.join("wh/db/t");
+    let before = fingerprint(&table_dir);
+    // Fill the disk, then commit metadata bigger than what is left.
+    let filler = disk.path.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    drop(file);
+    let big = "x".repeat(64 * 1024);
+    let commit = json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {"big": big}}]});
+    let started = Instant::now();
+    let (status, body) = call(&server, Method::POST, &format!("{ns}/db/tables/t"), Some(commit.clone())).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "no retries for seconds: {:?}", started.elapsed());
+    assert_eq!(status, 409, "a definite failure: {body}");
+    let files = |f: BTreeMap<PathBuf, (bool, u64, std::time::SystemTime)>| {
+        f.into_iter().filter(|(_, (dir, ..))| !dir).collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(files(fingerprint(&table_dir)), files(before), "no partial or empty metadata file left behind");
+    std::fs::remove_file(&filler).unwrap();
+    let (status, body) = call(&server, Method::POST, &format!("{ns}/db/tables/t"), Some(commit)).await;
+    assert_eq!(status, 200, "room again: {body}");
+}
+
+/// A purge cut short by a crash (the drop committed, the files were not deleted yet) is finished
+/// by the next start; until then the location is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_finishes_an_interrupted_purge() {
+    let mut server = TestServer::start(Backend::Sqlite, Storage::File).await.unwrap();
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("db".into());
+    catalog.create_namespace(&ns, Default::default()).await.unwrap();
+    let table = catalog
+        .create_table(&ns, TableCreation::builder().name("t".into()).schema(simple_schema()).build())
+        .await
+        .unwrap();
+    let table = append(&catalog, &table, &batch(&table, &[1, 2], "x")).await.unwrap();
+    let location = table.metadata().location().to_string();
+    let dir = PathBuf::from(location.strip_prefix("file://").unwrap());
+    assert!(dir.join("data").exists() && dir.join("metadata").exists());
+    server.stop().await;
+
+    // What a crash right after the drop's commit leaves: no table row, a pending purge.
+    let store = loch_meta::MetaStore::connect(&server.database_url(), &Default::default()).await.unwrap();
+    let local = store.get_catalog("local").await.unwrap().unwrap();
+    let row = store.get_table(local.id, &["db".to_string()], "t").await.unwrap().unwrap();
+    let purge = loch_meta::NewPurge {
+        catalog_id: local.id,
+        table_name: "db.t".into(),
+        location: row.location.clone(),
+        metadata_location: row.metadata_location.clone(),
+    };
+    store.delete_table(row.id, row.version, Some(&purge)).await.unwrap();
+    assert_eq!(store.pending_purges().await.unwrap().len(), 1);
+    // The location is taken while the purge is pending.
+    let occupants = store.locations_overlapping(&row.location, None).await.unwrap();
+    assert_eq!(occupants.len(), 1, "{occupants:?}");
+    store.close().await;
+    assert!(dir.exists(), "nothing deleted yet");
+
+    server.start_again().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!dir.exists(), "the restarted server purged the table's directory");
+    let store = loch_meta::MetaStore::connect(&server.database_url(), &Default::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !store.pending_purges().await.unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(store.pending_purges().await.unwrap().is_empty(), "the purge is recorded as done");
+    // The name and the place are free again.
+    let table = catalog
+        .create_table(&ns, TableCreation::builder().name("t".into()).schema(simple_schema()).build())
+        .await
+        .unwrap();
+    assert_eq!(table.metadata().location(), location);
+}
