@@ -17,7 +17,7 @@ use arrow_row::{RowConverter, SortField};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::Runtime;
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
-use iceberg::io::{FileIO, FileIOBuilder};
+use iceberg::io::FileIO;
 use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
 use iceberg::spec::{
     DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, PartitionSpec, Schema, SchemaRef,
@@ -27,7 +27,6 @@ use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use iceberg_storage_opendal::OpenDalResolvingStorageFactory;
 use loch_api::optimizer::{InputFile, OutputFile, TaskInput, TaskOutput, TaskSummary};
 use loch_table::parquet::ParallelParquetWriterBuilder;
 use loch_table::position_delete::write_position_deletes;
@@ -90,8 +89,8 @@ fn decode(input: &TaskInput) -> Result<Decoded> {
             })
             .collect()
     };
-    let io =
-        FileIOBuilder::new(Arc::new(OpenDalResolvingStorageFactory::new())).with_props(input.storage.clone()).build();
+    // Loch's guarded storage: paths mean what they say, and a FIFO cannot hang the worker.
+    let io = loch_table::io::file_io(input.storage.clone());
     Ok(Decoded {
         rewrite: decode_files(&input.rewrite)?,
         reposition: decode_files(&input.reposition)?,

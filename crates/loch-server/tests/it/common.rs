@@ -194,6 +194,13 @@ impl TestServer {
         self.server = Some(start(self.config.clone()).await.expect("server restarts"));
     }
 
+    /// Creates catalog `name` with a `file://` warehouse at `dir` through the management API.
+    pub async fn add_file_catalog(&self, name: &str, dir: &std::path::Path) {
+        let body = serde_json::json!({"name": name, "properties": {"warehouse": format!("file://{}", dir.display())}});
+        let (status, answer) = call(self, reqwest::Method::POST, "/api/v1/catalogs", Some(body)).await;
+        assert_eq!(status, 201, "create catalog {name}: {answer}");
+    }
+
     /// The metadata store's URL.
     pub fn database_url(&self) -> String {
         self.config.database_url()

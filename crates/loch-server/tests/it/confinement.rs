@@ -66,29 +66,20 @@ impl Scene {
         })
         .await
         .unwrap();
-        let (status, body) = call(
-            &server,
-            Method::POST,
-            "/api/v1/catalogs",
-            Some(json!({"name": "c2", "properties": {"warehouse": format!("file://{}", wh2.display())}})),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
+        server.add_file_catalog("c2", &wh2).await;
 
         // Victims: a table with data in each catalog.
-        let mut victim_rows = Vec::new();
-        for (catalog_name, rows_out) in [("local", &mut victim_rows), ("c2", &mut Vec::new())] {
+        let mut victims = Vec::new();
+        for catalog_name in ["local", "c2"] {
             let catalog = server.rest_catalog_for(catalog_name).await;
             let ns = NamespaceIdent::new("db".into());
             catalog.create_namespace(&ns, Default::default()).await.unwrap();
             let creation = TableCreation::builder().name("victim".into()).schema(simple_schema()).build();
             let table = catalog.create_table(&ns, creation).await.unwrap();
             let table = append(&catalog, &table, &batch(&table, &[1, 2, 3], "v")).await.unwrap();
-            *rows_out = rows(&scan_all(&table).await.unwrap());
+            victims.push(rows(&scan_all(&table).await.unwrap()));
         }
-        let catalog2 = server.rest_catalog_for("c2").await;
-        let victim2 = catalog2.load_table(&TableIdent::from_strs(["db", "victim"]).unwrap()).await.unwrap();
-        let victim2_rows = rows(&scan_all(&victim2).await.unwrap());
+        let (victim2_rows, victim_rows) = (victims.pop().unwrap(), victims.pop().unwrap());
         Self { server, _root: root, outside, sentinel, wh2, victim_rows, victim2_rows }
     }
 

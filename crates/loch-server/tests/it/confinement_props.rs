@@ -151,21 +151,14 @@ impl World {
         std::fs::write(outside.join("sentinel"), b"keep").unwrap();
         let wh1 = root.path().join("wh1");
         let wh2 = root.path().join("wh2");
-        let (w1, w2) = (wh1.clone(), wh2.clone());
+        let w1 = wh1.clone();
         let server = TestServer::start_configured(Backend::Sqlite, Storage::File, false, move |config| {
             config.catalog.default_warehouse = format!("file://{}", w1.display());
             config.catalog.purge_wait = std::time::Duration::from_secs(30);
         })
         .await
         .unwrap();
-        let (status, body) = call(
-            &server,
-            Method::POST,
-            "/api/v1/catalogs",
-            Some(json!({"name": "c2", "properties": {"warehouse": format!("file://{}", w2.display())}})),
-        )
-        .await;
-        assert_eq!(status, 201, "{body}");
+        server.add_file_catalog("c2", &wh2).await;
         for catalog in CATALOGS {
             let (status, body) = call(&server, Method::POST, &ns(catalog), Some(json!({"namespace": ["db"]}))).await;
             assert_eq!(status, 200, "{body}");
