@@ -74,6 +74,25 @@ pub struct CatalogTable {
     pub metadata_location: String,
 }
 
+/// A dropped table whose files are still being deleted (`purgeRequested`); its location stays
+/// taken until the purge finishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Purge {
+    /// Purge id.
+    pub id: i64,
+    /// `namespace.table` as dropped.
+    pub table: String,
+    /// The location whose files are deleted.
+    pub location: String,
+    /// When the table was dropped, ms since epoch.
+    pub dropped_at: i64,
+    /// Failed attempts so far (it is retried every minute).
+    pub attempts: i64,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+}
+
 /// Health of the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -87,9 +87,10 @@ impl CatalogService {
         })
     }
 
-    /// Pending purges (dropped tables whose files are still being deleted).
-    pub async fn pending_purges(&self) -> Result<Vec<PurgeRecord>> {
-        Ok(self.store.pending_purges().await?)
+    /// Pending purges of a catalog (dropped tables whose files are still being deleted).
+    pub async fn pending_purges(&self, catalog: &str) -> Result<Vec<PurgeRecord>> {
+        let catalog = self.get_catalog(catalog).await?;
+        Ok(self.store.pending_purges().await?.into_iter().filter(|p| p.catalog_id == catalog.id).collect())
     }
 
     /// Runs one purge unless it already runs in this process; records the outcome.
@@ -133,11 +134,19 @@ impl CatalogService {
         let scope = Location::parse(&record.location)
             .map_err(|e| CatalogError::Internal(format!("location of a purge: {e}")))?;
         let io = &warehouse.file_io;
-        let mut stats = if scope.contains_str(&record.metadata_location) {
-            purge_reachable(io, &warehouse.location, &scope, &record.metadata_location, self.options.read_limits)
-                .await?
+        // What the metadata reaches first (the tree deletion below may not be allowed); a
+        // metadata file that cannot be read leaves the rest to the tree deletion.
+        let reachable = if scope.contains_str(&record.metadata_location) {
+            purge_reachable(io, &warehouse.location, &scope, &record.metadata_location, self.options.read_limits).await
         } else {
-            PurgeStats::default()
+            Ok(PurgeStats::default())
+        };
+        let mut stats = match reachable {
+            Ok(stats) => stats,
+            Err(e) => {
+                tracing::warn!(table = %record.table_name, error = %e, "cannot delete what the metadata reaches");
+                PurgeStats::default()
+            }
         };
         let live: Vec<_> = self
             .store

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use loch_api::ErrorResponse;
-use loch_api::management::{Catalog, CatalogTable, CreateCatalogRequest, Health, UpdateCatalogRequest};
+use loch_api::management::{Catalog, CatalogTable, CreateCatalogRequest, Health, Purge, UpdateCatalogRequest};
 use loch_catalog::mask_secrets;
 use loch_meta::{CatalogRecord, TableRecord};
 use utoipa::OpenApi;
@@ -24,10 +24,10 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Loch management API", description = "Manage Loch's catalogs, optimizer groups and optimizing processes; the Iceberg REST catalog is under /api/iceberg/rest."),
-    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, crate::observability::health,
+    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, list_purges, crate::observability::health,
         api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
         api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process),
-    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Health, ErrorResponse,
+    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Purge, Health, ErrorResponse,
         OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task)),
     tags((name = "catalogs", description = "Internal catalogs and their tables"),
         (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes")),
@@ -76,6 +76,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/catalogs", get(list_catalogs).post(create_catalog))
         .route("/api/v1/catalogs/{name}", get(get_catalog).put(update_catalog).delete(delete_catalog))
         .route("/api/v1/catalogs/{name}/tables", get(list_catalog_tables))
+        .route("/api/v1/catalogs/{name}/purges", get(list_purges))
         .route("/api/v1/openapi.json", get(openapi))
 }
 
@@ -166,6 +167,30 @@ pub async fn list_catalog_tables(
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<CatalogTable>>, ApiError> {
     Ok(Json(state.catalogs.catalog_tables(&name).await?.into_iter().map(table_dto).collect()))
+}
+
+/// List a catalog's purges in progress: dropped tables whose files are still being deleted, with
+/// their failed attempts and the last failure.
+#[utoipa::path(get, path = "/api/v1/catalogs/{name}/purges", tag = "catalogs", params(("name" = String, Path, description = "Catalog name")),
+    responses((status = 200, body = [Purge]), (status = 404, body = ErrorResponse)))]
+pub async fn list_purges(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Vec<Purge>>, ApiError> {
+    let purges = state.catalogs.pending_purges(&name).await?;
+    Ok(Json(
+        purges
+            .into_iter()
+            .map(|p| Purge {
+                id: p.id,
+                table: p.table_name,
+                location: p.location,
+                dropped_at: p.created_at,
+                attempts: p.attempts,
+                last_error: p.last_error,
+            })
+            .collect(),
+    ))
 }
 
 /// `GET /api/v1/openapi.json`.

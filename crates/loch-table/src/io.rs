@@ -175,9 +175,22 @@ impl Storage for GuardedStorage {
         }
     }
 
+    /// Deletes a whole directory (never a string prefix: `t` must not take `t2` along).
     async fn delete_prefix(&self, path: &str) -> Result<()> {
-        let (_, path) = storage_path(path)?;
-        self.inner()?.delete_prefix(&format!("{path}/")).await
+        let (location, path) = storage_path(path)?;
+        match location.local_path() {
+            // std's remove_dir_all does not follow symbolic links.
+            Some(local) => tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&local) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::new(ErrorKind::Unexpected, format!("cannot delete {}: {e}", local.display()))
+                        .with_source(e))
+                }
+                _ => Ok(()),
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("delete task failed: {e}")))?,
+            None => self.inner()?.delete_prefix(&format!("{path}/")).await,
+        }
     }
 
     async fn delete_stream(&self, paths: BoxStream<'static, String>) -> Result<()> {

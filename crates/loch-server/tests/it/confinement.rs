@@ -650,3 +650,46 @@ async fn a_restart_finishes_an_interrupted_purge() {
         .unwrap();
     assert_eq!(table.metadata().location(), location);
 }
+
+/// A purge that cannot finish (here: a mount point inside the table's directory) is listed with
+/// its failure, and keeps its location taken until it succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_purge_is_listed_and_keeps_its_location() {
+    let server = TestServer::start(Backend::Sqlite, Storage::File).await.unwrap();
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("db".into());
+    catalog.create_namespace(&ns, Default::default()).await.unwrap();
+    let creation = TableCreation::builder().name("t".into()).schema(simple_schema()).build();
+    let table = catalog.create_table(&ns, creation).await.unwrap();
+    let table = append(&catalog, &table, &batch(&table, &[1], "x")).await.unwrap();
+    let location = table.metadata().location().to_string();
+    let dir = PathBuf::from(location.strip_prefix("file://").unwrap());
+    let Some(_mount) = SmallDisk::mount(dir.join("data/busy"), "64k") else {
+        eprintln!(
+            "\n==================== SKIPPED ====================\ncannot mount a tmpfs here (not root?): the failing-purge test did not run\n=================================================\n"
+        );
+        return;
+    };
+    let (status, body) = call(&server, Method::DELETE, &format!("{NS}/db/tables/t?purgeRequested=true"), None).await;
+    assert_eq!(status, 204, "the drop itself succeeds: {body}");
+    let (status, purges) = call(&server, Method::GET, "/api/v1/catalogs/local/purges", None).await;
+    assert_eq!(status, 200, "{purges}");
+    let purge = &purges[0];
+    assert_eq!((purge["table"].as_str(), purge["attempts"].as_i64()), (Some("db.t"), Some(1)), "{purges}");
+    assert!(purge["lastError"].as_str().unwrap_or_default().contains("busy"), "{purges}");
+    // Its place is taken: neither the same default location nor an explicit one inside it.
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        &format!("{NS}/db/tables"),
+        Some(json!({"name": "u", "schema": schema_json(), "location": format!("{location}/inner")})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("being purged"), "{body}");
+    let (status, body) =
+        call(&server, Method::POST, &format!("{NS}/db/tables"), Some(json!({"name": "t", "schema": schema_json()})))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body["metadata"]["location"].as_str(), Some(location.as_str()), "a sibling location instead");
+}
