@@ -278,8 +278,12 @@ impl CatalogService {
                 (Plan::Update { expired, .. }, Some((location, metadata))) => {
                     self.metadata.insert(&location, metadata.clone()).await;
                     if metadata.metadata.properties().get(DELETE_AFTER_COMMIT).is_some_and(|v| v == "true") {
-                        let scope = table_scope(metadata.metadata.location())?;
-                        if let Err(e) = delete_inside(io, &catalog.warehouse.location, &scope, expired).await {
+                        // Committed already: a failure here only leaves orphans.
+                        let deleted = match table_scope(metadata.metadata.location()) {
+                            Ok(scope) => delete_inside(io, &catalog.warehouse.location, &scope, expired).await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = deleted {
                             tracing::warn!(table = %change.ident, error = %e, "cannot delete expired metadata files");
                         }
                     }

@@ -11,6 +11,7 @@ mod catalogs;
 mod commit;
 mod error;
 pub mod ident;
+mod json_order;
 mod metadata;
 mod namespaces;
 mod purge;

@@ -3,10 +3,7 @@
 //!
 //! Metadata files are immutable, so the cache is keyed by location and never invalidated; it
 //! keeps the parsed metadata and its JSON text, so loading a table serializes nothing.
-//!
-//! iceberg-rust keeps snapshots, schemas, specs and statistics in hash maps, so its JSON lists
-//! them in a different order every time; Loch writes them sorted (by id, snapshots by sequence
-//! number and time), so a metadata file and every answer built from it list them in one order.
+//! Lists in the JSON are in one stable order (see [`crate::json_order`]).
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -18,6 +15,7 @@ use loch_meta::TableStats;
 use serde_json::value::RawValue;
 
 use crate::error::{CatalogError, Result};
+use crate::json_order::{TABLE_LISTS, to_ordered_json};
 use crate::storage::policy::{ReadLimits, read_bounded, write_inside};
 use loch_table::location::Location;
 
@@ -36,12 +34,9 @@ pub struct CachedMetadata {
 }
 
 impl CachedMetadata {
-    /// Serializes metadata with its lists in a stable order (see the module docs).
+    /// Serializes metadata with its lists in a stable order.
     pub fn from_metadata(metadata: TableMetadata) -> Result<Self> {
-        let mut value =
-            serde_json::to_value(&metadata).map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
-        sort_lists(&mut value, TABLE_LISTS);
-        let json = serde_json::value::to_raw_value(&value)
+        let json = to_ordered_json(&metadata, TABLE_LISTS)
             .map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
         Ok(Self { metadata: Arc::new(metadata), json })
     }
@@ -94,30 +89,6 @@ impl MetadataCache {
 
 fn clone_iceberg_error(e: &iceberg::Error) -> iceberg::Error {
     iceberg::Error::new(e.kind(), e.to_string())
-}
-
-/// Lists of table metadata and the fields they are sorted by.
-const TABLE_LISTS: &[(&str, &[&str])] = &[
-    ("schemas", &["schema-id"]),
-    ("partition-specs", &["spec-id"]),
-    ("sort-orders", &["order-id"]),
-    ("snapshots", &["sequence-number", "timestamp-ms", "snapshot-id"]),
-    ("statistics", &["snapshot-id"]),
-    ("partition-statistics", &["snapshot-id"]),
-];
-
-/// Lists of view metadata and the fields they are sorted by.
-pub(crate) const VIEW_LISTS: &[(&str, &[&str])] = &[("schemas", &["schema-id"]), ("versions", &["version-id"])];
-
-/// Sorts the named arrays of a metadata object by the given integer fields.
-pub(crate) fn sort_lists(value: &mut serde_json::Value, lists: &[(&str, &[&str])]) {
-    for (name, keys) in lists {
-        if let Some(items) = value.get_mut(*name).and_then(|v| v.as_array_mut()) {
-            items.sort_by_key(|item| {
-                keys.iter().map(|k| item.get(*k).and_then(|v| v.as_i64()).unwrap_or(0)).collect::<Vec<_>>()
-            });
-        }
-    }
 }
 
 /// Reads a whole metadata file (plain or gzip-compressed) as text, within `limits`.

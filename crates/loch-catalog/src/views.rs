@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use crate::error::{CatalogError, Result};
 use crate::ident::display_namespace;
-use crate::metadata::{VIEW_LISTS, delete_uncommitted, parse_version, read_text, sort_lists, table_scope};
+use crate::json_order::{VIEW_LISTS, to_ordered_json};
+use crate::metadata::{delete_uncommitted, parse_version, read_text, table_scope};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::policy::{PATH_PROPERTIES, ReadLimits, check_new_location, check_path_properties, write_inside};
 use crate::tables::{TableName, name_taken};
@@ -91,10 +92,7 @@ fn next_view_location(metadata: &ViewMetadata, current: Option<&str>) -> String 
 
 /// Writes view metadata (lists in a stable order) inside the view's location; returns the JSON.
 async fn write_view(io: &iceberg::io::FileIO, location: &str, metadata: &ViewMetadata) -> Result<Box<RawValue>> {
-    let mut value =
-        serde_json::to_value(metadata).map_err(|e| CatalogError::Internal(format!("serialize view metadata: {e}")))?;
-    sort_lists(&mut value, VIEW_LISTS);
-    let json = serde_json::value::to_raw_value(&value)
+    let json = to_ordered_json(metadata, VIEW_LISTS)
         .map_err(|e| CatalogError::Internal(format!("serialize view metadata: {e}")))?;
     let scope = table_scope(metadata.location())?;
     write_inside(io, &scope, location, Bytes::from(json.get().as_bytes().to_vec())).await?;

@@ -261,6 +261,37 @@ macro_rules! lock_locations {
     };
 }
 
+/// A pointer swap that keeps the table's location.
+const SWAP_IN_PLACE: &str = "UPDATE tables SET metadata_location = $1, previous_metadata_location = $2, location = $3, \
+     version = version + 1, snapshot_id = $4, data_files = $5, delete_files = $6, total_size = $7, \
+     total_records = $8, last_commit_ms = $9, updated_at = $10 \
+     WHERE id = $11 AND version = $12 AND metadata_location = $2 AND location = $3";
+
+/// A pointer swap that moves the table (its new location was checked for overlaps).
+const SWAP_MOVE: &str = "UPDATE tables SET metadata_location = $1, previous_metadata_location = $2, location = $3, \
+     version = version + 1, snapshot_id = $4, data_files = $5, delete_files = $6, total_size = $7, \
+     total_records = $8, last_commit_ms = $9, updated_at = $10 \
+     WHERE id = $11 AND version = $12 AND metadata_location = $2";
+
+/// One of the swap statements with a [`PointerSwap`]'s values bound.
+macro_rules! swap_query {
+    ($sql:expr, $swap:expr, $now:expr) => {
+        sqlx::query($sql)
+            .bind(&$swap.metadata_location)
+            .bind(&$swap.previous_metadata_location)
+            .bind(&$swap.location)
+            .bind($swap.stats.snapshot_id)
+            .bind($swap.stats.data_files)
+            .bind($swap.stats.delete_files)
+            .bind($swap.stats.total_size)
+            .bind($swap.stats.total_records)
+            .bind($swap.stats.last_commit_ms)
+            .bind($now)
+            .bind($swap.table_id)
+            .bind($swap.expected_version)
+    };
+}
+
 /// The PostgreSQL advisory lock that [`lock_locations`] takes.
 const LOCK_LOCATIONS: &str = "SELECT pg_advisory_xact_lock(7370011)";
 
@@ -418,38 +449,27 @@ impl MetaStore {
                     }
                 }
                 for swap in swaps.iter() {
-                    let current: Option<String> = sqlx::query_scalar("SELECT location FROM tables WHERE id = $1")
+                    // Most commits keep the location: one statement. A move is checked for
+                    // overlaps first, under the location lock.
+                    let mut updated = swap_query!(SWAP_IN_PLACE, swap, now).execute(&mut *tx).await?.rows_affected();
+                    if updated == 0 {
+                        let moved: Option<String> = sqlx::query_scalar(
+                            "SELECT location FROM tables WHERE id = $1 AND version = $2 AND location <> $3",
+                        )
                         .bind(swap.table_id)
+                        .bind(swap.expected_version)
+                        .bind(&swap.location)
                         .fetch_optional(&mut *tx)
                         .await?;
-                    if current.is_some_and(|c| c != swap.location) {
-                        lock_locations!(tx, postgres, locked);
-                        let overlaps = overlaps_in!(tx, &swap.location, swap.table_id);
-                        if !overlaps.is_empty() {
-                            return Ok(Err(overlap_error(&swap.location, &overlaps)));
+                        if moved.is_some() {
+                            lock_locations!(tx, postgres, locked);
+                            let overlaps = overlaps_in!(tx, &swap.location, swap.table_id);
+                            if !overlaps.is_empty() {
+                                return Ok(Err(overlap_error(&swap.location, &overlaps)));
+                            }
+                            updated = swap_query!(SWAP_MOVE, swap, now).execute(&mut *tx).await?.rows_affected();
                         }
                     }
-                    let updated = sqlx::query(
-                        "UPDATE tables SET metadata_location = $1, previous_metadata_location = $2, location = $3, \
-                         version = version + 1, snapshot_id = $4, data_files = $5, delete_files = $6, total_size = $7, \
-                         total_records = $8, last_commit_ms = $9, updated_at = $10 \
-                         WHERE id = $11 AND version = $12 AND metadata_location = $2",
-                    )
-                    .bind(&swap.metadata_location)
-                    .bind(&swap.previous_metadata_location)
-                    .bind(&swap.location)
-                    .bind(swap.stats.snapshot_id)
-                    .bind(swap.stats.data_files)
-                    .bind(swap.stats.delete_files)
-                    .bind(swap.stats.total_size)
-                    .bind(swap.stats.total_records)
-                    .bind(swap.stats.last_commit_ms)
-                    .bind(now)
-                    .bind(swap.table_id)
-                    .bind(swap.expected_version)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
                     if updated != 1 {
                         return Ok(Err(MetaError::Conflict(format!("table id {}", swap.table_id))));
                     }
