@@ -102,10 +102,11 @@ pub async fn read_body(budget: BodyBudget, request: Request, next: Next) -> Resp
         return next.run(Request::from_parts(parts, body)).await;
     }
     let limits = budget.limits;
-    if declared.is_some_and(|n| n > limits.max_body_bytes) {
-        return too_large(limits.max_body_bytes);
-    }
     let mut body = body;
+    if declared.is_some_and(|n| n > limits.max_body_bytes) {
+        drain(&mut body).await;
+        return closing(too_large_error(limits.max_body_bytes));
+    }
     let mut held = Vec::new();
     let mut collected = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     let read = async {
@@ -130,19 +131,36 @@ pub async fn read_body(budget: BodyBudget, request: Request, next: Next) -> Resp
     };
     match tokio::time::timeout(limits.body_read_timeout, read).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return e.into_response(),
+        Ok(Err(e)) => {
+            drain(&mut body).await;
+            return closing(e);
+        }
         Err(_) => {
-            return ApiError::new(
+            return closing(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 "RequestTimeoutException",
                 format!("the request body did not arrive within {:?}", limits.body_read_timeout),
-            )
-            .into_response();
+            ));
         }
     }
     let response = next.run(Request::from_parts(parts, Body::from(Bytes::from(collected)))).await;
     drop(held);
     response
+}
+
+/// Reads and drops what is left of a refused body, a little of it for a short while: a client
+/// still sending when the connection closes would see a reset instead of the answer.
+async fn drain(body: &mut Body) {
+    let mut left: usize = 1 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while left > 0 {
+            match body.frame().await {
+                Some(Ok(frame)) => left = left.saturating_sub(frame.data_ref().map_or(0, |d| d.len())),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 fn too_large_error(max: u64) -> ApiError {
@@ -153,8 +171,11 @@ fn too_large_error(max: u64) -> ApiError {
     )
 }
 
-fn too_large(max: u64) -> Response {
-    too_large_error(max).into_response()
+/// An error answered before the body was read: the connection cannot carry another request.
+fn closing(error: ApiError) -> Response {
+    let mut response = error.into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Rewrites `/api/iceberg/rest/v1/catalogs%2F{name}/...` (the prefix `catalogs/{name}` sent as one
