@@ -108,7 +108,8 @@ pub async fn read_body(budget: BodyBudget, request: Request, next: Next) -> Resp
         return closing(too_large_error(limits.max_body_bytes));
     }
     let mut held = Vec::new();
-    let mut collected = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    // A declared length is a promise, not memory to hand out up front.
+    let mut collected = Vec::with_capacity(declared.map_or(0, |n| n.min(1 << 20) as usize));
     let read = async {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
