@@ -88,7 +88,8 @@ impl CatalogService {
         }
     }
 
-    /// Ids of tables as commits land on them (self-optimizing re-evaluates them).
+    /// Ids of tables and views as their pointers change: commits, creates, registers, view
+    /// replacements (self-optimizing looks at them at once instead of at its next check).
     pub fn subscribe_commits(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.commits.subscribe()
     }

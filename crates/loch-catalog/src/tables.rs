@@ -249,15 +249,19 @@ impl CatalogService {
             metadata_location: metadata_location.clone(),
             stats: stats_of(&cached.metadata),
         };
-        if let Err(e) = self.store.insert_table(&new).await {
-            delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
-            return Err(match e {
-                MetaError::AlreadyExists(_) => CatalogError::table_exists(&ident),
-                MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
-                other => other.into(),
-            });
-        }
+        let record = match self.store.insert_table(&new).await {
+            Ok(record) => record,
+            Err(e) => {
+                delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
+                return Err(match e {
+                    MetaError::AlreadyExists(_) => CatalogError::table_exists(&ident),
+                    MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
+                    other => other.into(),
+                });
+            }
+        };
         self.metadata.insert(&metadata_location, cached.clone()).await;
+        self.announce_commit(record.id);
         Ok(LoadedTable { metadata_location: Some(metadata_location), metadata: cached, config })
     }
 
@@ -378,7 +382,7 @@ impl CatalogService {
                     location: location.canonical(),
                     stats: stats_of(&metadata.metadata),
                 };
-                self.store.swap_pointers(&[swap]).await
+                self.store.swap_pointers(&[swap]).await.map(|()| row.id)
             }
             Some(row) => return Err(name_taken(ident, row.kind, TableKind::Table)),
             None => {
@@ -393,14 +397,15 @@ impl CatalogService {
                     metadata_location: metadata_location.to_string(),
                     stats: stats_of(&metadata.metadata),
                 };
-                self.store.insert_table(&new).await.map(|_| ())
+                self.store.insert_table(&new).await.map(|record| record.id)
             }
         };
-        registered.map_err(|e| match e {
+        let table_id = registered.map_err(|e| match e {
             MetaError::AlreadyExists(_) => CatalogError::table_exists(ident),
             other => other.into(),
         })?;
         self.metadata.insert(metadata_location, metadata.clone()).await;
+        self.announce_commit(table_id);
         Ok(LoadedTable {
             metadata_location: Some(metadata_location.to_string()),
             metadata,

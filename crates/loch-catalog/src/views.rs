@@ -208,14 +208,18 @@ impl CatalogService {
             metadata_location: metadata_location.clone(),
             stats: TableStats::default(),
         };
-        if let Err(e) = self.store.insert_table(&new).await {
-            delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
-            return Err(match e {
-                MetaError::AlreadyExists(_) => CatalogError::view_exists(&ident),
-                MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
-                other => other.into(),
-            });
-        }
+        let record = match self.store.insert_table(&new).await {
+            Ok(record) => record,
+            Err(e) => {
+                delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
+                return Err(match e {
+                    MetaError::AlreadyExists(_) => CatalogError::view_exists(&ident),
+                    MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
+                    other => other.into(),
+                });
+            }
+        };
+        self.announce_commit(record.id);
         Ok(LoadedView { metadata_location, metadata: Arc::new(metadata), json, config: HashMap::new() })
     }
 
@@ -273,6 +277,7 @@ impl CatalogService {
             };
             match self.store.swap_pointers(&[swap]).await {
                 Ok(()) => {
+                    self.announce_commit(row.id);
                     return Ok(LoadedView {
                         metadata_location,
                         metadata: Arc::new(metadata),

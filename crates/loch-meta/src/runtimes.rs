@@ -35,8 +35,20 @@ pub struct RuntimeRecord {
     pub summary: Option<String>,
     /// Why self-optimizing skips the table until it changes, if it does.
     pub blocked: Option<String>,
+    /// When the table is next due for a look without any change (ms since epoch): a trigger
+    /// interval elapses, or its block expires.
+    pub due_at: Option<i64>,
     /// Last change (ms since epoch).
     pub updated_at: i64,
+}
+
+/// Runtime counts for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeCounts {
+    /// `(status, runtimes in it)` for every status that has any.
+    pub by_status: Vec<(String, i64)>,
+    /// Runtimes with a `blocked` reason.
+    pub blocked: i64,
 }
 
 /// A runtime with its table's name, for listings.
@@ -62,7 +74,7 @@ struct NamedRow {
 }
 
 const COLUMNS: &str = "r.table_id, r.group_name, r.status, r.status_since, r.process_id, r.last_evaluated_snapshot, r.last_minor_at, \
-                       r.last_major_at, r.last_full_at, r.last_plan_at, r.pending_input, r.summary, r.blocked, r.updated_at";
+                       r.last_major_at, r.last_full_at, r.last_plan_at, r.pending_input, r.summary, r.blocked, r.due_at, r.updated_at";
 
 impl MetaStore {
     /// Creates the runtime of a table (status `idle`) unless it exists; returns the current one.
@@ -128,17 +140,54 @@ impl MetaStore {
             .collect())
     }
 
-    /// Runtimes of a group in one of `statuses`.
-    pub async fn runtimes_in_status(&self, group: &str, statuses: &[&str]) -> Result<Vec<RuntimeRecord>> {
-        let all: Vec<RuntimeRecord> = on_pool!(self, read, |pool| {
+    /// Runtimes of a group in `status` (an index lookup: schedulers ask on every poll).
+    pub async fn runtimes_in_status(&self, group: &str, status: &str) -> Result<Vec<RuntimeRecord>> {
+        Ok(on_pool!(self, read, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM table_runtimes r WHERE r.group_name = $1"
+                "SELECT {COLUMNS} FROM table_runtimes r WHERE r.group_name = $1 AND r.status = $2"
             )))
             .bind(group)
+            .bind(status)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// Runtimes of every group that are not in `status` (the busy ones, for housekeeping that
+    /// must not grow with the number of quiet tables).
+    pub async fn runtimes_not_in_status(&self, status: &str) -> Result<Vec<RuntimeRecord>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {COLUMNS} FROM table_runtimes r WHERE r.status <> $1 ORDER BY r.table_id"
+            )))
+            .bind(status)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// `(table, due time)` of every runtime with one, to rebuild the due-time index at start-up.
+    pub async fn due_runtimes(&self) -> Result<Vec<(i64, i64)>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_as("SELECT table_id, due_at FROM table_runtimes WHERE due_at IS NOT NULL").fetch_all(pool).await
+        })?)
+    }
+
+    /// Number of runtimes per status, and of blocked ones, without loading the rows.
+    pub async fn count_runtimes(&self) -> Result<RuntimeCounts> {
+        let rows: Vec<(String, i64, i64)> = on_pool!(self, read, |pool| {
+            sqlx::query_as(
+                "SELECT status, COUNT(*), SUM(CASE WHEN blocked IS NULL THEN 0 ELSE 1 END) FROM table_runtimes GROUP BY status",
+            )
             .fetch_all(pool)
             .await
         })?;
-        Ok(all.into_iter().filter(|r| statuses.contains(&r.status.as_str())).collect())
+        let mut counts = RuntimeCounts::default();
+        for (status, count, blocked) in rows {
+            counts.blocked += blocked;
+            counts.by_status.push((status, count));
+        }
+        Ok(counts)
     }
 
     /// Writes `runtime` if the stored status is still `expected_status`; false if it moved on.
@@ -164,7 +213,7 @@ where
     sqlx::query(
         "UPDATE table_runtimes SET group_name = $1, status = $2, status_since = $3, process_id = $4, last_evaluated_snapshot = $5, \
          last_minor_at = $6, last_major_at = $7, last_full_at = $8, last_plan_at = $9, pending_input = $10, summary = $11, \
-         updated_at = $12, blocked = $15 WHERE table_id = $13 AND status = $14",
+         updated_at = $12, blocked = $15, due_at = $16 WHERE table_id = $13 AND status = $14",
     )
     .bind(runtime.group_name.as_str())
     .bind(runtime.status.as_str())
@@ -181,4 +230,5 @@ where
     .bind(runtime.table_id)
     .bind(expected_status)
     .bind(runtime.blocked.as_deref())
+    .bind(runtime.due_at)
 }

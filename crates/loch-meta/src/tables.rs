@@ -608,6 +608,22 @@ impl MetaStore {
         })?)
     }
 
+    /// Current metadata pointers of the tables whose id falls in `slice` of `slices` (ids modulo
+    /// `slices`), with their catalog's last change: what a periodic check needs to notice a
+    /// changed table without reading its metadata, a slice at a time.
+    pub async fn table_pointers(&self, slices: i64, slice: i64) -> Result<Vec<TablePointer>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_as(
+                "SELECT t.id, t.metadata_location, c.updated_at AS catalog_updated_at FROM tables t \
+                 JOIN catalogs c ON c.id = t.catalog_id WHERE t.kind = 'table' AND t.id % $1 = $2 ORDER BY t.id",
+            )
+            .bind(slices.max(1))
+            .bind(slice)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
     /// Number of tables and views in a catalog.
     pub async fn count_tables(&self, catalog_id: i64) -> Result<i64> {
         Ok(on_pool!(self, read, |pool| {
@@ -617,4 +633,16 @@ impl MetaStore {
                 .await
         })?)
     }
+}
+
+/// Where a table's metadata is now, and when its catalog last changed (catalog properties are
+/// table defaults): if neither moved, nothing about the table changed.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TablePointer {
+    /// The table.
+    pub id: i64,
+    /// Its current metadata file.
+    pub metadata_location: String,
+    /// Its catalog's `updated_at`.
+    pub catalog_updated_at: i64,
 }

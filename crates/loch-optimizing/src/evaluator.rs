@@ -188,6 +188,21 @@ impl PartitionStats {
         }
     }
 
+    /// When the time-based rules (full and minor trigger intervals) could next change this
+    /// partition's decision, if they can: a quiet table is looked at again then, not before.
+    pub fn next_due(&self, props: &OptimizingProperties, times: &LastOptimized) -> Option<i64> {
+        let full_worth = self.delete_files() > 0
+            || self.fragments >= 2
+            || self.undersized >= 2
+            || self.rewrite_segments(props)
+            || self.reposition_segments();
+        let full = (props.full_trigger_interval_ms >= 0 && full_worth)
+            .then(|| times.full.unwrap_or(0).saturating_add(props.full_trigger_interval_ms).saturating_add(1));
+        let minor = (self.fragments + self.eq_delete_files > 1)
+            .then(|| times.minor.unwrap_or(0).saturating_add(props.minor_trigger_interval_ms).saturating_add(1));
+        full.into_iter().chain(minor).min()
+    }
+
     /// Planning weight (Amoro's partition cost): bytes to rewrite, delete bytes and file count.
     pub fn cost(&self, props: &OptimizingProperties) -> u64 {
         (self.fragment_bytes + self.undersized_bytes) * 2
@@ -247,6 +262,8 @@ pub struct Evaluation {
     pub partitions: usize,
     /// Average partition health.
     pub health: f64,
+    /// When a time-based trigger could next find work in a partition that needs none now.
+    pub next_due_ms: Option<i64>,
 }
 
 impl Evaluation {
@@ -337,6 +354,7 @@ pub fn evaluate_partitions(
     let mut health = 0.0;
     let count = partitions.len();
     let mut pending = Vec::new();
+    let mut next_due_ms = None;
     for (id, stats) in partitions {
         for (sum, part) in [
             (&mut totals.data_files, stats.data_files),
@@ -353,6 +371,8 @@ pub fn evaluate_partitions(
         health += stats.health(props);
         if let Some(decision) = stats.decision(props, times, now_ms) {
             pending.push(PendingPartition { cost: stats.cost(props), id, decision, stats });
+        } else if let Some(due) = stats.next_due(props, times).filter(|due| *due > now_ms) {
+            next_due_ms = Some(next_due_ms.map_or(due, |d: i64| d.min(due)));
         }
     }
     pending.sort_by(|a, b| b.decision.cmp(&a.decision).then(b.cost.cmp(&a.cost)));
@@ -362,6 +382,7 @@ pub fn evaluate_partitions(
         totals,
         partitions: count,
         health: if count == 0 { 100.0 } else { health / count as f64 },
+        next_due_ms,
     }
 }
 

@@ -15,6 +15,7 @@ mod service;
 pub mod status;
 pub mod table;
 pub mod task;
+mod tracker;
 
 pub use error::{OptimizingError, Result};
 pub use evaluator::{Evaluation, OptimizingType};

@@ -34,15 +34,43 @@ const PLANNING_STALE_MS: i64 = 10 * 60 * 1000;
 /// A blocked table that does not change is looked at again after this long.
 const BLOCKED_RECHECK_MS: i64 = 60 * 60 * 1000;
 
+/// The periodic safety net checks the tables in this many slices, one slice per
+/// `refresh-tables.interval / REFRESH_SLICES`, so its work is spread over the interval.
+pub const REFRESH_SLICES: i64 = 16;
+
 impl OptimizingService {
     /// Evaluates a table if it changed since its last evaluation: idle → pending when it needs
     /// optimizing. Creates its runtime on first sight.
     pub async fn refresh_table(&self, table_id: i64) -> Result<()> {
-        let Some(table) = ManagedTable::load(&self.catalogs, table_id).await? else { return Ok(()) };
+        self.refresh(table_id, false).await
+    }
+
+    /// Looks at a table (`due`: because its due time came, so time-based triggers are checked
+    /// even if it did not change) and remembers the pointer it looked under.
+    async fn refresh(&self, table_id: i64, due: bool) -> Result<()> {
+        let Some(table) = ManagedTable::load(&self.catalogs, table_id).await? else {
+            self.tracker.forget(table_id);
+            self.tracker.set_due(table_id, None);
+            return Ok(());
+        };
+        let location = table.table.metadata_location().unwrap_or_default().to_string();
+        let catalog_updated_at = table.catalog.record.updated_at;
+        let outcome = self.refresh_loaded(&table, due).await;
+        match outcome {
+            Ok(true) => self.tracker.looked(table_id, &location, catalog_updated_at),
+            Ok(false) | Err(_) => self.tracker.forget(table_id),
+        }
+        outcome.map(|_| ())
+    }
+
+    /// The look itself; true when it was complete (the table was idle, so nothing but a change
+    /// or its due time can give it work).
+    async fn refresh_loaded(&self, table: &ManagedTable, due: bool) -> Result<bool> {
+        let table_id = table.record.id;
         let group = table.props.group.clone();
         let mut runtime = self.store.ensure_runtime(table_id, &group).await?;
         if runtime.status != TableStatus::Idle.as_str() {
-            return Ok(());
+            return Ok(false);
         }
         if runtime.group_name != group && self.store.get_group(&group).await?.is_some() {
             let mut moved = runtime.clone();
@@ -51,18 +79,24 @@ impl OptimizingService {
                 runtime = moved;
             }
         }
+        let now = now_ms();
         let current = table.table.metadata().current_snapshot_id();
-        let block_expired = runtime.blocked.is_some() && now_ms() - runtime.status_since > BLOCKED_RECHECK_MS;
-        if !table.props.enabled || current.is_none() || (current == runtime.last_evaluated_snapshot && !block_expired) {
-            return Ok(());
+        let block_expired = runtime.blocked.is_some() && now - runtime.status_since > BLOCKED_RECHECK_MS;
+        let time_due = due && runtime.due_at.is_some_and(|at| at <= now);
+        if !table.props.enabled
+            || current.is_none()
+            || (current == runtime.last_evaluated_snapshot && !block_expired && !time_due)
+        {
+            self.tracker.set_due(table_id, runtime.due_at.filter(|at| *at > now));
+            return Ok(true);
         }
-        let evaluation = match evaluate_table(&table, &runtime).await {
+        let evaluation = match evaluate_table(table, &runtime).await {
             Ok(Some(evaluation)) => evaluation,
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(true),
             Err(e) => match e.unsupported() {
                 Some(reason) => {
                     self.block(&table.display_name(), &runtime, current, reason).await?;
-                    return Ok(());
+                    return Ok(true);
                 }
                 None => return Err(e),
             },
@@ -70,6 +104,7 @@ impl OptimizingService {
         let mut next = runtime.clone();
         next.blocked = None;
         next.summary = Some(evaluation.summary().to_string());
+        next.due_at = evaluation.next_due_ms;
         let pending = evaluation.pending_input();
         metrics::gauge!("loch_optimizing_pending_files", "table" => table.display_name())
             .set(pending.as_ref().and_then(|p| p["files"].as_f64()).unwrap_or(0.0));
@@ -89,19 +124,24 @@ impl OptimizingService {
                 next.pending_input = serde_json::to_string(&input).ok();
                 if self.store.update_runtime(&next, TableStatus::Idle.as_str()).await? {
                     tracing::debug!(table = %table.display_name(), kind = kind.as_str(), "table needs optimizing");
+                    self.tracker.set_due(table_id, None);
                     self.wake(&runtime.group_name);
                 }
+                Ok(false)
             }
             (Some(_), _) => {
                 tracing::warn!(table = %table.display_name(), group = %runtime.group_name, "table needs optimizing but its optimizer group does not exist");
+                Ok(false)
             }
             _ => {
                 next.last_evaluated_snapshot = Some(evaluation.snapshot_id);
                 next.pending_input = None;
-                self.store.update_runtime(&next, TableStatus::Idle.as_str()).await?;
+                if self.store.update_runtime(&next, TableStatus::Idle.as_str()).await? {
+                    self.tracker.set_due(table_id, next.due_at);
+                }
+                Ok(true)
             }
         }
-        Ok(())
     }
 
     /// Marks an idle table as skipped for `reason` until it changes (or an hour passes): it is
@@ -123,18 +163,44 @@ impl OptimizingService {
         blocked.pending_input = None;
         blocked.status = TableStatus::Idle.as_str().into();
         blocked.status_since = now_ms();
-        self.store.update_runtime(&blocked, &runtime.status).await?;
+        blocked.due_at = Some(blocked.status_since + BLOCKED_RECHECK_MS);
+        if self.store.update_runtime(&blocked, &runtime.status).await? {
+            self.tracker.set_due(runtime.table_id, blocked.due_at);
+        }
         Ok(())
     }
 
-    /// Refreshes every table.
+    /// Looks at every table whose pointer moved since its last look (all of them after a
+    /// restart). The refresh loop does the same one slice at a time.
     pub async fn refresh_all(&self) -> Result<()> {
-        for id in self.store.list_table_ids().await? {
-            if let Err(e) = self.refresh_table(id).await {
-                tracing::warn!(table_id = id, error = %e, "table refresh failed");
+        for slice in 0..REFRESH_SLICES {
+            self.refresh_slice(slice).await?;
+        }
+        Ok(())
+    }
+
+    /// The periodic safety net for one slice of the tables (ids modulo [`REFRESH_SLICES`]): one
+    /// query of pointers, and a look only at tables whose pointer moved without an announcement
+    /// (another server, a restart, a lost event).
+    async fn refresh_slice(&self, slice: i64) -> Result<()> {
+        for pointer in self.store.table_pointers(REFRESH_SLICES, slice).await? {
+            if self.tracker.unchanged(&pointer) {
+                continue;
+            }
+            if let Err(e) = self.refresh(pointer.id, false).await {
+                tracing::warn!(table_id = pointer.id, error = %e, "table refresh failed");
             }
         }
         Ok(())
+    }
+
+    /// Looks at the tables whose due time came.
+    async fn refresh_due(&self) {
+        for id in self.tracker.take_due(now_ms()) {
+            if let Err(e) = self.refresh(id, true).await {
+                tracing::warn!(table_id = id, error = %e, "table refresh failed");
+            }
+        }
     }
 
     /// After a task succeeded: commit when every task of the process has.
@@ -268,9 +334,11 @@ impl OptimizingService {
                     // Not again on the same files: the table waits until it changes (or an hour).
                     idle.last_evaluated_snapshot = process.target_snapshot_id;
                     idle.blocked = Some(format!("the last optimizing process ({process_id}) failed: {message}"));
+                    idle.due_at = Some(idle.status_since + BLOCKED_RECHECK_MS);
                     metrics::counter!("loch_optimizing_blocked_total").increment(1);
                 }
                 self.store.finish_process(&done, "running", &idle, &runtime.status).await?;
+                self.tracker.set_due(process.table_id, idle.due_at);
             }
             _ => {
                 // The runtime no longer points at the process: end it alone.
@@ -355,8 +423,7 @@ impl OptimizingService {
             }
         }
         // Tables in a state no live process explains return to where they can move on.
-        for named in self.store.list_runtimes(None).await? {
-            let runtime = named.runtime;
+        for runtime in self.store.runtimes_not_in_status(TableStatus::Idle.as_str()).await? {
             let status = TableStatus::parse(&runtime.status)?;
             let orphaned = status.is_processing() && runtime.process_id.is_none_or(|id| !running_ids.contains(&id));
             let stale_planning = status == TableStatus::Planning && now - runtime.status_since > PLANNING_STALE_MS;
@@ -371,18 +438,23 @@ impl OptimizingService {
                 }
             }
         }
-        self.report_status_metrics().await
+        Ok(())
     }
 
-    async fn report_status_metrics(&self) -> Result<()> {
-        let runtimes = self.store.list_runtimes(None).await?;
-        let now = now_ms();
+    /// Sets the table-status gauges. Called when metrics are scraped, not on a timer: with
+    /// thousands of tables the per-table series cost something, and only a scrape reads them.
+    pub async fn report_metrics(&self) -> Result<()> {
+        let counts = self.store.count_runtimes().await?;
         for status in TableStatus::ALL {
-            let count = runtimes.iter().filter(|r| r.runtime.status == status.as_str()).count();
+            let count = counts.by_status.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
             metrics::gauge!("loch_optimizing_tables", "status" => status.as_str()).set(count as f64);
         }
-        let blocked = runtimes.iter().filter(|r| r.runtime.blocked.is_some()).count();
-        metrics::gauge!("loch_optimizing_blocked_tables").set(blocked as f64);
+        metrics::gauge!("loch_optimizing_blocked_tables").set(counts.blocked as f64);
+        let (due, looked) = self.tracker.sizes();
+        metrics::gauge!("loch_optimizing_due_tables").set(due as f64);
+        metrics::gauge!("loch_optimizing_tracked_tables").set(looked as f64);
+        let runtimes = self.store.list_runtimes(None).await?;
+        let now = now_ms();
         // As Amoro: per table, the time spent so far in each status, 0 for the others.
         for named in runtimes {
             let table = format!("{}.{}.{}", named.catalog, named.namespace.join("."), named.table);
@@ -432,14 +504,31 @@ impl OptimizingService {
             let mut stop = stop.clone();
             let mut commits = self.catalogs.subscribe_commits();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(service.config.refresh_interval);
+                match service.store.due_runtimes().await {
+                    Ok(due) => due.into_iter().for_each(|(table, at)| service.tracker.set_due(table, Some(at))),
+                    Err(e) => tracing::warn!(error = %e, "cannot read due times; tables wait for a change"),
+                }
+                let mut tick = tokio::time::interval(service.config.refresh_interval / REFRESH_SLICES as u32);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut slice = 0;
                 loop {
+                    let until_due =
+                        service.tracker.next_due().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
+                    let due = async {
+                        match until_due {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = tick.tick() => {
-                            if let Err(e) = service.refresh_all().await {
+                            if let Err(e) = service.refresh_slice(slice).await {
                                 tracing::warn!(error = %e, "refreshing tables failed");
                             }
+                            slice = (slice + 1) % REFRESH_SLICES;
                         }
+                        _ = due => service.refresh_due().await,
+                        _ = service.tracker.changed() => {}
                         event = commits.recv() => match event {
                             Ok(table_id) => {
                                 // Let a burst of commits settle, then look once per table.
@@ -454,7 +543,13 @@ impl OptimizingService {
                                     }
                                 }
                             }
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                                // Announcements were lost: find the changed tables by pointer.
+                                tracing::warn!(missed, "commit announcements overflowed; checking every table's pointer");
+                                if let Err(e) = service.refresh_all().await {
+                                    tracing::warn!(error = %e, "refreshing tables failed");
+                                }
+                            }
                             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                         },
                         _ = stop.changed() => break,

@@ -262,7 +262,7 @@ impl OptimizingService {
         let now = now_ms();
         let mut candidates: Vec<(RuntimeRecord, PendingInput)> = self
             .store
-            .runtimes_in_status(group, &[TableStatus::Pending.as_str()])
+            .runtimes_in_status(group, TableStatus::Pending.as_str())
             .await?
             .into_iter()
             .map(|r| {

@@ -97,6 +97,7 @@ pub struct OptimizingService {
     wakeups: Mutex<HashMap<String, Arc<Notify>>>,
     pub(crate) planning: Mutex<HashSet<String>>,
     pub(crate) committing: Mutex<HashSet<i64>>,
+    pub(crate) tracker: crate::tracker::Tracker,
 }
 
 impl std::fmt::Debug for OptimizingService {
@@ -122,6 +123,7 @@ impl OptimizingService {
             wakeups: Mutex::new(HashMap::new()),
             planning: Mutex::new(HashSet::new()),
             committing: Mutex::new(HashSet::new()),
+            tracker: crate::tracker::Tracker::default(),
         }))
     }
 

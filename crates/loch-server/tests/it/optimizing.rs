@@ -301,3 +301,106 @@ async fn optimizer_groups_and_the_protocol_refuse_bad_requests() {
         assert!(openapi["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
 }
+
+/// A registered table is announced like a commit: self-optimizing looks at it at once, not at
+/// its next periodic check (set to an hour here), and an optimizer then optimizes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_table_is_optimized_without_waiting_for_the_refresh_interval() {
+    let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
+        config.optimizer.local_threads = 0;
+        config.optimizer.polling_timeout = Duration::from_millis(500);
+        config.refresh_tables.interval = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    // Twelve fragments under `ns.src`, which is then dropped without purge: its files stay.
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("ns".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let props = HashMap::from([("self-optimizing.min-plan-interval".to_string(), "0".to_string())]);
+    let creation = TableCreation::builder().name("src".into()).schema(simple_schema()).properties(props).build();
+    let mut table = catalog.create_table(&ns, creation).await.unwrap();
+    for i in 0..12 {
+        let ids: Vec<i64> = (i * 10..i * 10 + 10).collect();
+        table = append(&catalog, &table, &batch(&table, &ids, "a")).await.unwrap();
+    }
+    let before = rows(&scan_all(&table).await.unwrap());
+    let metadata_location = table.metadata_location().unwrap().to_string();
+    catalog.drop_table(table.identifier()).await.unwrap();
+
+    let registered_at = Instant::now();
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/iceberg/rest/v1/catalogs/local/namespaces/ns/register",
+        Some(json!({"name": "t", "metadata-location": metadata_location})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The group's table list shows runtimes as they are (the table's own route would evaluate
+    // a table it has not seen yet, and so cannot tell).
+    let state = loop {
+        let tables = get(&server, "/api/v1/optimizer-groups/default/tables").await;
+        let state = tables.as_array().unwrap().iter().find(|t| t["table"] == "t").cloned().unwrap_or_default();
+        if state["status"] == "pending" {
+            break state;
+        }
+        assert!(
+            registered_at.elapsed() < Duration::from_secs(10),
+            "the registered table was not looked at (refresh interval 1 h): {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(state["pendingFiles"], 12, "{state}");
+
+    let client = HttpCoordinator::new(&server.url, None).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(loch_optimizer::worker::run(Arc::new(client), worker("default", 1), stopped));
+    let list =
+        wait_processes(&server, "a successful process", |list| list.first().is_some_and(|p| p["status"] == "success"))
+            .await;
+    assert_eq!(list[0]["inputFiles"], 12);
+    assert_eq!(current_rows(&catalog).await, before, "same rows after optimizing");
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), worker).await.expect("the worker stops").unwrap();
+}
+
+/// A quiet table whose minor trigger interval elapses is looked at again at that time, from the
+/// due time its last evaluation stored, not at the next periodic check (set to an hour here):
+/// two fragments written after a minor optimizing are compacted once the interval has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_interval_that_elapses_on_a_quiet_table_starts_optimizing() {
+    let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
+        config.optimizer.local_threads = 1;
+        config.refresh_tables.interval = Duration::from_secs(3600);
+    })
+    .await
+    else {
+        return;
+    };
+    let (catalog, mut table) = fragmented_table(
+        &server,
+        12,
+        &[("self-optimizing.min-plan-interval", "0"), ("self-optimizing.minor.trigger.interval", "4000")],
+    )
+    .await;
+    wait_processes(&server, "the first process", |list| list.first().is_some_and(|p| p["status"] == "success")).await;
+    table = catalog.load_table(table.identifier()).await.unwrap();
+    for i in 100..102 {
+        table = append(&catalog, &table, &batch(&table, &[i], "b")).await.unwrap();
+    }
+    let before = current_rows(&catalog).await;
+    let appended = Instant::now();
+    // Three small files are too few for the file-count trigger: the commits' own evaluation
+    // finds nothing until the interval since the last minor optimizing has passed.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let state = get(&server, "/api/v1/tables/local/ns/t/optimizing").await;
+    assert_eq!((state["status"].as_str(), state["summary"]["dataFiles"].as_i64()), (Some("idle"), Some(3)), "{state}");
+    let list =
+        wait_processes(&server, "a second process", |list| list.len() == 2 && list[0]["status"] == "success").await;
+    assert!(appended.elapsed() < Duration::from_secs(60), "optimized after {:?}", appended.elapsed());
+    assert_eq!((list[0]["type"].as_str(), list[0]["inputFiles"].as_i64()), (Some("minor"), Some(3)));
+    assert_eq!(current_rows(&catalog).await, before, "same rows after optimizing");
+}
