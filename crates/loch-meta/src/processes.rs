@@ -83,6 +83,8 @@ pub struct TaskRecord {
 pub struct NewTask {
     /// Task number.
     pub task_id: i64,
+    /// Its first status (the caller's state machine names it).
+    pub status: String,
     /// Partition, for display.
     pub partition_name: String,
     /// Input (JSON).
@@ -102,6 +104,8 @@ pub struct NewProcess {
     pub kind: String,
     /// Process type.
     pub process_type: String,
+    /// Its first status (the caller's state machine names it).
+    pub status: String,
     /// Optimizer group.
     pub group_name: String,
     /// Planned snapshot.
@@ -158,7 +162,7 @@ impl MetaStore {
         in_write_tx!(self, |tx| {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO processes (table_id, kind, process_type, status, group_name, target_snapshot_id, created_at, summary) \
-                 VALUES ($1, $2, $3, 'running', $4, $5, $6, $7) RETURNING id",
+                 VALUES ($1, $2, $3, $8, $4, $5, $6, $7) RETURNING id",
             )
             .bind(process.table_id)
             .bind(&process.kind)
@@ -167,12 +171,13 @@ impl MetaStore {
             .bind(process.target_snapshot_id)
             .bind(now)
             .bind(&process.summary)
+            .bind(&process.status)
             .fetch_one(&mut *tx)
             .await?;
             for task in tasks {
                 sqlx::query(
                     "INSERT INTO tasks (process_id, task_id, status, attempt, retries, partition_name, input, status_since, cost_ms, \
-                     input_files, input_bytes, output_files, output_bytes) VALUES ($1, $2, 'planned', 0, 0, $3, $4, $5, 0, $6, $7, 0, 0)",
+                     input_files, input_bytes, output_files, output_bytes) VALUES ($1, $2, $8, 0, 0, $3, $4, $5, 0, $6, $7, 0, 0)",
                 )
                 .bind(id)
                 .bind(task.task_id)
@@ -181,6 +186,7 @@ impl MetaStore {
                 .bind(now)
                 .bind(task.input_files)
                 .bind(task.input_bytes)
+                .bind(&task.status)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -193,11 +199,12 @@ impl MetaStore {
 
     /// Ends a process (`expected_status` → `process.status`, with its finish time, message and
     /// summary) and moves the runtime from `runtime_expected` to `runtime`, in one transaction.
-    /// Tasks that are not finished are canceled.
+    /// Its tasks not in `success` status are put in `canceled` status (the caller's names).
     pub async fn finish_process(
         &self,
         process: &ProcessRecord,
         expected_status: &str,
+        [success, canceled]: [&str; 2],
         runtime: &RuntimeRecord,
         runtime_expected: &str,
     ) -> Result<()> {
@@ -219,11 +226,13 @@ impl MetaStore {
                 Err(MetaError::Conflict(format!("process {}", process.id)))
             } else {
                 sqlx::query(
-                    "UPDATE tasks SET status = 'canceled', status_since = $1, optimizer_token = NULL, thread_id = NULL \
-                     WHERE process_id = $2 AND status IN ('planned', 'scheduled', 'acked', 'failed')",
+                    "UPDATE tasks SET status = $3, status_since = $1, optimizer_token = NULL, thread_id = NULL \
+                     WHERE process_id = $2 AND status <> $3 AND status <> $4",
                 )
                 .bind(now)
                 .bind(process.id)
+                .bind(canceled)
+                .bind(success)
                 .execute(&mut *tx)
                 .await?;
                 let moved = update_runtime_sql(runtime, runtime_expected).execute(&mut *tx).await?.rows_affected();
@@ -259,11 +268,12 @@ impl MetaStore {
         })?)
     }
 
-    /// Processes with status `running`, oldest first.
+    /// Processes that have not ended (no end time: a process runs until it has one), oldest
+    /// first.
     pub async fn running_processes(&self) -> Result<Vec<ProcessRecord>> {
         Ok(on_pool!(self, read, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {PROCESS_COLUMNS} FROM processes WHERE status = 'running' ORDER BY id"
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE finished_at IS NULL ORDER BY id"
             )))
             .fetch_all(pool)
             .await
@@ -319,7 +329,7 @@ impl MetaStore {
         let rows: Vec<Row> = on_pool!(self, read, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT p.table_id, {} FROM tasks t JOIN processes p ON p.id = t.process_id \
-                 WHERE p.status = 'running' AND p.group_name = $1 ORDER BY t.process_id, t.task_id",
+                 WHERE p.finished_at IS NULL AND p.group_name = $1 ORDER BY t.process_id, t.task_id",
                 TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect::<Vec<_>>().join(", ")
             )))
             .bind(group)
@@ -337,7 +347,7 @@ impl MetaStore {
     pub async fn active_tasks(&self, statuses: &[&str]) -> Result<Vec<TaskRecord>> {
         let rows: Vec<TaskRecord> = on_pool!(self, read, |pool| {
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT {} FROM tasks t JOIN processes p ON p.id = t.process_id WHERE p.status = 'running' ORDER BY t.process_id, t.task_id",
+                "SELECT {} FROM tasks t JOIN processes p ON p.id = t.process_id WHERE p.finished_at IS NULL ORDER BY t.process_id, t.task_id",
                 TASK_COLUMNS.split(", ").map(|c| format!("t.{}", c.trim())).collect::<Vec<_>>().join(", ")
             )))
             .fetch_all(pool)
@@ -425,11 +435,11 @@ impl MetaStore {
     pub async fn purge_history(&self, before_ms: i64) -> Result<u64> {
         let deleted = in_write_tx!(self, |tx| {
             sqlx::query("DELETE FROM task_runs WHERE ended_at < $1").bind(before_ms).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM tasks WHERE process_id IN (SELECT id FROM processes WHERE status <> 'running' AND finished_at < $1)")
+            sqlx::query("DELETE FROM tasks WHERE process_id IN (SELECT id FROM processes WHERE finished_at < $1)")
                 .bind(before_ms)
                 .execute(&mut *tx)
                 .await?;
-            let n = sqlx::query("DELETE FROM processes WHERE status <> 'running' AND finished_at < $1")
+            let n = sqlx::query("DELETE FROM processes WHERE finished_at < $1")
                 .bind(before_ms)
                 .execute(&mut *tx)
                 .await?

@@ -77,17 +77,18 @@ const COLUMNS: &str = "r.table_id, r.group_name, r.status, r.status_since, r.pro
                        r.last_major_at, r.last_full_at, r.last_plan_at, r.pending_input, r.summary, r.blocked, r.due_at, r.updated_at";
 
 impl MetaStore {
-    /// Creates the runtime of a table (status `idle`) unless it exists; returns the current one.
-    pub async fn ensure_runtime(&self, table_id: i64, group: &str) -> Result<RuntimeRecord> {
+    /// Creates the runtime of a table in `status` unless it exists; returns the current one.
+    pub async fn ensure_runtime(&self, table_id: i64, group: &str, status: &str) -> Result<RuntimeRecord> {
         let now = crate::now_ms();
         on_pool!(self, write, |pool| {
             sqlx::query(
                 "INSERT INTO table_runtimes (table_id, group_name, status, status_since, updated_at) \
-                 SELECT $1, $2, 'idle', $3, $3 WHERE NOT EXISTS (SELECT 1 FROM table_runtimes WHERE table_id = $1)",
+                 SELECT $1, $2, $4, $3, $3 WHERE NOT EXISTS (SELECT 1 FROM table_runtimes WHERE table_id = $1)",
             )
             .bind(table_id)
             .bind(group)
             .bind(now)
+            .bind(status)
             .execute(pool)
             .await
             .map(|r| r.rows_affected())

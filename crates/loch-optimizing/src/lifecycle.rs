@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loch_api::optimizer::{TaskInput, TaskOutput};
-use loch_meta::{ProcessRecord, RuntimeRecord, now_ms};
+use loch_meta::{ProcessRecord, RuntimeRecord, TaskRecord, now_ms};
 use tokio::sync::watch;
 
 use crate::commit::commit_rewrite;
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::{Evaluation, LastOptimized, OptimizingType, evaluate};
 use crate::service::{OptimizingService, PendingInput, process_summary};
-use crate::status::{TableStatus, TaskStatus};
+use crate::status::{ProcessStatus, TableStatus, TaskStatus, end_process, move_runtime, names};
 use crate::table::ManagedTable;
 
 /// Evaluates the table's current snapshot; `None` for a table without snapshots.
@@ -68,16 +68,16 @@ impl OptimizingService {
     async fn refresh_loaded(&self, table: &ManagedTable, due: bool) -> Result<bool> {
         let table_id = table.record.id;
         let group = table.props.group.clone();
-        let mut runtime = self.store.ensure_runtime(table_id, &group).await?;
+        let mut runtime = self.store.ensure_runtime(table_id, &group, TableStatus::Idle.as_str()).await?;
         if runtime.status != TableStatus::Idle.as_str() {
             return Ok(false);
         }
-        if runtime.group_name != group && self.store.get_group(&group).await?.is_some() {
-            let mut moved = runtime.clone();
-            moved.group_name = group.clone();
-            if self.store.update_runtime(&moved, TableStatus::Idle.as_str()).await? {
-                runtime = moved;
-            }
+        if runtime.group_name != group
+            && self.store.get_group(&group).await?.is_some()
+            && let Some(moved) =
+                move_runtime(&self.store, &runtime, TableStatus::Idle, |r| r.group_name = group.clone()).await?
+        {
+            runtime = moved;
         }
         let now = now_ms();
         let current = table.table.metadata().current_snapshot_id();
@@ -101,16 +101,16 @@ impl OptimizingService {
                 None => return Err(e),
             },
         };
-        let mut next = runtime.clone();
-        next.blocked = None;
-        next.summary = Some(evaluation.summary().to_string());
-        next.due_at = evaluation.next_due_ms;
+        let evaluated = |r: &mut RuntimeRecord| {
+            r.blocked = None;
+            r.summary = Some(evaluation.summary().to_string());
+            r.due_at = evaluation.next_due_ms;
+        };
         let pending = evaluation.pending_input();
         metrics::gauge!("loch_optimizing_pending_files", "table" => table.display_name())
             .set(pending.as_ref().and_then(|p| p["files"].as_f64()).unwrap_or(0.0));
         match (evaluation.optimizing_type(), pending) {
             (Some(kind), Some(pending)) if self.store.get_group(&runtime.group_name).await?.is_some() => {
-                TableStatus::Idle.transition(TableStatus::Pending)?;
                 let input = PendingInput {
                     kind: kind.as_str().into(),
                     partitions: evaluation.pending.len(),
@@ -119,10 +119,11 @@ impl OptimizingService {
                     quota: table.props.quota,
                     min_plan_interval_ms: table.props.min_plan_interval_ms,
                 };
-                next.status = TableStatus::Pending.as_str().into();
-                next.status_since = now_ms();
-                next.pending_input = serde_json::to_string(&input).ok();
-                if self.store.update_runtime(&next, TableStatus::Idle.as_str()).await? {
+                let pending = |r: &mut RuntimeRecord| {
+                    evaluated(r);
+                    r.pending_input = serde_json::to_string(&input).ok();
+                };
+                if move_runtime(&self.store, &runtime, TableStatus::Pending, pending).await?.is_some() {
                     tracing::debug!(table = %table.display_name(), kind = kind.as_str(), "table needs optimizing");
                     self.tracker.set_due(table_id, None);
                     self.wake(&runtime.group_name);
@@ -134,9 +135,12 @@ impl OptimizingService {
                 Ok(false)
             }
             _ => {
-                next.last_evaluated_snapshot = Some(evaluation.snapshot_id);
-                next.pending_input = None;
-                if self.store.update_runtime(&next, TableStatus::Idle.as_str()).await? {
+                let idle = |r: &mut RuntimeRecord| {
+                    evaluated(r);
+                    r.last_evaluated_snapshot = Some(evaluation.snapshot_id);
+                    r.pending_input = None;
+                };
+                if let Some(next) = move_runtime(&self.store, &runtime, TableStatus::Idle, idle).await? {
                     self.tracker.set_due(table_id, next.due_at);
                 }
                 Ok(true)
@@ -153,18 +157,20 @@ impl OptimizingService {
         snapshot: Option<i64>,
         reason: &str,
     ) -> Result<()> {
-        let mut blocked = runtime.clone();
         if runtime.blocked.as_deref() != Some(reason) {
             tracing::warn!(%table, %reason, "self-optimizing skips the table until it changes");
             metrics::counter!("loch_optimizing_blocked_total").increment(1);
         }
-        blocked.blocked = Some(reason.to_string());
-        blocked.last_evaluated_snapshot = snapshot;
-        blocked.pending_input = None;
-        blocked.status = TableStatus::Idle.as_str().into();
-        blocked.status_since = now_ms();
-        blocked.due_at = Some(blocked.status_since + BLOCKED_RECHECK_MS);
-        if self.store.update_runtime(&blocked, &runtime.status).await? {
+        let now = now_ms();
+        let block = |r: &mut RuntimeRecord| {
+            r.blocked = Some(reason.to_string());
+            r.last_evaluated_snapshot = snapshot;
+            r.pending_input = None;
+            // The block's time: it is looked at again an hour later.
+            r.status_since = now;
+            r.due_at = Some(now + BLOCKED_RECHECK_MS);
+        };
+        if let Some(blocked) = move_runtime(&self.store, runtime, TableStatus::Idle, block).await? {
             self.tracker.set_due(runtime.table_id, blocked.due_at);
         }
         Ok(())
@@ -206,7 +212,7 @@ impl OptimizingService {
     /// After a task succeeded: commit when every task of the process has.
     pub(crate) async fn after_task_success(self: &Arc<Self>, process_id: i64) {
         match self.store.list_tasks(process_id).await {
-            Ok(tasks) if tasks.iter().all(|t| t.status == TaskStatus::Success.as_str()) => {
+            Ok(tasks) if all_succeeded(&tasks) => {
                 let service = self.clone();
                 tokio::spawn(async move { service.commit_process(process_id).await });
             }
@@ -228,22 +234,13 @@ impl OptimizingService {
 
     async fn commit_process_locked(&self, process_id: i64) -> Result<()> {
         let Some(process) = self.store.get_process(process_id).await? else { return Ok(()) };
-        if process.status != "running" {
+        if ProcessStatus::parse(&process.status)? != ProcessStatus::Running {
             return Ok(());
         }
         let Some(runtime) = self.store.get_runtime(process.table_id).await? else { return Ok(()) };
-        let status = TableStatus::parse(&runtime.status)?;
-        let runtime = if status == TableStatus::Committing {
-            runtime
-        } else {
-            let to = status.transition(TableStatus::Committing)?;
-            let mut committing = runtime.clone();
-            committing.status = to.as_str().into();
-            committing.status_since = now_ms();
-            if !self.store.update_runtime(&committing, &runtime.status).await? {
-                return Ok(());
-            }
-            committing
+        let runtime = match move_runtime(&self.store, &runtime, TableStatus::Committing, |_| {}).await? {
+            Some(committing) => committing,
+            None => return Ok(()),
         };
         let tasks = self.store.list_tasks(process_id).await?;
         let mut results: Vec<(TaskInput, TaskOutput)> = Vec::with_capacity(tasks.len());
@@ -269,24 +266,22 @@ impl OptimizingService {
                 summary.committed_snapshot_id = Some(committed.snapshot_id);
                 summary.output_files = tasks.iter().map(|t| t.output_files).sum();
                 summary.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
-                let mut done = process.clone();
-                done.status = "success".into();
-                done.finished_at = Some(now_ms());
-                done.summary = serde_json::to_string(&summary).unwrap_or_default();
-                let mut idle = runtime.clone();
-                TableStatus::Committing.transition(TableStatus::Idle)?;
-                idle.status = TableStatus::Idle.as_str().into();
-                idle.status_since = now_ms();
-                idle.process_id = None;
-                idle.last_evaluated_snapshot = None;
+                let summary = serde_json::to_string(&summary).unwrap_or_default();
                 let at = Some(now_ms());
-                match kind {
-                    OptimizingType::Minor => idle.last_minor_at = at,
-                    OptimizingType::Major => idle.last_major_at = at,
-                    OptimizingType::Full => idle.last_full_at = at,
-                }
-                self.store.finish_process(&done, "running", &idle, TableStatus::Committing.as_str()).await?;
-                metrics::counter!("loch_optimizing_processes_total", "type" => kind.as_str(), "result" => "success")
+                let idle = |r: &mut RuntimeRecord| {
+                    r.process_id = None;
+                    r.last_evaluated_snapshot = None;
+                    r.due_at = None;
+                    match kind {
+                        OptimizingType::Minor => r.last_minor_at = at,
+                        OptimizingType::Major => r.last_major_at = at,
+                        OptimizingType::Full => r.last_full_at = at,
+                    }
+                };
+                let success = ProcessStatus::Success;
+                end_process(&self.store, &process, success, |p| p.summary = summary, &runtime, TableStatus::Idle, idle)
+                    .await?;
+                metrics::counter!("loch_optimizing_processes_total", "type" => kind.as_str(), "result" => success.as_str())
                     .increment(1);
                 tracing::info!(
                     process_id,
@@ -312,44 +307,42 @@ impl OptimizingService {
     /// Ends a running process as failed (or closed, when canceled) and frees its table.
     pub(crate) async fn fail_process(&self, process_id: i64, message: &str, closed: bool) -> Result<()> {
         let Some(process) = self.store.get_process(process_id).await? else { return Ok(()) };
-        if process.status != "running" {
+        if ProcessStatus::parse(&process.status)? != ProcessStatus::Running {
             return Ok(());
         }
-        let status = if closed { "closed" } else { "failed" };
-        let mut done = process.clone();
-        done.status = status.into();
-        done.finished_at = Some(now_ms());
-        done.fail_message = Some(message.to_string());
+        let status = if closed { ProcessStatus::Closed } else { ProcessStatus::Failed };
+        let failed = |p: &mut ProcessRecord| p.fail_message = Some(message.to_string());
         let runtime = self.store.get_runtime(process.table_id).await?;
         match runtime {
             Some(runtime) if runtime.process_id == Some(process_id) => {
-                let from = TableStatus::parse(&runtime.status)?;
-                from.transition(TableStatus::Idle)?;
-                let mut idle = runtime.clone();
-                idle.status = TableStatus::Idle.as_str().into();
-                idle.status_since = now_ms();
-                idle.process_id = None;
-                idle.last_evaluated_snapshot = None;
+                let due = (!closed).then(|| now_ms() + BLOCKED_RECHECK_MS);
+                let idle = |r: &mut RuntimeRecord| {
+                    r.process_id = None;
+                    r.last_evaluated_snapshot = None;
+                    if !closed {
+                        // Not again on the same files: the table waits until it changes (or an hour).
+                        r.last_evaluated_snapshot = process.target_snapshot_id;
+                        r.blocked = Some(format!("the last optimizing process ({process_id}) failed: {message}"));
+                        r.due_at = due;
+                    }
+                };
+                end_process(&self.store, &process, status, failed, &runtime, TableStatus::Idle, idle).await?;
                 if !closed {
-                    // Not again on the same files: the table waits until it changes (or an hour).
-                    idle.last_evaluated_snapshot = process.target_snapshot_id;
-                    idle.blocked = Some(format!("the last optimizing process ({process_id}) failed: {message}"));
-                    idle.due_at = Some(idle.status_since + BLOCKED_RECHECK_MS);
                     metrics::counter!("loch_optimizing_blocked_total").increment(1);
+                    self.tracker.set_due(process.table_id, due);
                 }
-                self.store.finish_process(&done, "running", &idle, &runtime.status).await?;
-                self.tracker.set_due(process.table_id, idle.due_at);
             }
             _ => {
-                // The runtime no longer points at the process: end it alone.
+                // The runtime no longer points at the process: end it alone (the runtime stays).
                 let current = self.store.get_runtime(process.table_id).await?;
                 if let Some(current) = current {
-                    self.store.finish_process(&done, "running", &current, &current.status).await?;
+                    let stay = TableStatus::parse(&current.status)?;
+                    end_process(&self.store, &process, status, failed, &current, stay, |_| {}).await?;
                 }
             }
         }
         let kind = process.process_type.clone();
-        metrics::counter!("loch_optimizing_processes_total", "type" => kind, "result" => status).increment(1);
+        metrics::counter!("loch_optimizing_processes_total", "type" => kind, "result" => status.as_str()).increment(1);
         // Look at the table again now rather than at the next refresh; the minimum plan
         // interval still spaces out attempts.
         if let Err(e) = self.refresh_table(process.table_id).await {
@@ -362,7 +355,7 @@ impl OptimizingService {
     /// becomes orphan files for cleanup).
     pub async fn cancel_process(&self, table_id: i64, process_id: i64) -> Result<ProcessRecord> {
         let process = self.process(table_id, process_id).await?;
-        if process.status != "running" {
+        if ProcessStatus::parse(&process.status)? != ProcessStatus::Running {
             return Err(OptimizingError::Rejected(format!("process {process_id} is {}, not running", process.status)));
         }
         if self.committing.lock().unwrap_or_else(|e| e.into_inner()).contains(&process_id) {
@@ -388,10 +381,11 @@ impl OptimizingService {
         }
         // Their tasks, and tasks past their timeouts, go back to planned.
         let ack_timeout = self.config.ack_timeout.as_millis() as i64;
-        for task in self.store.active_tasks(&["scheduled", "acked"]).await? {
+        for task in self.store.active_tasks(&names(&TaskStatus::HELD)).await? {
+            let status = TaskStatus::parse(&task.status)?;
             let owner_gone = task.optimizer_token.as_ref().is_none_or(|t| !alive.contains(t));
-            let unacked = task.status == "scheduled" && now - task.status_since > ack_timeout;
-            let overtime = task.status == "acked"
+            let unacked = status == TaskStatus::Scheduled && now - task.status_since > ack_timeout;
+            let overtime = status == TaskStatus::Acked
                 && self
                     .config
                     .execute_timeout
@@ -417,7 +411,7 @@ impl OptimizingService {
         let running_ids: HashSet<i64> = running.iter().map(|p| p.id).collect();
         for process in running {
             let tasks = self.store.list_tasks(process.id).await?;
-            if !tasks.is_empty() && tasks.iter().all(|t| t.status == TaskStatus::Success.as_str()) {
+            if all_succeeded(&tasks) {
                 let service = self.clone();
                 tokio::spawn(async move { service.commit_process(process.id).await });
             }
@@ -428,13 +422,13 @@ impl OptimizingService {
             let orphaned = status.is_processing() && runtime.process_id.is_none_or(|id| !running_ids.contains(&id));
             let stale_planning = status == TableStatus::Planning && now - runtime.status_since > PLANNING_STALE_MS;
             if orphaned || stale_planning {
-                let mut fixed = runtime.clone();
-                fixed.status = if stale_planning { TableStatus::Pending } else { TableStatus::Idle }.as_str().into();
-                fixed.status_since = now;
-                fixed.process_id = None;
-                fixed.last_evaluated_snapshot = None;
-                if self.store.update_runtime(&fixed, &runtime.status).await? {
-                    tracing::warn!(table_id = runtime.table_id, from = %runtime.status, to = %fixed.status, "table status recovered");
+                let to = if stale_planning { TableStatus::Pending } else { TableStatus::Idle };
+                let fix = |r: &mut RuntimeRecord| {
+                    r.process_id = None;
+                    r.last_evaluated_snapshot = None;
+                };
+                if move_runtime(&self.store, &runtime, to, fix).await?.is_some() {
+                    tracing::warn!(table_id = runtime.table_id, from = %runtime.status, to = to.as_str(), "table status recovered");
                 }
             }
         }
@@ -482,11 +476,8 @@ impl OptimizingService {
         }
         for named in self.store.list_runtimes(None).await? {
             let runtime = named.runtime;
-            if runtime.status == TableStatus::Planning.as_str() {
-                let mut pending = runtime.clone();
-                pending.status = TableStatus::Pending.as_str().into();
-                pending.status_since = now_ms();
-                self.store.update_runtime(&pending, TableStatus::Planning.as_str()).await?;
+            if TableStatus::parse(&runtime.status)? == TableStatus::Planning {
+                move_runtime(&self.store, &runtime, TableStatus::Pending, |_| {}).await?;
             }
         }
         let running = self.store.running_processes().await?.len();
@@ -587,4 +578,9 @@ impl OptimizingService {
         };
         vec![refresher, keeper]
     }
+}
+
+/// True when a process has tasks and every one of them succeeded.
+fn all_succeeded(tasks: &[TaskRecord]) -> bool {
+    !tasks.is_empty() && tasks.iter().all(|t| t.status == TaskStatus::Success.as_str())
 }

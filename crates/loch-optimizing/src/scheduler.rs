@@ -20,7 +20,7 @@ use crate::lifecycle::evaluate_table;
 use crate::plan::plan_process;
 use crate::properties::SchedulingPolicy;
 use crate::service::{OptimizingService, PendingInput, ProcessSummary, process_summary};
-use crate::status::{TableStatus, TaskStatus};
+use crate::status::{ProcessStatus, TableStatus, TaskStatus, move_runtime, move_task, names, next_runtime};
 use crate::table::ManagedTable;
 use crate::task::{input_size, output_size};
 
@@ -55,7 +55,7 @@ impl OptimizingService {
     /// A thread that polls holds no task: any it still holds was lost (its worker restarted
     /// the thread, or the completion never arrived) and goes back.
     async fn release_thread_tasks(&self, token: &str, thread_id: u32) -> Result<()> {
-        for task in self.store.active_tasks(&["scheduled", "acked"]).await? {
+        for task in self.store.active_tasks(&names(&TaskStatus::HELD)).await? {
             if task.optimizer_token.as_deref() == Some(token) && task.thread_id == Some(i64::from(thread_id)) {
                 self.reset_task(&task, "its thread asked for new work").await?;
             }
@@ -71,12 +71,12 @@ impl OptimizingService {
         thread_id: u32,
         ignore_quota: bool,
     ) -> Result<Option<TaskAssignment>> {
-        let planned = self.store.group_tasks(group, &["planned"]).await?;
+        let planned = self.store.group_tasks(group, &names(&[TaskStatus::Planned])).await?;
         if planned.is_empty() {
             return Ok(None);
         }
         let mut running: HashMap<i64, usize> = HashMap::new();
-        for (table_id, _) in self.store.group_tasks(group, &["scheduled", "acked"]).await? {
+        for (table_id, _) in self.store.group_tasks(group, &names(&TaskStatus::HELD)).await? {
             *running.entry(table_id).or_default() += 1;
         }
         let threads = self.group_threads(group).await?;
@@ -98,18 +98,15 @@ impl OptimizingService {
                     continue;
                 }
             }
-            let from = TaskStatus::parse(&task.status)?;
-            from.transition(TaskStatus::Scheduled)?;
-            let mut claimed = task.clone();
-            claimed.status = TaskStatus::Scheduled.as_str().into();
-            claimed.attempt += 1;
-            claimed.optimizer_token = Some(token.to_string());
-            claimed.thread_id = Some(i64::from(thread_id));
-            claimed.status_since = now_ms();
-            claimed.started_at = None;
-            if !self.store.update_task(&claimed, &task.status, task.attempt, None).await? {
+            let claim = |t: &mut TaskRecord| {
+                t.attempt += 1;
+                t.optimizer_token = Some(token.to_string());
+                t.thread_id = Some(i64::from(thread_id));
+                t.started_at = None;
+            };
+            let Some(claimed) = move_task(&self.store, &task, TaskStatus::Scheduled, None, claim).await? else {
                 continue; // Another thread claimed it first.
-            }
+            };
             let input: TaskInput = serde_json::from_str(&claimed.input)
                 .map_err(|e| OptimizingError::Corrupt(format!("task input: {e}")))?;
             let key = TaskKey { process_id: claimed.process_id, task_id: claimed.task_id, attempt: claimed.attempt };
@@ -145,13 +142,8 @@ impl OptimizingService {
     pub async fn ack(&self, token: &str, thread_id: u32, key: &TaskKey) -> Result<()> {
         self.optimizer(token).await?;
         let task = self.held_task(token, thread_id, key, TaskStatus::Scheduled).await?;
-        TaskStatus::Scheduled.transition(TaskStatus::Acked)?;
-        let mut acked = task.clone();
-        acked.status = TaskStatus::Acked.as_str().into();
         let now = now_ms();
-        acked.status_since = now;
-        acked.started_at = Some(now);
-        if self.store.update_task(&acked, &task.status, task.attempt, None).await? {
+        if move_task(&self.store, &task, TaskStatus::Acked, None, |t| t.started_at = Some(now)).await?.is_some() {
             Ok(())
         } else {
             Err(OptimizingError::Rejected(format!(
@@ -178,36 +170,36 @@ impl OptimizingService {
         let now = now_ms();
         let started = task.started_at.unwrap_or(task.status_since);
         let run = TaskRun { table_id: process.table_id, started_at: started, ended_at: now };
-        let mut done = task.clone();
-        done.status_since = now;
-        done.finished_at = Some(now);
-        done.cost_ms += (now - started).max(0);
+        let ended = |t: &mut TaskRecord| {
+            t.finished_at = Some(now);
+            t.cost_ms += (now - started).max(0);
+        };
         metrics::histogram!("loch_optimizing_task_duration_seconds").record((now - started).max(0) as f64 / 1000.0);
+        let changed = || OptimizingError::Rejected("task changed while completing".into());
         match result {
             Ok(output) => {
-                TaskStatus::Acked.transition(TaskStatus::Success)?;
                 let (files, bytes) = output_size(&output);
-                done.status = TaskStatus::Success.as_str().into();
-                done.output_files = files;
-                done.output_bytes = bytes;
-                done.fail_reason = None;
-                done.output =
-                    Some(serde_json::to_string(&output).map_err(|e| OptimizingError::Corrupt(e.to_string()))?);
-                if !self.store.update_task(&done, &task.status, task.attempt, Some(run)).await? {
-                    return Err(OptimizingError::Rejected("task changed while completing".into()));
-                }
-                metrics::counter!("loch_optimizing_tasks_total", "result" => "success").increment(1);
+                let output = serde_json::to_string(&output).map_err(|e| OptimizingError::Corrupt(e.to_string()))?;
+                let success = |t: &mut TaskRecord| {
+                    ended(t);
+                    t.output_files = files;
+                    t.output_bytes = bytes;
+                    t.fail_reason = None;
+                    t.output = Some(output);
+                };
+                move_task(&self.store, &task, TaskStatus::Success, Some(run), success).await?.ok_or_else(changed)?;
+                metrics::counter!("loch_optimizing_tasks_total", "result" => TaskStatus::Success.as_str()).increment(1);
                 self.after_task_success(process.id).await;
             }
             Err(reason) => {
-                TaskStatus::Acked.transition(TaskStatus::Failed)?;
-                done.status = TaskStatus::Failed.as_str().into();
-                done.retries += 1;
-                done.fail_reason = Some(truncate(&reason, 4000));
-                if !self.store.update_task(&done, &task.status, task.attempt, Some(run)).await? {
-                    return Err(OptimizingError::Rejected("task changed while completing".into()));
-                }
-                metrics::counter!("loch_optimizing_tasks_total", "result" => "failed").increment(1);
+                let failed = |t: &mut TaskRecord| {
+                    ended(t);
+                    t.retries += 1;
+                    t.fail_reason = Some(truncate(&reason, 4000));
+                };
+                let done =
+                    move_task(&self.store, &task, TaskStatus::Failed, Some(run), failed).await?.ok_or_else(changed)?;
+                metrics::counter!("loch_optimizing_tasks_total", "result" => TaskStatus::Failed.as_str()).increment(1);
                 tracing::warn!(process = process.id, task = task.task_id, %reason, "optimizing task failed");
                 let allowed = i64::from(process_summary(&process).retries);
                 if done.retries <= allowed {
@@ -229,15 +221,12 @@ impl OptimizingService {
 
     /// Puts a task back to `planned` (retry, lost optimizer, timeout).
     pub(crate) async fn reset_task(&self, task: &TaskRecord, why: &str) -> Result<bool> {
-        let from = TaskStatus::parse(&task.status)?;
-        from.transition(TaskStatus::Planned)?;
-        let mut reset = task.clone();
-        reset.status = TaskStatus::Planned.as_str().into();
-        reset.optimizer_token = None;
-        reset.thread_id = None;
-        reset.status_since = now_ms();
-        reset.started_at = None;
-        let moved = self.store.update_task(&reset, &task.status, task.attempt, None).await?;
+        let reset = |t: &mut TaskRecord| {
+            t.optimizer_token = None;
+            t.thread_id = None;
+            t.started_at = None;
+        };
+        let moved = move_task(&self.store, task, TaskStatus::Planned, None, reset).await?.is_some();
         if moved {
             tracing::info!(process = task.process_id, task = task.task_id, why, "task handed back");
         }
@@ -310,7 +299,7 @@ impl OptimizingService {
         for run in self.store.task_runs_since(since).await? {
             *occupied.entry(run.table_id).or_default() += run.ended_at - run.started_at.max(since);
         }
-        for task in self.store.active_tasks(&["acked"]).await? {
+        for task in self.store.active_tasks(&names(&[TaskStatus::Acked])).await? {
             if let Some(process) = self.store.get_process(task.process_id).await? {
                 *occupied.entry(process.table_id).or_default() += now - task.started_at.unwrap_or(now).max(since);
             }
@@ -321,23 +310,18 @@ impl OptimizingService {
     /// Plans one pending table: pending → planning → a process (or idle when nothing is worth
     /// doing, or back to pending on failure). True if a process was created.
     async fn plan_table(self: &Arc<Self>, group: &str, runtime: RuntimeRecord) -> Result<bool> {
-        TableStatus::Pending.transition(TableStatus::Planning)?;
-        let mut planning = runtime.clone();
-        planning.status = TableStatus::Planning.as_str().into();
-        planning.status_since = now_ms();
-        planning.last_plan_at = Some(planning.status_since);
-        if !self.store.update_runtime(&planning, TableStatus::Pending.as_str()).await? {
+        let now = now_ms();
+        let Some(planning) =
+            move_runtime(&self.store, &runtime, TableStatus::Planning, |r| r.last_plan_at = Some(now)).await?
+        else {
             return Ok(false);
-        }
+        };
         let outcome = self.plan_table_locked(group, &planning).await;
         match outcome {
             Ok(created) => Ok(created),
             Err(e) => {
                 tracing::warn!(table_id = runtime.table_id, error = %e, "planning failed; the table stays pending");
-                let mut back = planning.clone();
-                back.status = TableStatus::Pending.as_str().into();
-                back.status_since = now_ms();
-                self.store.update_runtime(&back, TableStatus::Planning.as_str()).await?;
+                move_runtime(&self.store, &planning, TableStatus::Pending, |_| {}).await?;
                 Ok(false)
             }
         }
@@ -357,13 +341,14 @@ impl OptimizingService {
         let evaluation = match evaluation {
             Some(evaluation) if evaluation.optimizing_type().is_some() => evaluation,
             other => {
-                let mut idle = planning.clone();
-                TableStatus::Planning.transition(TableStatus::Idle)?;
-                idle.status = TableStatus::Idle.as_str().into();
-                idle.status_since = now_ms();
-                idle.pending_input = None;
-                idle.last_evaluated_snapshot = other.map(|e| e.snapshot_id);
-                self.store.update_runtime(&idle, TableStatus::Planning.as_str()).await?;
+                let idle = |r: &mut RuntimeRecord| {
+                    r.pending_input = None;
+                    r.last_evaluated_snapshot = other.as_ref().map(|e| e.snapshot_id);
+                    r.due_at = other.as_ref().and_then(|e| e.next_due_ms);
+                };
+                if let Some(idle) = move_runtime(&self.store, planning, TableStatus::Idle, idle).await? {
+                    self.tracker.set_due(idle.table_id, idle.due_at);
+                }
                 return Ok(false);
             }
         };
@@ -375,12 +360,11 @@ impl OptimizingService {
             Err(e) => return self.block_or_fail(&table, planning, Some(evaluation.snapshot_id), e).await,
         };
         let Some(plan) = plan else {
-            let mut idle = planning.clone();
-            idle.status = TableStatus::Idle.as_str().into();
-            idle.status_since = now_ms();
-            idle.pending_input = None;
-            idle.last_evaluated_snapshot = Some(evaluation.snapshot_id);
-            self.store.update_runtime(&idle, TableStatus::Planning.as_str()).await?;
+            let idle = |r: &mut RuntimeRecord| {
+                r.pending_input = None;
+                r.last_evaluated_snapshot = Some(evaluation.snapshot_id);
+            };
+            move_runtime(&self.store, planning, TableStatus::Idle, idle).await?;
             return Ok(false);
         };
         let mut tasks = Vec::with_capacity(plan.tasks.len());
@@ -396,26 +380,24 @@ impl OptimizingService {
             summary.input_bytes += bytes;
             tasks.push(NewTask {
                 task_id: i as i64,
+                status: TaskStatus::Planned.as_str().into(),
                 partition_name: partition.clone(),
                 input: serde_json::to_string(input).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
                 input_files: files,
                 input_bytes: bytes,
             });
         }
-        let status = TableStatus::Planning.transition(TableStatus::optimizing(plan.kind))?;
         let process = NewProcess {
             table_id: table.record.id,
             kind: "optimizing".into(),
             process_type: plan.kind.as_str().into(),
+            status: ProcessStatus::Running.as_str().into(),
             group_name: group.to_string(),
             target_snapshot_id: Some(plan.snapshot_id),
             summary: serde_json::to_string(&summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
         };
-        let mut running = planning.clone();
-        running.status = status.as_str().into();
-        running.status_since = now_ms();
-        running.pending_input = None;
-        let id = self.store.begin_process(&process, &tasks, &running, TableStatus::Planning.as_str()).await?;
+        let running = next_runtime(planning, TableStatus::optimizing(plan.kind), |r| r.pending_input = None)?;
+        let id = self.store.begin_process(&process, &tasks, &running, &planning.status).await?;
         tracing::info!(table = %table.display_name(), process = id, kind = plan.kind.as_str(), tasks = tasks.len(), "optimizing process planned");
         metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.kind.as_str()).increment(1);
         self.wake(group);
@@ -434,7 +416,6 @@ impl OptimizingService {
         e: OptimizingError,
     ) -> Result<bool> {
         let Some(reason) = e.unsupported() else { return Err(e) };
-        TableStatus::Planning.transition(TableStatus::Idle)?;
         self.block(&table.display_name(), planning, snapshot, reason).await?;
         Ok(false)
     }

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use crate::error::{OptimizingError, Result};
 use crate::properties::GroupProperties;
+use crate::status::TaskStatus;
 
 /// Server-side settings of self-optimizing (Amoro's `config.yaml` names and defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -233,7 +234,7 @@ impl OptimizingService {
     /// Tasks held (scheduled or running) per optimizer token.
     pub async fn running_tasks_by_optimizer(&self) -> Result<HashMap<String, usize>> {
         let mut running = HashMap::new();
-        for task in self.store.active_tasks(&["scheduled", "acked"]).await? {
+        for task in self.store.active_tasks(&crate::status::names(&TaskStatus::HELD)).await? {
             if let Some(token) = task.optimizer_token {
                 *running.entry(token).or_default() += 1;
             }

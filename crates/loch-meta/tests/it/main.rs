@@ -355,10 +355,10 @@ async fn optimizing_state(store: MetaStore) {
         .unwrap();
     store.create_namespace(cat.id, &levels(&["n"]), &props(&[])).await.unwrap();
     let t = store.insert_table(&new_table(cat.id, &["n"], "t", TableKind::Table)).await.unwrap();
-    let rt = store.ensure_runtime(t.id, "default").await.unwrap();
+    let rt = store.ensure_runtime(t.id, "default", "idle").await.unwrap();
     assert_eq!(rt.status, "idle");
     assert_eq!(
-        store.ensure_runtime(t.id, "other").await.unwrap().group_name,
+        store.ensure_runtime(t.id, "other", "idle").await.unwrap().group_name,
         "default",
         "ensure keeps the existing row"
     );
@@ -378,6 +378,7 @@ async fn optimizing_state(store: MetaStore) {
         table_id: t.id,
         kind: "optimizing".into(),
         process_type: "minor".into(),
+        status: "running".into(),
         group_name: "default".into(),
         target_snapshot_id: Some(7),
         summary: "{}".into(),
@@ -385,6 +386,7 @@ async fn optimizing_state(store: MetaStore) {
     let tasks: Vec<NewTask> = (0..2)
         .map(|i| NewTask {
             task_id: i,
+            status: "planned".into(),
             partition_name: "p".into(),
             input: "{}".into(),
             input_files: 3,
@@ -421,8 +423,11 @@ async fn optimizing_state(store: MetaStore) {
     let mut idle = store.get_runtime(t.id).await.unwrap().unwrap();
     idle.status = "idle".into();
     idle.process_id = None;
-    store.finish_process(&finished, "running", &idle, "minor").await.unwrap();
-    assert!(matches!(store.finish_process(&finished, "running", &idle, "minor").await, Err(MetaError::Conflict(_))));
+    store.finish_process(&finished, "running", ["success", "canceled"], &idle, "minor").await.unwrap();
+    assert!(matches!(
+        store.finish_process(&finished, "running", ["success", "canceled"], &idle, "minor").await,
+        Err(MetaError::Conflict(_))
+    ));
     let tasks = store.list_tasks(pid).await.unwrap();
     assert_eq!(tasks.iter().map(|t| t.status.as_str()).collect::<Vec<_>>(), vec!["success", "canceled"]);
     assert_eq!(store.list_processes(t.id, 10).await.unwrap()[0].status, "closed");
