@@ -1,15 +1,29 @@
-//! The management side of self-optimizing: the evaluator decides which tables and partitions need
-//! minor, major or full optimizing; the planner turns them into tasks; the scheduler hands tasks
-//! to optimizer threads fairly across tables; the committer commits their output through the
-//! catalog's single commit path. Table maintenance will run as processes of the same framework.
+//! The management side of self-optimizing, by role:
+//!
+//! - `status`: the state machines of tables, processes and tasks, and the only functions that
+//!   write a state change (checked, time-stamped, compare-and-swap);
+//! - `service`: the shared state and the read views the management API shows;
+//! - `registry`: optimizer groups and the optimizers serving them;
+//! - `lifecycle`: a table's life — refresh (look when it changed or is due), evaluate, block,
+//!   commit a finished process, fail or cancel one — with `tracker`, what refreshing knows
+//!   without reading metadata;
+//! - `scheduler`: handing tasks to optimizer threads fairly across tables, planning the next
+//!   table when a group runs dry, and taking acknowledgements and results;
+//! - `keeper`: housekeeping, recovery after a restart and the background loops;
+//! - `evaluator` (which partitions need which optimizing), `plan` (a process's tasks; `plan::
+//!   partition` for one partition's files), `task` (tasks ↔ the protocol's inputs and outputs),
+//!   `committer` (one rewrite snapshot through the catalog's commit path).
+//!
+//! Table maintenance will run as processes of the same framework.
 
-pub mod commit;
+pub mod committer;
 pub mod error;
 pub mod evaluator;
+mod keeper;
 mod lifecycle;
 pub mod plan;
-pub mod planner;
 pub mod properties;
+mod registry;
 mod scheduler;
 mod service;
 pub mod status;

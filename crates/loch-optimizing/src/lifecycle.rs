@@ -2,19 +2,16 @@
 //! whose tasks all succeeded, fail or cancel a process, and the keeper that hands back tasks of
 //! lost optimizers, recovers processes after a restart and keeps every table out of stuck states.
 
-use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use loch_api::optimizer::{TaskInput, TaskOutput};
 use loch_meta::{ProcessRecord, RuntimeRecord, TaskRecord, now_ms};
-use tokio::sync::watch;
 
-use crate::commit::commit_rewrite;
+use crate::committer::commit_rewrite;
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::{Evaluation, LastOptimized, OptimizingType, evaluate};
 use crate::service::{OptimizingService, PendingInput, process_summary};
-use crate::status::{ProcessStatus, TableStatus, TaskStatus, end_process, move_runtime, names};
+use crate::status::{ProcessStatus, TableStatus, TaskStatus, end_process, move_runtime};
 use crate::table::ManagedTable;
 
 /// Evaluates the table's current snapshot; `None` for a table without snapshots.
@@ -29,7 +26,7 @@ pub(crate) async fn evaluate_table(table: &ManagedTable, runtime: &RuntimeRecord
 }
 
 /// How long a table may stay in `planning` before the keeper assumes its planner died.
-const PLANNING_STALE_MS: i64 = 10 * 60 * 1000;
+pub(crate) const PLANNING_STALE_MS: i64 = 10 * 60 * 1000;
 
 /// A blocked table that does not change is looked at again after this long.
 const BLOCKED_RECHECK_MS: i64 = 60 * 60 * 1000;
@@ -188,7 +185,7 @@ impl OptimizingService {
     /// The periodic safety net for one slice of the tables (ids modulo [`REFRESH_SLICES`]): one
     /// query of pointers, and a look only at tables whose pointer moved without an announcement
     /// (another server, a restart, a lost event).
-    async fn refresh_slice(&self, slice: i64) -> Result<()> {
+    pub(crate) async fn refresh_slice(&self, slice: i64) -> Result<()> {
         for pointer in self.store.table_pointers(REFRESH_SLICES, slice).await? {
             if self.tracker.unchanged(&pointer) {
                 continue;
@@ -201,7 +198,7 @@ impl OptimizingService {
     }
 
     /// Looks at the tables whose due time came.
-    async fn refresh_due(&self) {
+    pub(crate) async fn refresh_due(&self) {
         for id in self.tracker.take_due(now_ms()) {
             if let Err(e) = self.refresh(id, true).await {
                 tracing::warn!(table_id = id, error = %e, "table refresh failed");
@@ -364,223 +361,9 @@ impl OptimizingService {
         self.fail_process(process_id, "canceled by request", true).await?;
         self.process(table_id, process_id).await
     }
-
-    /// One round of housekeeping.
-    pub async fn keep(self: &Arc<Self>) -> Result<()> {
-        let now = now_ms();
-        // Optimizers that stopped heart-beating are gone.
-        let timeout = self.config.heartbeat_timeout.as_millis() as i64;
-        let mut alive = HashSet::new();
-        for optimizer in self.store.list_optimizers(None).await? {
-            if now - optimizer.touched_at > timeout {
-                self.store.delete_optimizer(&optimizer.token).await?;
-                tracing::warn!(group = %optimizer.group_name, kind = %optimizer.kind, "optimizer expired: no heartbeat");
-            } else {
-                alive.insert(optimizer.token);
-            }
-        }
-        // Their tasks, and tasks past their timeouts, go back to planned.
-        let ack_timeout = self.config.ack_timeout.as_millis() as i64;
-        for task in self.store.active_tasks(&names(&TaskStatus::HELD)).await? {
-            let status = TaskStatus::parse(&task.status)?;
-            let owner_gone = task.optimizer_token.as_ref().is_none_or(|t| !alive.contains(t));
-            let unacked = status == TaskStatus::Scheduled && now - task.status_since > ack_timeout;
-            let overtime = status == TaskStatus::Acked
-                && self
-                    .config
-                    .execute_timeout
-                    .is_some_and(|t| now - task.started_at.unwrap_or(now) > t.as_millis() as i64);
-            let why = if owner_gone {
-                Some("its optimizer is gone")
-            } else if unacked {
-                Some("not acknowledged in time")
-            } else if overtime {
-                Some("execution timed out")
-            } else {
-                None
-            };
-            if let Some(why) = why
-                && self.reset_task(&task, why).await?
-                && let Some(process) = self.store.get_process(task.process_id).await?
-            {
-                self.wake(&process.group_name);
-            }
-        }
-        // Running processes: commit those that are done; tables must point at them.
-        let running = self.store.running_processes().await?;
-        let running_ids: HashSet<i64> = running.iter().map(|p| p.id).collect();
-        for process in running {
-            let tasks = self.store.list_tasks(process.id).await?;
-            if all_succeeded(&tasks) {
-                let service = self.clone();
-                tokio::spawn(async move { service.commit_process(process.id).await });
-            }
-        }
-        // Tables in a state no live process explains return to where they can move on.
-        for runtime in self.store.runtimes_not_in_status(TableStatus::Idle.as_str()).await? {
-            let status = TableStatus::parse(&runtime.status)?;
-            let orphaned = status.is_processing() && runtime.process_id.is_none_or(|id| !running_ids.contains(&id));
-            let stale_planning = status == TableStatus::Planning && now - runtime.status_since > PLANNING_STALE_MS;
-            if orphaned || stale_planning {
-                let to = if stale_planning { TableStatus::Pending } else { TableStatus::Idle };
-                let fix = |r: &mut RuntimeRecord| {
-                    r.process_id = None;
-                    r.last_evaluated_snapshot = None;
-                };
-                if move_runtime(&self.store, &runtime, to, fix).await?.is_some() {
-                    tracing::warn!(table_id = runtime.table_id, from = %runtime.status, to = to.as_str(), "table status recovered");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Sets the table-status gauges. Called when metrics are scraped, not on a timer: with
-    /// thousands of tables the per-table series cost something, and only a scrape reads them.
-    pub async fn report_metrics(&self) -> Result<()> {
-        let counts = self.store.count_runtimes().await?;
-        for status in TableStatus::ALL {
-            let count = counts.by_status.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
-            metrics::gauge!("loch_optimizing_tables", "status" => status.as_str()).set(count as f64);
-        }
-        metrics::gauge!("loch_optimizing_blocked_tables").set(counts.blocked as f64);
-        let (due, looked) = self.tracker.sizes();
-        metrics::gauge!("loch_optimizing_due_tables").set(due as f64);
-        metrics::gauge!("loch_optimizing_tracked_tables").set(looked as f64);
-        let runtimes = self.store.list_runtimes(None).await?;
-        let now = now_ms();
-        // As Amoro: per table, the time spent so far in each status, 0 for the others.
-        for named in runtimes {
-            let table = format!("{}.{}.{}", named.catalog, named.namespace.join("."), named.table);
-            for status in TableStatus::ALL {
-                let seconds = if named.runtime.status == status.as_str() {
-                    (now - named.runtime.status_since) as f64 / 1000.0
-                } else {
-                    0.0
-                };
-                metrics::gauge!("loch_optimizing_status_duration_seconds", "table" => table.clone(), "status" => status.as_str())
-                    .set(seconds);
-            }
-        }
-        Ok(())
-    }
-
-    /// At start-up, before any optimizer registers: the previous server's own optimizer threads
-    /// and its plans in progress died with it, so their tasks go back and their tables are
-    /// pending again; processes whose tasks all succeeded are committed.
-    pub async fn recover(self: &Arc<Self>) -> Result<()> {
-        for optimizer in self.store.list_optimizers(None).await? {
-            if optimizer.kind == "embedded" {
-                self.store.delete_optimizer(&optimizer.token).await?;
-            }
-        }
-        for named in self.store.list_runtimes(None).await? {
-            let runtime = named.runtime;
-            if TableStatus::parse(&runtime.status)? == TableStatus::Planning {
-                move_runtime(&self.store, &runtime, TableStatus::Pending, |_| {}).await?;
-            }
-        }
-        let running = self.store.running_processes().await?.len();
-        if running > 0 {
-            tracing::info!(running, "resuming optimizing processes of the previous run");
-        }
-        self.keep().await
-    }
-
-    /// Runs the refresh loop (every refresh interval, and soon after commits) and the keeper
-    /// until `stop` turns true. Call [`OptimizingService::recover`] first.
-    pub fn spawn_background(self: &Arc<Self>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-        let refresher = {
-            let service = self.clone();
-            let mut stop = stop.clone();
-            let mut commits = self.catalogs.subscribe_commits();
-            tokio::spawn(async move {
-                match service.store.due_runtimes().await {
-                    Ok(due) => due.into_iter().for_each(|(table, at)| service.tracker.set_due(table, Some(at))),
-                    Err(e) => tracing::warn!(error = %e, "cannot read due times; tables wait for a change"),
-                }
-                let mut tick = tokio::time::interval(service.config.refresh_interval / REFRESH_SLICES as u32);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut slice = 0;
-                loop {
-                    let until_due =
-                        service.tracker.next_due().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
-                    let due = async {
-                        match until_due {
-                            Some(wait) => tokio::time::sleep(wait).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = service.refresh_slice(slice).await {
-                                tracing::warn!(error = %e, "refreshing tables failed");
-                            }
-                            slice = (slice + 1) % REFRESH_SLICES;
-                        }
-                        _ = due => service.refresh_due().await,
-                        _ = service.tracker.changed() => {}
-                        event = commits.recv() => match event {
-                            Ok(table_id) => {
-                                // Let a burst of commits settle, then look once per table.
-                                let mut ids = HashSet::from([table_id]);
-                                tokio::time::sleep(Duration::from_millis(200)).await;
-                                while let Ok(id) = commits.try_recv() {
-                                    ids.insert(id);
-                                }
-                                for id in ids {
-                                    if let Err(e) = service.refresh_table(id).await {
-                                        tracing::warn!(table_id = id, error = %e, "table refresh failed");
-                                    }
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                                // Announcements were lost: find the changed tables by pointer.
-                                tracing::warn!(missed, "commit announcements overflowed; checking every table's pointer");
-                                if let Err(e) = service.refresh_all().await {
-                                    tracing::warn!(error = %e, "refreshing tables failed");
-                                }
-                            }
-                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                        },
-                        _ = stop.changed() => break,
-                    }
-                }
-            })
-        };
-        let keeper = {
-            let service = self.clone();
-            let mut stop = stop;
-            tokio::spawn(async move {
-                let period =
-                    (service.config.heartbeat_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
-                let mut tick = tokio::time::interval(period);
-                let mut last_purge = 0i64;
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = service.keep().await {
-                                tracing::warn!(error = %e, "optimizing housekeeping failed");
-                            }
-                            let now = now_ms();
-                            if now - last_purge > 3_600_000 {
-                                last_purge = now;
-                                let before = now - service.config.history_keep.as_millis() as i64;
-                                if let Err(e) = service.store.purge_history(before).await {
-                                    tracing::warn!(error = %e, "purging process history failed");
-                                }
-                            }
-                        }
-                        _ = stop.changed() => break,
-                    }
-                }
-            })
-        };
-        vec![refresher, keeper]
-    }
 }
 
 /// True when a process has tasks and every one of them succeeded.
-fn all_succeeded(tasks: &[TaskRecord]) -> bool {
+pub(crate) fn all_succeeded(tasks: &[TaskRecord]) -> bool {
     !tasks.is_empty() && tasks.iter().all(|t| t.status == TaskStatus::Success.as_str())
 }

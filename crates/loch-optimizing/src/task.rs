@@ -9,7 +9,7 @@ use loch_api::optimizer::{InputFile, TaskInput, TaskOutput};
 use loch_table::scan::LiveFile;
 
 use crate::error::{OptimizingError, Result};
-use crate::planner::{PlannedFile, PlannedTask};
+use crate::plan::partition::{PlannedFile, PlannedTask};
 use crate::table::ManagedTable;
 
 fn version_number(v: FormatVersion) -> u8 {

@@ -8,7 +8,7 @@ use iceberg::spec::Struct;
 use loch_api::optimizer::{TaskInput, TaskOutput};
 use loch_catalog::{TableChange, TableName};
 use loch_optimizing::OptimizingError;
-use loch_optimizing::commit::{Committed, commit_rewrite};
+use loch_optimizing::committer::{Committed, commit_rewrite};
 use loch_optimizing::evaluator::{LastOptimized, OptimizingType, evaluate};
 use loch_optimizing::plan::{ProcessPlan, plan_process};
 use loch_table::TableError;

@@ -2,15 +2,17 @@
 //! their files (a second streaming pass that keeps only those partitions), plans each, and builds
 //! the task inputs.
 
+pub mod partition;
+
 use std::collections::{HashMap, HashSet};
 
 use futures::TryStreamExt;
 use loch_api::optimizer::TaskInput;
 use loch_table::scan::{LiveFile, live_files};
 
+use self::partition::{PartitionFiles, plan_partition};
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::{Evaluation, OptimizingType, PartitionId};
-use crate::planner::{PartitionFiles, plan_partition};
 use crate::table::ManagedTable;
 use crate::task::task_input;
 

@@ -1,4 +1,4 @@
-//! The planner: for the partitions the evaluator chose, decides file by file what to rewrite and
+//! Planning the files of the partitions the evaluator chose: decides file by file what to rewrite and
 //! what to re-express, assigns each data file the deletes that apply to it (by sequence number),
 //! bin-packs the work into tasks, and finds the delete files the whole plan makes obsolete.
 //!
