@@ -11,6 +11,36 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// HTTP status with which the server says it does not know an optimizer token.
+pub const UNKNOWN_OPTIMIZER_STATUS: u16 = 410;
+
+/// How a call of the protocol failed, the same whether it went over HTTP (`loch optimizer`) or
+/// stayed inside the server (its own threads): both sides classify by the HTTP status the
+/// server's routes answer with, so a worker reacts to an error the same way everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// The server does not know the optimizer's token (410): register again.
+    #[error("the server does not know this optimizer; registering again")]
+    Unregistered,
+    /// The server refused the request (4xx), e.g. a result for a task handed to someone else.
+    #[error("rejected by the server: {0}")]
+    Rejected(String),
+    /// The server could not be reached or failed (5xx): worth retrying.
+    #[error("server: {0}")]
+    Server(String),
+}
+
+impl ProtocolError {
+    /// The error an answer with HTTP `status` and `message` means.
+    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+        match status {
+            UNKNOWN_OPTIMIZER_STATUS => ProtocolError::Unregistered,
+            400..=499 => ProtocolError::Rejected(message.into()),
+            _ => ProtocolError::Server(message.into()),
+        }
+    }
+}
+
 /// `POST /register`: an optimizer joins a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]

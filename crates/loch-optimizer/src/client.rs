@@ -5,17 +5,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use loch_api::ErrorResponse;
 use loch_api::optimizer::{
-    AckRequest, CompleteRequest, PollRequest, PollResponse, RegisterRequest, RegisterResponse, TaskAssignment, TaskKey,
-    TouchRequest,
+    AckRequest, CompleteRequest, PollRequest, PollResponse, ProtocolError, RegisterRequest, RegisterResponse,
+    TaskAssignment, TaskKey, TouchRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{ExecuteError, Result};
 use crate::worker::Coordinator;
-
-/// HTTP status with which the server says it does not know an optimizer token.
-pub const UNKNOWN_OPTIMIZER_STATUS: u16 = 410;
 
 /// How an optimizer proves itself to a server with authentication on.
 #[derive(Clone)]
@@ -140,11 +137,7 @@ impl HttpCoordinator {
         let message = serde_json::from_slice::<ErrorResponse>(&bytes)
             .map(|e| e.error.message)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        Err(match status {
-            UNKNOWN_OPTIMIZER_STATUS => ExecuteError::Unregistered,
-            400..=499 => ExecuteError::Rejected(format!("{path}: {message}")),
-            _ => ExecuteError::Server(format!("{path}: {status}: {message}")),
-        })
+        Err(ProtocolError::from_status(status, format!("{path}: {status}: {message}")).into())
     }
 }
 

@@ -23,5 +23,16 @@ pub enum ExecuteError {
     Unregistered,
 }
 
+impl From<loch_api::optimizer::ProtocolError> for ExecuteError {
+    fn from(e: loch_api::optimizer::ProtocolError) -> Self {
+        use loch_api::optimizer::ProtocolError;
+        match e {
+            ProtocolError::Unregistered => ExecuteError::Unregistered,
+            ProtocolError::Rejected(message) => ExecuteError::Rejected(message),
+            ProtocolError::Server(message) => ExecuteError::Server(message),
+        }
+    }
+}
+
 /// Result type of the worker.
 pub type Result<T, E = ExecuteError> = std::result::Result<T, E>;

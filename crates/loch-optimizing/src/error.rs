@@ -44,6 +44,31 @@ pub enum OptimizingError {
 }
 
 impl OptimizingError {
+    /// The HTTP status and Iceberg error type this error is answered with, or `None` for a
+    /// failure of the server itself (500). The management routes, the protocol routes and the
+    /// server's own optimizer threads all classify errors with it.
+    pub fn http(&self) -> Option<(u16, &'static str)> {
+        Some(match self {
+            OptimizingError::Catalog(inner) => (inner.status(), inner.error_type()),
+            OptimizingError::Invalid(_) | OptimizingError::InvalidProperty(_) => (400, "BadRequestException"),
+            OptimizingError::UnknownOptimizer => {
+                (loch_api::optimizer::UNKNOWN_OPTIMIZER_STATUS, "UnknownOptimizerException")
+            }
+            OptimizingError::NotFound(_)
+            | OptimizingError::NoSuchGroup(_)
+            | OptimizingError::Meta(MetaError::NotFound(_)) => (404, "NotFoundException"),
+            OptimizingError::Meta(MetaError::AlreadyExists(_)) => (409, "AlreadyExistsException"),
+            OptimizingError::Meta(MetaError::NotEmpty(_)) => (409, "NotEmptyException"),
+            OptimizingError::Rejected(_) => (409, "RejectedException"),
+            _ => return None,
+        })
+    }
+
+    /// What a worker makes of this error (see [`loch_api::optimizer::ProtocolError`]).
+    pub fn protocol(&self) -> loch_api::optimizer::ProtocolError {
+        loch_api::optimizer::ProtocolError::from_status(self.http().map_or(500, |(status, _)| status), self.to_string())
+    }
+
     /// Why Loch cannot optimize the table as it is (it is skipped, not retried), if that is
     /// what this error says.
     pub fn unsupported(&self) -> Option<&str> {

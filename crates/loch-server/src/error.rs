@@ -82,23 +82,8 @@ impl From<CatalogError> for ApiError {
 
 impl From<OptimizingError> for ApiError {
     fn from(e: OptimizingError) -> Self {
-        use loch_meta::MetaError;
-        let (status, r#type) = match &e {
-            OptimizingError::Catalog(inner) => {
-                (StatusCode::from_u16(inner.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), inner.error_type())
-            }
-            OptimizingError::Invalid(_) | OptimizingError::InvalidProperty(_) => {
-                (StatusCode::BAD_REQUEST, "BadRequestException")
-            }
-            OptimizingError::UnknownOptimizer => (StatusCode::GONE, "UnknownOptimizerException"),
-            OptimizingError::NotFound(_)
-            | OptimizingError::NoSuchGroup(_)
-            | OptimizingError::Meta(MetaError::NotFound(_)) => (StatusCode::NOT_FOUND, "NotFoundException"),
-            OptimizingError::Meta(MetaError::AlreadyExists(_)) => (StatusCode::CONFLICT, "AlreadyExistsException"),
-            OptimizingError::Meta(MetaError::NotEmpty(_)) => (StatusCode::CONFLICT, "NotEmptyException"),
-            OptimizingError::Rejected(_) => (StatusCode::CONFLICT, "RejectedException"),
-            _ => return ApiError::internal(e),
-        };
+        let Some((status, r#type)) = e.http() else { return ApiError::internal(e) };
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %e, "optimizing operation failed");
             return Self { status, r#type, message: generic_failure("internal server error") };

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use loch_api::optimizer::{CompleteRequest, RegisterRequest, RegisterResponse, TaskAssignment, TaskKey};
+use loch_api::optimizer::{CompleteRequest, ProtocolError, RegisterRequest, RegisterResponse, TaskAssignment, TaskKey};
 use loch_optimizer::{Coordinator, ExecuteError, WorkerConfig};
 use loch_optimizing::{DEFAULT_GROUP, OptimizingError, OptimizingService};
 use tokio::runtime::Handle;
@@ -28,21 +28,14 @@ impl InProcess {
     {
         match self.server.spawn(f(self.service.clone())).await {
             Ok(result) => result.map_err(worker_error),
-            Err(e) => Err(ExecuteError::Server(format!("server task ended: {e}"))),
+            Err(e) => Err(ProtocolError::Server(format!("server task ended: {e}")).into()),
         }
     }
 }
 
-/// How a worker sees a service error: forgotten token, refusal, or a failure worth retrying.
+/// How a worker sees a service error: as it would over HTTP.
 pub fn worker_error(e: OptimizingError) -> ExecuteError {
-    match e {
-        OptimizingError::UnknownOptimizer => ExecuteError::Unregistered,
-        OptimizingError::Rejected(_)
-        | OptimizingError::Invalid(_)
-        | OptimizingError::NotFound(_)
-        | OptimizingError::NoSuchGroup(_) => ExecuteError::Rejected(e.to_string()),
-        other => ExecuteError::Server(other.to_string()),
-    }
+    e.protocol().into()
 }
 
 #[async_trait]
