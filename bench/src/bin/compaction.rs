@@ -304,9 +304,9 @@ fn loch_task(input: &Input, files: &[(PathBuf, u64, u64)], out: &Path, target: u
     Ok(TaskInput {
         table: "bench.compaction".into(),
         location: format!("file://{}", out.display()),
-        format_version: 2,
-        schema: serde_json::to_value(&input.schema)?,
-        partition_specs: vec![serde_json::to_value(&spec)?],
+        format_version: FormatVersion::V2,
+        schema: input.schema.clone(),
+        partition_specs: vec![spec],
         default_spec_id: 0,
         properties: BTreeMap::new(),
         storage: BTreeMap::new(),

@@ -8,6 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use iceberg::spec::{
+    DataFile, FormatVersion, PartitionSpec, Schema, UnboundPartitionSpec, deserialize_data_file_from_json,
+    serialize_data_file_to_json,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -142,7 +146,8 @@ pub struct CompleteRequest {
     pub error: Option<String>,
 }
 
-/// What a rewrite task works on.
+/// What a rewrite task works on, in Iceberg's own types: planner, worker and committer share
+/// it, and it is encoded once, as the JSON Iceberg defines for each part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct TaskInput {
@@ -151,13 +156,14 @@ pub struct TaskInput {
     /// The table's location.
     pub location: String,
     /// Iceberg format version of the table.
-    pub format_version: u8,
-    /// The current schema (Iceberg JSON).
+    #[schema(value_type = u8)]
+    pub format_version: FormatVersion,
+    /// The current schema.
     #[schema(value_type = Object)]
-    pub schema: serde_json::Value,
-    /// Every partition spec the task's files use, plus the default one (Iceberg JSON).
+    pub schema: Schema,
+    /// Every partition spec the task's files use, plus the default one.
     #[schema(value_type = Vec<Object>)]
-    pub partition_specs: Vec<serde_json::Value>,
+    pub partition_specs: Vec<UnboundPartitionSpec>,
     /// Id of the default partition spec; new files are written in it.
     pub default_spec_id: i32,
     /// Table properties (write settings).
@@ -235,4 +241,47 @@ pub struct TaskSummary {
     pub positions_written: u64,
     /// Execution time in milliseconds.
     pub duration_ms: u64,
+}
+
+/// A data or delete file as the protocol carries it: Iceberg's data-file JSON, which needs the
+/// partition type to encode and decode (iceberg-rust's `serialize_data_file_to_json`).
+pub fn encode_file(
+    file: DataFile,
+    spec: &PartitionSpec,
+    schema: &Schema,
+    version: FormatVersion,
+) -> iceberg::Result<serde_json::Value> {
+    let text = serialize_data_file_to_json(file, &spec.partition_type(schema)?, version)?;
+    serde_json::from_str(&text).map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+}
+
+/// Decodes a file [`encode_file`] encoded, of partition spec `spec`.
+pub fn decode_file(json: &serde_json::Value, spec: &PartitionSpec, schema: &Schema) -> iceberg::Result<DataFile> {
+    deserialize_data_file_from_json(&json.to_string(), spec.spec_id(), &spec.partition_type(schema)?, schema)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed input reads what the untyped one wrote (stored tasks of an older server) and
+    /// writes the same JSON back.
+    #[test]
+    fn a_task_input_keeps_its_wire_format() {
+        let json = serde_json::json!({
+            "table": "c.ns.t", "location": "file:///w/ns/t", "format-version": 2,
+            "schema": {"type": "struct", "schema-id": 0, "fields": [
+                {"id": 1, "name": "id", "required": true, "type": "long"},
+                {"id": 2, "name": "day", "required": false, "type": "date"}]},
+            "partition-specs": [{"spec-id": 1, "fields": [
+                {"source-id": 2, "field-id": 1000, "name": "day", "transform": "identity"}]}],
+            "default-spec-id": 1, "properties": {}, "storage": {}, "target-file-size": 128,
+            "rewrite": [], "reposition": [], "deletes": [], "obsolete-deletes": []
+        });
+        let input: TaskInput = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(input.format_version, FormatVersion::V2);
+        assert_eq!(input.schema.as_struct().fields().len(), 2);
+        assert_eq!(input.partition_specs[0].spec_id(), Some(1));
+        assert_eq!(serde_json::to_value(&input).unwrap(), json);
+    }
 }

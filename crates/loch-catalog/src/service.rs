@@ -18,7 +18,9 @@ pub struct ServiceOptions {
     /// How often a commit that lost the pointer race is re-applied to the new base before the
     /// client gets a 409.
     pub commit_retries: u32,
-    /// Bytes of metadata JSON kept in memory.
+    /// Memory for parsed metadata kept in memory (estimated as four times its JSON). The
+    /// default, 64 MiB, holds thousands of tables' metadata while a server with 10,000 tables
+    /// stays well under 256 MB.
     pub metadata_cache_bytes: u64,
     /// Limits on reading a metadata file (size, time).
     pub read_limits: ReadLimits,
@@ -31,7 +33,7 @@ impl Default for ServiceOptions {
     fn default() -> Self {
         Self {
             commit_retries: 4,
-            metadata_cache_bytes: 256 << 20,
+            metadata_cache_bytes: 64 << 20,
             read_limits: ReadLimits::default(),
             purge_wait: std::time::Duration::from_secs(10),
         }
@@ -81,7 +83,7 @@ impl CatalogService {
             warehouses: Mutex::new(HashMap::new()),
             catalogs: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(CATALOG_CACHE_TTL).build(),
             commit_locks: (0..COMMIT_LOCK_STRIPES).map(|_| AsyncMutex::new(())).collect(),
-            commits: tokio::sync::broadcast::channel(1024).0,
+            commits: tokio::sync::broadcast::channel(8192).0,
             warehouse_claims: AsyncMutex::new(()),
             purging: Mutex::new(std::collections::HashSet::new()),
             purge_wake: tokio::sync::Notify::new(),

@@ -19,15 +19,12 @@ use iceberg::Runtime;
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
 use iceberg::io::FileIO;
 use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
-use iceberg::spec::{
-    DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, PartitionSpec, Schema, SchemaRef,
-    StructType, UnboundPartitionSpec, deserialize_data_file_from_json, serialize_data_file_to_json,
-};
+use iceberg::spec::{DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, PartitionSpec, SchemaRef};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
-use loch_api::optimizer::{InputFile, OutputFile, TaskInput, TaskOutput, TaskSummary};
+use loch_api::optimizer::{InputFile, OutputFile, TaskInput, TaskOutput, TaskSummary, decode_file, encode_file};
 use loch_table::parquet::ParallelParquetWriterBuilder;
 use loch_table::position_delete::write_position_deletes;
 use loch_table::snapshot::rewrite::{POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID};
@@ -55,26 +52,17 @@ struct Decoded {
 }
 
 fn decode(input: &TaskInput) -> Result<Decoded> {
-    let schema: Schema =
-        serde_json::from_value(input.schema.clone()).map_err(|e| ExecuteError::Input(format!("schema: {e}")))?;
-    let schema = Arc::new(schema);
+    let schema = Arc::new(input.schema.clone());
     let mut specs: HashMap<i32, Arc<PartitionSpec>> = HashMap::new();
     for spec in &input.partition_specs {
-        let unbound: UnboundPartitionSpec =
-            serde_json::from_value(spec.clone()).map_err(|e| ExecuteError::Input(format!("partition spec: {e}")))?;
-        let bound = unbound.bind(schema.clone())?;
+        let bound = spec.clone().bind(schema.clone())?;
         specs.insert(bound.spec_id(), Arc::new(bound));
     }
     let default_spec = specs
         .get(&input.default_spec_id)
         .cloned()
         .ok_or_else(|| ExecuteError::Input("the default partition spec is missing".into()))?;
-    let format_version = match input.format_version {
-        1 => FormatVersion::V1,
-        2 => FormatVersion::V2,
-        3 => FormatVersion::V3,
-        v => return Err(ExecuteError::Input(format!("format version {v}"))),
-    };
+    let format_version = input.format_version;
     let decode_files = |files: &[InputFile]| -> Result<Vec<TaskFile>> {
         files
             .iter()
@@ -83,8 +71,7 @@ fn decode(input: &TaskInput) -> Result<Decoded> {
                     .get(&f.spec_id)
                     .cloned()
                     .ok_or_else(|| ExecuteError::Input(format!("partition spec {} is missing", f.spec_id)))?;
-                let partition_type = spec.partition_type(&schema)?;
-                let file = deserialize_data_file_from_json(&f.file.to_string(), f.spec_id, &partition_type, &schema)?;
+                let file = decode_file(&f.file, &spec, &schema)?;
                 Ok(TaskFile { file, spec, deletes: f.deletes.clone() })
             })
             .collect()
@@ -110,14 +97,13 @@ pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
     for f in task.rewrite.iter().chain(&task.reposition).chain(&task.deletes) {
         summary.input_bytes += f.file.file_size_in_bytes();
     }
-    let partition_type = task.default_spec.partition_type(&task.schema)?;
     let mut data_files = Vec::new();
     if !task.rewrite.is_empty() {
         let props: HashMap<String, String> = input.properties.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for file in rewrite(&task, input, &props, &mut summary).await? {
             summary.output_bytes += file.file_size_in_bytes();
             data_files.push(OutputFile {
-                file: to_json(file, &partition_type, task.format_version)?,
+                file: encode_file(file, &task.default_spec, &task.schema, task.format_version)?,
                 spec_id: task.default_spec.spec_id(),
             });
         }
@@ -129,7 +115,6 @@ pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
             continue;
         }
         summary.positions_written += positions.len() as u64;
-        let partition_type = data.spec.partition_type(&task.schema)?;
         let file = write_position_deletes(
             &task.io,
             data.file.file_path(),
@@ -140,17 +125,12 @@ pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
         .await?;
         summary.output_bytes += file.file_size_in_bytes();
         delete_files.push(OutputFile {
-            file: to_json(file, &partition_type, task.format_version)?,
+            file: encode_file(file, &data.spec, &task.schema, task.format_version)?,
             spec_id: data.spec.spec_id(),
         });
     }
     summary.duration_ms = start.elapsed().as_millis() as u64;
     Ok(TaskOutput { data_files, delete_files, summary })
-}
-
-fn to_json(file: DataFile, partition_type: &StructType, version: FormatVersion) -> Result<serde_json::Value> {
-    let text = serialize_data_file_to_json(file, partition_type, version)?;
-    serde_json::from_str(&text).map_err(|e| ExecuteError::Input(format!("data file json: {e}")))
 }
 
 /// A scan task reading the whole `file` with `deletes` applied, projecting `fields`.

@@ -2,23 +2,13 @@
 
 use std::collections::BTreeSet;
 
-use iceberg::spec::{
-    DataFile, FormatVersion, TableMetadata, deserialize_data_file_from_json, serialize_data_file_to_json,
-};
-use loch_api::optimizer::{InputFile, TaskInput, TaskOutput};
+use iceberg::spec::{DataFile, TableMetadata};
+use loch_api::optimizer::{InputFile, TaskInput, TaskOutput, encode_file};
 use loch_table::scan::LiveFile;
 
 use crate::error::{OptimizingError, Result};
 use crate::plan::partition::{PlannedFile, PlannedTask};
 use crate::table::ManagedTable;
-
-fn version_number(v: FormatVersion) -> u8 {
-    match v {
-        FormatVersion::V1 => 1,
-        FormatVersion::V2 => 2,
-        FormatVersion::V3 => 3,
-    }
-}
 
 /// The task input of `task`; `obsolete` are delete files the commit removes.
 pub fn task_input(table: &ManagedTable, task: &PlannedTask, obsolete: &[LiveFile]) -> Result<TaskInput> {
@@ -32,7 +22,7 @@ pub fn task_input(table: &ManagedTable, task: &PlannedTask, obsolete: &[LiveFile
             let spec = metadata
                 .partition_spec_by_id(*id)
                 .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {id}")))?;
-            serde_json::to_value((**spec).clone().into_unbound()).map_err(|e| OptimizingError::Corrupt(e.to_string()))
+            Ok((**spec).clone().into_unbound())
         })
         .collect::<Result<Vec<_>>>()?;
     let planned = |files: &[PlannedFile]| -> Result<Vec<InputFile>> {
@@ -41,9 +31,8 @@ pub fn task_input(table: &ManagedTable, task: &PlannedTask, obsolete: &[LiveFile
     Ok(TaskInput {
         table: table.display_name(),
         location: metadata.location().to_string(),
-        format_version: version_number(metadata.format_version()),
-        schema: serde_json::to_value(metadata.current_schema().as_ref())
-            .map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+        format_version: metadata.format_version(),
+        schema: metadata.current_schema().as_ref().clone(),
         partition_specs,
         default_spec_id: metadata.default_partition_spec_id(),
         properties: metadata.properties().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -60,10 +49,8 @@ fn input_file(metadata: &TableMetadata, file: &LiveFile, deletes: Vec<usize>) ->
     let spec = metadata
         .partition_spec_by_id(file.spec_id)
         .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {}", file.spec_id)))?;
-    let partition_type = spec.partition_type(metadata.current_schema())?;
-    let json = serialize_data_file_to_json(file.file.clone(), &partition_type, metadata.format_version())?;
     Ok(InputFile {
-        file: serde_json::from_str(&json).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+        file: encode_file(file.file.clone(), spec, metadata.current_schema(), metadata.format_version())?,
         spec_id: file.spec_id,
         data_sequence_number: file.data_sequence_number,
         file_sequence_number: file.file_sequence_number,
@@ -86,8 +73,7 @@ pub fn decode_file(metadata: &TableMetadata, json: &serde_json::Value, spec_id: 
     let spec = metadata
         .partition_spec_by_id(spec_id)
         .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {spec_id}")))?;
-    let partition_type = spec.partition_type(metadata.current_schema())?;
-    Ok(deserialize_data_file_from_json(&json.to_string(), spec_id, &partition_type, metadata.current_schema())?)
+    Ok(loch_api::optimizer::decode_file(json, spec, metadata.current_schema())?)
 }
 
 /// Input files and bytes of a task input.

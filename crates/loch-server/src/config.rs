@@ -228,6 +228,9 @@ pub struct CatalogConfig {
     pub commit_retries: u32,
     /// Largest metadata file the catalog reads (registered or its own), in bytes.
     pub max_metadata_file_size: u64,
+    /// Memory for parsed table metadata kept between requests, in bytes (estimated as four
+    /// times the JSON): hot tables load from memory, the rest from storage.
+    pub metadata_cache_size: u64,
     /// Longest the catalog waits for a metadata file to be read.
     #[serde(with = "duration")]
     pub metadata_read_timeout: Duration,
@@ -244,6 +247,7 @@ impl Default for CatalogConfig {
             default_warehouse: String::new(),
             commit_retries: 4,
             max_metadata_file_size: 64 << 20,
+            metadata_cache_size: loch_catalog::ServiceOptions::default().metadata_cache_bytes,
             metadata_read_timeout: Duration::from_secs(30),
             purge_wait: Duration::from_secs(10),
         }
@@ -260,7 +264,7 @@ impl CatalogConfig {
                 timeout: self.metadata_read_timeout.max(Duration::from_millis(10)),
             },
             purge_wait: self.purge_wait,
-            ..loch_catalog::ServiceOptions::default()
+            metadata_cache_bytes: self.metadata_cache_size,
         }
     }
 }
