@@ -21,6 +21,7 @@ use crate::metadata::{
     CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, table_scope, write_metadata,
 };
 use crate::requirements;
+use crate::retry::RetryPolicy;
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::policy::{PATH_PROPERTIES, check_new_location, check_path_properties, delete_inside};
 use crate::tables::{FORMAT_ICEBERG, TableName, take_format_version};
@@ -70,7 +71,7 @@ pub struct TableLock<'a> {
 }
 
 /// Why an attempt did not commit.
-enum Failure {
+pub(crate) enum Failure {
     /// Lost the pointer race; worth re-applying to the new base.
     Conflict(String),
     /// Anything else.
@@ -80,6 +81,30 @@ enum Failure {
 impl From<CatalogError> for Failure {
     fn from(e: CatalogError) -> Self {
         Failure::Error(e)
+    }
+}
+
+impl From<MetaError> for Failure {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::Conflict(what) => Failure::Conflict(what),
+            other => Failure::Error(other.into()),
+        }
+    }
+}
+
+impl Failure {
+    /// True for a lost race (what the retry policy retries).
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, Failure::Conflict(_))
+    }
+
+    /// The error a caller sees once retrying is over.
+    pub(crate) fn into_error(self) -> CatalogError {
+        match self {
+            Failure::Conflict(what) => MetaError::Conflict(what).into(),
+            Failure::Error(e) => e,
+        }
     }
 }
 
@@ -140,24 +165,23 @@ impl CatalogService {
             }
         }
         let timer = std::time::Instant::now();
-        let mut attempt = 0;
-        let outcome = loop {
-            match self.try_commit(catalog, &changes, attempt).await {
-                Ok(done) => break Ok(done),
-                Err(Failure::Conflict(what)) if attempt < self.options.commit_retries => {
-                    tracing::debug!(attempt, %what, "commit lost the pointer race; re-applying to the new base");
-                    metrics::counter!("loch_catalog_commit_retries_total").increment(1);
-                    attempt += 1;
-                }
-                Err(Failure::Conflict(what)) => {
-                    break Err(CatalogError::CommitFailed(format!(
-                        "concurrent commits to {what} won {} times in a row; retry",
-                        attempt + 1
-                    )));
-                }
-                Err(Failure::Error(e)) => break Err(e),
+        // The first attempt needs no policy; a lost race reads the table's `commit.retry.*`.
+        let outcome = match self.try_commit(catalog, &changes, 0).await {
+            Err(Failure::Conflict(_)) => {
+                let policy = self.retry_policy(catalog, &changes[0].ident).await;
+                policy
+                    .run(|n| self.try_commit(catalog, &changes, n + 1), |e| matches!(e, Failure::Conflict(_)))
+                    .await
+                    .map_err(|(e, attempts)| (e, attempts + 1))
             }
+            other => other.map_err(|e| (e, 1)),
         };
+        let outcome = outcome.map_err(|(e, attempts)| match e {
+            Failure::Conflict(what) => {
+                CatalogError::CommitFailed(format!("concurrent commits to {what} won {attempts} times in a row; retry"))
+            }
+            Failure::Error(e) => e,
+        });
         let result = match &outcome {
             Ok(_) => "success",
             Err(CatalogError::CommitFailed(_)) => "conflict",
@@ -167,6 +191,18 @@ impl CatalogService {
         metrics::counter!("loch_catalog_commits_total", "result" => result).increment(1);
         metrics::histogram!("loch_catalog_commit_duration_seconds").record(timer.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// The retry policy of a table (the server's when the table cannot be read).
+    async fn retry_policy(&self, catalog: &ResolvedCatalog, ident: &TableName) -> RetryPolicy {
+        let server = RetryPolicy::server(self.options.commit_retries);
+        let Ok(Some(row)) = self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await else {
+            return server;
+        };
+        match self.metadata.load(&catalog.warehouse.file_io, &row.metadata_location).await {
+            Ok(current) => RetryPolicy::for_table(current.metadata.properties(), self.options.commit_retries),
+            Err(_) => server,
+        }
     }
 
     async fn try_commit(

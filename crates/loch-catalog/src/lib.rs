@@ -16,6 +16,7 @@ mod metadata;
 mod namespaces;
 mod purge;
 mod requirements;
+pub mod retry;
 mod service;
 pub mod storage;
 mod tables;

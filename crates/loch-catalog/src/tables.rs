@@ -9,11 +9,13 @@ use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadataBuilder, Unbo
 use loch_meta::{MetaError, NewPurge, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
 
 use crate::catalogs::persisted_table_defaults;
+use crate::commit::Failure;
 use crate::error::{CatalogError, Result};
 use crate::ident::{display_namespace, validate_name, validate_namespace};
 use crate::metadata::{
     CachedMetadata, delete_uncommitted, next_metadata_location, read_metadata, stats_of, write_metadata,
 };
+use crate::retry::RetryPolicy;
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::parse_location;
 use crate::storage::policy::{check_new_location, check_path_properties, resolves_inside};
@@ -269,8 +271,7 @@ impl CatalogService {
     /// and runs on its own task (see [`crate::purge`]).
     pub async fn drop_table(self: &Arc<Self>, catalog: &ResolvedCatalog, ident: &TableName, purge: bool) -> Result<()> {
         let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
-        let mut attempts = 0;
-        let purge_record = loop {
+        let drop = |_| async {
             let row = self.table_row(catalog, ident).await?;
             let request = purge.then(|| NewPurge {
                 catalog_id: catalog.record.id,
@@ -278,12 +279,12 @@ impl CatalogService {
                 location: row.location.clone(),
                 metadata_location: row.metadata_location.clone(),
             });
-            match self.store.delete_table(row.id, row.version, request.as_ref()).await {
-                Ok(record) => break record,
-                Err(MetaError::Conflict(_)) if attempts < self.options.commit_retries => attempts += 1,
-                Err(e) => return Err(e.into()),
-            }
+            Ok::<_, Failure>(self.store.delete_table(row.id, row.version, request.as_ref()).await?)
         };
+        let purge_record = RetryPolicy::server(self.options.commit_retries)
+            .run(drop, Failure::is_conflict)
+            .await
+            .map_err(|(e, _)| e.into_error())?;
         tracing::info!(table = %ident, purge, "dropped table");
         if let Some(record) = purge_record {
             self.purge_now(record).await;

@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use crate::commit::Failure;
 use crate::error::{CatalogError, Result};
 use crate::ident::display_namespace;
 use crate::json_order::{VIEW_LISTS, to_ordered_json};
 use crate::metadata::{delete_uncommitted, parse_version, read_text, table_scope};
+use crate::retry::RetryPolicy;
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::policy::{PATH_PROPERTIES, ReadLimits, check_new_location, check_path_properties, write_inside};
 use crate::tables::{TableName, name_taken};
@@ -227,74 +229,79 @@ impl CatalogService {
     pub async fn replace_view(&self, catalog: &ResolvedCatalog, change: ViewChange) -> Result<LoadedView> {
         change.ident.validate()?;
         let _lock = self.lock_tables([table_key(catalog.record.id, &change.ident.namespace, &change.ident.name)]).await;
+        let view = RetryPolicy::server(self.options.commit_retries)
+            .run(|attempt| self.replace_view_once(catalog, &change, attempt), Failure::is_conflict)
+            .await
+            .map_err(|(e, _)| e.into_error())?;
+        self.announce_commit(view.0);
+        Ok(view.1)
+    }
+
+    /// One attempt of [`CatalogService::replace_view`]: the view's id and its new state.
+    async fn replace_view_once(
+        &self,
+        catalog: &ResolvedCatalog,
+        change: &ViewChange,
+        attempt: u32,
+    ) -> Result<(i64, LoadedView), Failure> {
         let io = &catalog.warehouse.file_io;
-        let mut attempt = 0;
-        loop {
-            let row = self.view_row(catalog, &change.ident).await?;
-            let (current, _) = read_view(io, &row.metadata_location, self.options.read_limits).await?;
-            for requirement in &change.requirements {
-                let ViewRequirement::UuidMatch { uuid } = requirement;
-                if *uuid != current.uuid() {
-                    return Err(CatalogError::CommitFailed(format!(
-                        "Requirement failed: view UUID does not match: expected {} != {uuid}",
-                        current.uuid()
-                    )));
-                }
-            }
-            let invalid = |e: iceberg::Error| {
-                let message = format!("cannot apply updates to view {}: {}", change.ident, e.message());
-                if attempt == 0 { CatalogError::Invalid(message) } else { CatalogError::CommitFailed(message) }
-            };
-            let old_location = current.location().to_string();
-            let old_paths: Vec<Option<String>> =
-                PATH_PROPERTIES.iter().map(|k| current.properties().get(*k).cloned()).collect();
-            let mut builder = ViewMetadataBuilder::new_from_metadata(current);
-            for update in change.updates.iter().cloned() {
-                builder = apply_view_update(builder, update).map_err(invalid)?;
-            }
-            let metadata = builder.build().map_err(invalid)?.metadata;
-            let moved = metadata.location() != old_location;
-            let paths: Vec<Option<String>> =
-                PATH_PROPERTIES.iter().map(|k| metadata.properties().get(*k).cloned()).collect();
-            if moved || paths != old_paths {
-                check_view_paths(catalog, &metadata, moved).await?;
-            }
-            let metadata_location = next_view_location(&metadata, Some(&row.metadata_location));
-            let json = write_view(io, &metadata_location, &metadata).await.map_err(|e| {
-                tracing::error!(error = %e, "cannot write a new view metadata file; the commit fails");
-                CatalogError::CommitFailed(format!(
-                    "the new metadata file could not be written, nothing was committed: {}",
-                    e.client_message()
+        let row = self.view_row(catalog, &change.ident).await?;
+        let (current, _) = read_view(io, &row.metadata_location, self.options.read_limits).await?;
+        for requirement in &change.requirements {
+            let ViewRequirement::UuidMatch { uuid } = requirement;
+            if *uuid != current.uuid() {
+                return Err(CatalogError::CommitFailed(format!(
+                    "Requirement failed: view UUID does not match: expected {} != {uuid}",
+                    current.uuid()
                 ))
-            })?;
-            let swap = PointerSwap {
-                table_id: row.id,
-                expected_version: row.version,
-                previous_metadata_location: row.metadata_location.clone(),
-                metadata_location: metadata_location.clone(),
-                location: table_scope(metadata.location())?.canonical(),
-                stats: TableStats::default(),
-            };
-            match self.store.swap_pointers(&[swap]).await {
-                Ok(()) => {
-                    self.announce_commit(row.id);
-                    return Ok(LoadedView {
-                        metadata_location,
-                        metadata: Arc::new(metadata),
-                        json,
-                        config: HashMap::new(),
-                    });
-                }
-                Err(MetaError::Conflict(_)) if attempt < self.options.commit_retries => {
+                .into());
+            }
+        }
+        let invalid = |e: iceberg::Error| {
+            let message = format!("cannot apply updates to view {}: {}", change.ident, e.message());
+            if attempt == 0 { CatalogError::Invalid(message) } else { CatalogError::CommitFailed(message) }
+        };
+        let old_location = current.location().to_string();
+        let old_paths: Vec<Option<String>> =
+            PATH_PROPERTIES.iter().map(|k| current.properties().get(*k).cloned()).collect();
+        let mut builder = ViewMetadataBuilder::new_from_metadata(current);
+        for update in change.updates.iter().cloned() {
+            builder = apply_view_update(builder, update).map_err(invalid)?;
+        }
+        let metadata = builder.build().map_err(invalid)?.metadata;
+        let moved = metadata.location() != old_location;
+        let paths: Vec<Option<String>> =
+            PATH_PROPERTIES.iter().map(|k| metadata.properties().get(*k).cloned()).collect();
+        if moved || paths != old_paths {
+            check_view_paths(catalog, &metadata, moved).await?;
+        }
+        let metadata_location = next_view_location(&metadata, Some(&row.metadata_location));
+        let json = write_view(io, &metadata_location, &metadata).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot write a new view metadata file; the commit fails");
+            CatalogError::CommitFailed(format!(
+                "the new metadata file could not be written, nothing was committed: {}",
+                e.client_message()
+            ))
+        })?;
+        let swap = PointerSwap {
+            table_id: row.id,
+            expected_version: row.version,
+            previous_metadata_location: row.metadata_location.clone(),
+            metadata_location: metadata_location.clone(),
+            location: table_scope(metadata.location())?.canonical(),
+            stats: TableStats::default(),
+        };
+        match self.store.swap_pointers(&[swap]).await {
+            Ok(()) => Ok((
+                row.id,
+                LoadedView { metadata_location, metadata: Arc::new(metadata), json, config: HashMap::new() },
+            )),
+            Err(e) => {
+                // A lost race leaves nothing behind; an unknown outcome may have committed it.
+                if !e.is_unknown_outcome() {
                     delete_uncommitted(io, std::slice::from_ref(&metadata_location)).await;
-                    attempt += 1;
                 }
-                Err(e) => {
-                    if !e.is_unknown_outcome() {
-                        delete_uncommitted(io, std::slice::from_ref(&metadata_location)).await;
-                    }
-                    return Err(e.into());
-                }
+                Err(e.into())
             }
         }
     }
@@ -302,15 +309,15 @@ impl CatalogService {
     /// Drops a view (its metadata files stay, as in Iceberg's catalogs).
     pub async fn drop_view(&self, catalog: &ResolvedCatalog, ident: &TableName) -> Result<()> {
         let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
-        let mut attempts = 0;
-        loop {
+        let drop = |_| async {
             let row = self.view_row(catalog, ident).await?;
-            match self.store.delete_table(row.id, row.version, None).await {
-                Ok(_) => return Ok(()),
-                Err(MetaError::Conflict(_)) if attempts < self.options.commit_retries => attempts += 1,
-                Err(e) => return Err(e.into()),
-            }
-        }
+            self.store.delete_table(row.id, row.version, None).await?;
+            Ok::<_, Failure>(())
+        };
+        RetryPolicy::server(self.options.commit_retries)
+            .run(drop, Failure::is_conflict)
+            .await
+            .map_err(|(e, _)| e.into_error())
     }
 
     /// Renames (or moves) a view within its catalog.

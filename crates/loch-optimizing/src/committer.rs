@@ -8,6 +8,7 @@
 //! repeated after a crash recognizes that it already happened.
 
 use loch_api::optimizer::{TaskInput, TaskOutput};
+use loch_catalog::retry::RetryPolicy;
 use loch_catalog::{CatalogError, CatalogService, TableChange};
 use loch_table::snapshot::{RewriteFiles, SnapshotAction};
 
@@ -21,8 +22,8 @@ pub const PROCESS_ID_PROPERTY: &str = "loch.optimizing-process-id";
 /// Snapshot summary property naming the optimizing type.
 pub const OPTIMIZING_TYPE_PROPERTY: &str = "loch.optimizing-type";
 
-/// How often a commit that lost the pointer race is validated again before giving up.
-const COMMIT_ATTEMPTS: u32 = 5;
+/// Retries of a commit that lost the pointer race (validated again against the new head).
+const COMMIT_RETRIES: u32 = 4;
 
 /// A committed rewrite.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,60 +43,70 @@ pub async fn commit_rewrite(
     target_snapshot: i64,
     results: &[(TaskInput, TaskOutput)],
 ) -> Result<Committed> {
+    let attempt = |_| commit_once(catalogs, table_id, process_id, kind, target_snapshot, results);
+    let retried = |e: &OptimizingError| matches!(e, OptimizingError::Catalog(CatalogError::CommitFailed(_)));
+    RetryPolicy::server(COMMIT_RETRIES).run(attempt, retried).await.map_err(|(e, _)| e)
+}
+
+/// One attempt: under the table's commit lock, recognizes an earlier attempt that committed,
+/// or builds the rewrite against the current head and commits it.
+async fn commit_once(
+    catalogs: &CatalogService,
+    table_id: i64,
+    process_id: i64,
+    kind: OptimizingType,
+    target_snapshot: i64,
+    results: &[(TaskInput, TaskOutput)],
+) -> Result<Committed> {
     let dropped = || OptimizingError::NotFound(format!("table {table_id} (dropped while optimizing)"));
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
-        let lock = catalogs.lock_table(&named.catalog, &named.name).await;
-        let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
-        if table.name != named.name || table.catalog.record.id != named.catalog.record.id {
-            continue; // Renamed meanwhile: lock the new name.
+    let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+    let lock = catalogs.lock_table(&named.catalog, &named.name).await;
+    let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+    if table.name != named.name || table.catalog.record.id != named.catalog.record.id {
+        // Renamed meanwhile: the next attempt locks the new name.
+        return Err(CatalogError::CommitFailed(format!("table {table_id} was renamed while committing")).into());
+    }
+    let metadata = table.table.metadata();
+    if let Some(snapshot) = metadata
+        .snapshots()
+        .find(|s| s.summary().additional_properties.get(PROCESS_ID_PROPERTY) == Some(&process_id.to_string()))
+    {
+        return Ok(Committed { snapshot_id: snapshot.snapshot_id(), already: true });
+    }
+    let mut rewrite = RewriteFiles::new(target_snapshot)
+        .set_property("snapshot.producer", "OPTIMIZE")
+        .set_property(PROCESS_ID_PROPERTY, process_id.to_string())
+        .set_property(OPTIMIZING_TYPE_PROPERTY, kind.as_str());
+    for (input, output) in results {
+        for f in &input.rewrite {
+            rewrite = rewrite.rewrite_data_file(live_file(metadata, f)?);
         }
-        let metadata = table.table.metadata();
-        if let Some(snapshot) = metadata
-            .snapshots()
-            .find(|s| s.summary().additional_properties.get(PROCESS_ID_PROPERTY) == Some(&process_id.to_string()))
-        {
-            return Ok(Committed { snapshot_id: snapshot.snapshot_id(), already: true });
+        for f in &input.obsolete_deletes {
+            rewrite = rewrite.remove_delete_file(live_file(metadata, f)?);
         }
-        let mut rewrite = RewriteFiles::new(target_snapshot)
-            .set_property("snapshot.producer", "OPTIMIZE")
-            .set_property(PROCESS_ID_PROPERTY, process_id.to_string())
-            .set_property(OPTIMIZING_TYPE_PROPERTY, kind.as_str());
-        for (input, output) in results {
-            for f in &input.rewrite {
-                rewrite = rewrite.rewrite_data_file(live_file(metadata, f)?);
-            }
-            for f in &input.obsolete_deletes {
-                rewrite = rewrite.remove_delete_file(live_file(metadata, f)?);
-            }
-            for f in &output.data_files {
-                rewrite = rewrite.add_data_file(decode_file(metadata, &f.file, f.spec_id)?);
-            }
-            for f in &output.delete_files {
-                rewrite = rewrite.add_delete_file(decode_file(metadata, &f.file, f.spec_id)?);
-            }
+        for f in &output.data_files {
+            rewrite = rewrite.add_data_file(decode_file(metadata, &f.file, f.spec_id)?);
         }
-        let pending = rewrite.prepare(&table.table).await?;
-        let change = TableChange {
-            ident: table.name.clone(),
-            requirements: pending.requirements.clone(),
-            updates: pending.updates.clone(),
-        };
-        match catalogs.commit_table_locked(&lock, &table.catalog, change).await {
-            Ok(_) => return Ok(Committed { snapshot_id: pending.snapshot_id, already: false }),
-            Err(e) => {
-                for path in &pending.written_files {
-                    let _ = table.table.file_io().delete(path).await;
-                }
-                match e {
-                    CatalogError::CommitFailed(reason) if attempt < COMMIT_ATTEMPTS => {
-                        tracing::debug!(table_id, process_id, %reason, "optimizing commit lost a race; validating again");
-                    }
-                    other => return Err(other.into()),
-                }
+        for f in &output.delete_files {
+            rewrite = rewrite.add_delete_file(decode_file(metadata, &f.file, f.spec_id)?);
+        }
+    }
+    let pending = rewrite.prepare(&table.table).await?;
+    let change = TableChange {
+        ident: table.name.clone(),
+        requirements: pending.requirements.clone(),
+        updates: pending.updates.clone(),
+    };
+    match catalogs.commit_table_locked(&lock, &table.catalog, change).await {
+        Ok(_) => Ok(Committed { snapshot_id: pending.snapshot_id, already: false }),
+        Err(e) => {
+            for path in &pending.written_files {
+                let _ = table.table.file_io().delete(path).await;
             }
+            if let CatalogError::CommitFailed(reason) = &e {
+                tracing::debug!(table_id, process_id, %reason, "optimizing commit lost a race; validating again");
+            }
+            Err(e.into())
         }
     }
 }
