@@ -1,20 +1,18 @@
-//! Table operations of the Iceberg REST API other than commits: create, load, list, drop,
-//! rename, register, credentials.
+//! Table operations of the Iceberg REST API other than commits: create (a commit that asserts
+//! the table does not exist), load, list, drop, rename, register, credentials.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use iceberg::TableCreation;
 use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec};
+use iceberg::{TableCreation, TableRequirement};
 use loch_meta::{MetaError, NewPurge, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
 
 use crate::catalogs::persisted_table_defaults;
-use crate::commit::Failure;
+use crate::commit::{Failure, TableChange};
 use crate::error::{CatalogError, Result};
 use crate::ident::{display_namespace, validate_name, validate_namespace};
-use crate::metadata::{
-    CachedMetadata, delete_uncommitted, next_metadata_location, read_metadata, stats_of, write_metadata,
-};
+use crate::metadata::{CachedMetadata, read_metadata, stats_of};
 use crate::retry::RetryPolicy;
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::parse_location;
@@ -227,44 +225,36 @@ impl CatalogService {
             .properties(properties)
             .format_version(format_version)
             .build();
-        let metadata = TableMetadataBuilder::from_table_creation(creation)
+        let built = TableMetadataBuilder::from_table_creation(creation)
             .and_then(|b| b.build())
-            .map_err(|e| CatalogError::BadRequest(format!("invalid table definition: {e}")))?
-            .metadata;
+            .map_err(|e| CatalogError::BadRequest(format!("invalid table definition: {e}")))?;
         let config = catalog.warehouse.client_config.clone();
         if request.stage_create {
-            let metadata = Arc::new(CachedMetadata::from_metadata(metadata)?);
+            let metadata = Arc::new(CachedMetadata::from_metadata(built.metadata)?);
             return Ok(LoadedTable { metadata_location: None, metadata, config });
         }
 
-        let _lock = self.lock_tables([table_key(catalog.record.id, namespace, &request.name)]).await;
-        let metadata_location = next_metadata_location(&metadata, None);
-        let cached = write_metadata(&catalog.warehouse.file_io, &metadata_location, metadata).await?;
-        let new = NewTable {
-            catalog_id: catalog.record.id,
-            namespace: namespace.to_vec(),
-            name: request.name,
-            kind: TableKind::Table,
-            format: FORMAT_ICEBERG.into(),
-            uuid: cached.metadata.uuid().to_string(),
-            location: location.canonical(),
-            metadata_location: metadata_location.clone(),
-            stats: stats_of(&cached.metadata),
+        // A create is a commit asserting that the table does not exist, with the updates that
+        // build its metadata: the one commit path writes, records and announces it.
+        let change = TableChange {
+            ident: ident.clone(),
+            requirements: vec![TableRequirement::NotExist],
+            updates: built.changes,
         };
-        let record = match self.store.insert_table(&new).await {
-            Ok(record) => record,
-            Err(e) => {
-                delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
-                return Err(match e {
-                    MetaError::AlreadyExists(_) => CatalogError::table_exists(&ident),
-                    MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
-                    other => other.into(),
-                });
+        match self.commit_table(catalog, change).await {
+            Ok(committed) => Ok(LoadedTable {
+                metadata_location: Some(committed.metadata_location),
+                metadata: committed.metadata,
+                config,
+            }),
+            // Created by someone else meanwhile.
+            Err(CatalogError::CommitFailed(_))
+                if self.store.get_table(catalog.record.id, namespace, &request.name).await?.is_some() =>
+            {
+                Err(CatalogError::table_exists(&ident))
             }
-        };
-        self.metadata.insert(&metadata_location, cached.clone()).await;
-        self.announce_commit(record.id);
-        Ok(LoadedTable { metadata_location: Some(metadata_location), metadata: cached, config })
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops a table; with `purge`, also deletes its files: the purge is recorded with the drop

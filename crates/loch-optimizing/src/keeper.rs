@@ -188,7 +188,7 @@ impl OptimizingService {
                             }
                             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                                 // Announcements were lost: find the changed tables by pointer.
-                                tracing::warn!(missed, "commit announcements overflowed; checking every table's pointer");
+                                tracing::info!(missed, "commit announcements overflowed; checking every table's pointer");
                                 if let Err(e) = service.refresh_all().await {
                                     tracing::warn!(error = %e, "refreshing tables failed");
                                 }
