@@ -186,7 +186,11 @@ impl OptimizingService {
     /// query of pointers, and a look only at tables whose pointer moved without an announcement
     /// (another server, a restart, a lost event).
     pub(crate) async fn refresh_slice(&self, slice: i64) -> Result<()> {
-        for pointer in self.store.table_pointers(REFRESH_SLICES, slice).await? {
+        let pointers = self.store.table_pointers(REFRESH_SLICES, slice).await?;
+        // Tables dropped since are forgotten.
+        let live: std::collections::HashSet<i64> = pointers.iter().map(|p| p.id).collect();
+        self.tracker.retain(|id| id.rem_euclid(REFRESH_SLICES) != slice || live.contains(&id));
+        for pointer in pointers {
             if self.tracker.unchanged(&pointer) {
                 continue;
             }

@@ -49,6 +49,18 @@ impl Tracker {
         self.lock().seen.remove(&table_id);
     }
 
+    /// Forgets every table `keep` refuses (dropped tables), pointer and due time.
+    pub(crate) fn retain(&self, keep: impl Fn(i64) -> bool) {
+        let mut inner = self.lock();
+        inner.seen.retain(|id, _| keep(*id));
+        let gone: Vec<(i64, i64)> =
+            inner.due_of.iter().filter(|(id, _)| !keep(**id)).map(|(id, at)| (*id, *at)).collect();
+        for (id, at) in gone {
+            inner.due_of.remove(&id);
+            inner.due.remove(&(at, id));
+        }
+    }
+
     /// Sets (or with `None` clears) when the table is next due.
     pub(crate) fn set_due(&self, table_id: i64, due: Option<i64>) {
         let mut inner = self.lock();
@@ -115,6 +127,20 @@ mod tests {
         assert!(!tracker.unchanged(&pointer(1, "m1", 6)), "catalog defaults changed");
         tracker.forget(1);
         assert!(!tracker.unchanged(&pointer(1, "m1", 5)));
+    }
+
+    #[test]
+    fn dropped_tables_are_forgotten() {
+        let tracker = Tracker::default();
+        for id in 1..=4 {
+            tracker.looked(id, "m", 0);
+            tracker.set_due(id, Some(100 + id));
+        }
+        tracker.retain(|id| id % 2 == 0);
+        assert_eq!(tracker.sizes(), (2, 2));
+        assert_eq!(tracker.take_due(1000), vec![2, 4]);
+        assert!(tracker.unchanged(&pointer(2, "m", 0)));
+        assert!(!tracker.unchanged(&pointer(1, "m", 0)));
     }
 
     #[test]
