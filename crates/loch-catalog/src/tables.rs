@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec};
-use iceberg::{TableCreation, TableRequirement};
+use iceberg::{TableCreation, TableRequirement, TableUpdate};
 use loch_meta::{MetaError, NewPurge, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
 
 use crate::catalogs::persisted_table_defaults;
@@ -236,11 +236,10 @@ impl CatalogService {
 
         // A create is a commit asserting that the table does not exist, with the updates that
         // build its metadata: the one commit path writes, records and announces it.
-        let change = TableChange {
-            ident: ident.clone(),
-            requirements: vec![TableRequirement::NotExist],
-            updates: built.changes,
-        };
+        // The builder records no change for the format version it starts from: say it first.
+        let mut updates = vec![TableUpdate::UpgradeFormatVersion { format_version }];
+        updates.extend(built.changes);
+        let change = TableChange { ident: ident.clone(), requirements: vec![TableRequirement::NotExist], updates };
         match self.commit_table(catalog, change).await {
             Ok(committed) => Ok(LoadedTable {
                 metadata_location: Some(committed.metadata_location),

@@ -204,3 +204,30 @@ async fn restart_keeps_everything() {
     assert_eq!(reloaded.metadata_location(), table.metadata_location());
     assert_eq!(ids(&scan_all(&reloaded).await.unwrap()), vec![1, 2, 3]);
 }
+
+/// The `format-version` property of a create picks the table's format version (and is not kept
+/// as a property); without it tables are v2; an unknown version is refused.
+#[tokio::test]
+async fn a_create_keeps_the_requested_format_version() {
+    use iceberg::spec::FormatVersion;
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("fv".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    for (name, requested, expected) in
+        [("v1", Some("1"), FormatVersion::V1), ("v2", None, FormatVersion::V2), ("v3", Some("3"), FormatVersion::V3)]
+    {
+        let properties: HashMap<String, String> =
+            requested.map(|v| ("format-version".to_string(), v.to_string())).into_iter().collect();
+        let creation =
+            TableCreation::builder().name(name.into()).schema(simple_schema()).properties(properties).build();
+        let created = catalog.create_table(&ns, creation).await.unwrap();
+        assert_eq!(created.metadata().format_version(), expected, "{name} as created");
+        let loaded = catalog.load_table(&TableIdent::new(ns.clone(), name.into())).await.unwrap();
+        assert_eq!(loaded.metadata().format_version(), expected, "{name} as loaded");
+        assert!(!loaded.metadata().properties().contains_key("format-version"), "{name}");
+    }
+    let bad = HashMap::from([("format-version".to_string(), "9".to_string())]);
+    let creation = TableCreation::builder().name("v9".into()).schema(simple_schema()).properties(bad).build();
+    assert!(catalog.create_table(&ns, creation).await.is_err());
+}
