@@ -1,5 +1,7 @@
 //! The management side of self-optimizing, by role:
 //!
+//! - `process`: the process framework — what a kind of process (optimizing now, maintenance
+//!   next) implements: plan into tasks, commit their outputs, record its end;
 //! - `status`: the state machines of tables, processes and tasks, and the only functions that
 //!   write a state change (checked, time-stamped, compare-and-swap);
 //! - `service`: the shared state and the read views the management API shows;
@@ -22,6 +24,7 @@ pub mod evaluator;
 mod keeper;
 mod lifecycle;
 pub mod plan;
+mod process;
 pub mod properties;
 mod registry;
 mod scheduler;

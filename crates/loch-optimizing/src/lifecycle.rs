@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use loch_api::optimizer::{TaskInput, TaskOutput};
 use loch_meta::{ProcessRecord, RuntimeRecord, TaskRecord, now_ms};
 
-use crate::committer::commit_rewrite;
 use crate::error::{OptimizingError, Result};
-use crate::evaluator::{Evaluation, LastOptimized, OptimizingType, evaluate};
+use crate::evaluator::{Evaluation, LastOptimized, evaluate};
+use crate::process::{OPTIMIZING, ProcessKind};
 use crate::service::{OptimizingService, PendingInput, process_summary};
 use crate::status::{ProcessStatus, TableStatus, TaskStatus, end_process, move_runtime};
 use crate::table::ManagedTable;
@@ -244,52 +243,34 @@ impl OptimizingService {
             None => return Ok(()),
         };
         let tasks = self.store.list_tasks(process_id).await?;
-        let mut results: Vec<(TaskInput, TaskOutput)> = Vec::with_capacity(tasks.len());
-        for task in &tasks {
-            let input =
-                serde_json::from_str(&task.input).map_err(|e| OptimizingError::Corrupt(format!("task input: {e}")))?;
-            let output = task
-                .output
-                .as_deref()
-                .ok_or_else(|| OptimizingError::Corrupt(format!("task {} has no output", task.task_id)))?;
-            let output =
-                serde_json::from_str(output).map_err(|e| OptimizingError::Corrupt(format!("task output: {e}")))?;
-            results.push((input, output));
-        }
-        let kind = OptimizingType::parse(&process.process_type)
-            .ok_or_else(|| OptimizingError::Corrupt(process.process_type.clone()))?;
-        let target = process
-            .target_snapshot_id
-            .ok_or_else(|| OptimizingError::Corrupt("process without target snapshot".into()))?;
-        match commit_rewrite(&self.catalogs, process.table_id, process_id, kind, target, &results).await {
-            Ok(committed) => {
+        let kind = OPTIMIZING;
+        match kind.commit(&self.catalogs, &process, &tasks).await {
+            Ok(snapshot_id) => {
                 let mut summary = process_summary(&process);
-                summary.committed_snapshot_id = Some(committed.snapshot_id);
+                summary.committed_snapshot_id = Some(snapshot_id);
                 summary.output_files = tasks.iter().map(|t| t.output_files).sum();
                 summary.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
                 let summary = serde_json::to_string(&summary).unwrap_or_default();
-                let at = Some(now_ms());
+                let at = now_ms();
                 let idle = |r: &mut RuntimeRecord| {
                     r.process_id = None;
                     r.last_evaluated_snapshot = None;
                     r.due_at = None;
-                    match kind {
-                        OptimizingType::Minor => r.last_minor_at = at,
-                        OptimizingType::Major => r.last_major_at = at,
-                        OptimizingType::Full => r.last_full_at = at,
-                    }
+                    kind.finished(&process.process_type, r, at);
                 };
                 let success = ProcessStatus::Success;
                 end_process(&self.store, &process, success, |p| p.summary = summary, &runtime, TableStatus::Idle, idle)
                     .await?;
-                metrics::counter!("loch_optimizing_processes_total", "type" => kind.as_str(), "result" => success.as_str())
+                let process_type = process.process_type.clone();
+                metrics::counter!("loch_optimizing_processes_total", "type" => process_type, "result" => success.as_str())
                     .increment(1);
                 tracing::info!(
                     process_id,
                     table_id = process.table_id,
-                    kind = kind.as_str(),
-                    snapshot = committed.snapshot_id,
-                    "optimizing committed"
+                    kind = kind.name(),
+                    r#type = %process.process_type,
+                    snapshot = snapshot_id,
+                    "process committed"
                 );
                 // Look at the table again: it may need more (a bounded plan left work behind).
                 if let Err(e) = self.refresh_table(process.table_id).await {
@@ -299,7 +280,7 @@ impl OptimizingService {
             }
             Err(e) => {
                 let message = format!("commit failed: {e}");
-                tracing::warn!(process_id, table_id = process.table_id, %message, "optimizing process failed");
+                tracing::warn!(process_id, table_id = process.table_id, %message, "process failed");
                 self.fail_process(process_id, &message, false).await
             }
         }

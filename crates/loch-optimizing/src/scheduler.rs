@@ -16,10 +16,9 @@ use loch_api::optimizer::{TaskAssignment, TaskInput, TaskKey, TaskOutput};
 use loch_meta::{NewProcess, NewTask, RuntimeRecord, TaskRecord, TaskRun, now_ms};
 
 use crate::error::{OptimizingError, Result};
-use crate::lifecycle::evaluate_table;
-use crate::plan::plan_process;
+use crate::process::{OPTIMIZING, Planned, ProcessKind};
 use crate::properties::SchedulingPolicy;
-use crate::service::{OptimizingService, PendingInput, ProcessSummary, process_summary};
+use crate::service::{OptimizingService, PendingInput, process_summary};
 use crate::status::{ProcessStatus, TableStatus, TaskStatus, move_runtime, move_task, names, next_runtime};
 use crate::table::ManagedTable;
 use crate::task::{input_size, output_size};
@@ -331,53 +330,31 @@ impl OptimizingService {
         let Some(table) = ManagedTable::load(&self.catalogs, planning.table_id).await? else {
             return Ok(false); // Dropped: its runtime row went with it.
         };
-        let evaluation = match evaluate_table(&table, planning).await {
-            Ok(evaluation) => evaluation,
-            Err(e) => {
-                let snapshot = table.table.metadata().current_snapshot_id();
-                return self.block_or_fail(&table, planning, snapshot, e).await;
-            }
-        };
-        let evaluation = match evaluation {
-            Some(evaluation) if evaluation.optimizing_type().is_some() => evaluation,
-            other => {
+        let group_props = self.group_properties(group).await?;
+        let threads = self.group_threads(group).await?;
+        let budget = group_props.max_input_per_thread.saturating_mul(threads as u64);
+        let kind = OPTIMIZING;
+        let plan = match kind.plan(&table, planning, budget).await? {
+            Planned::Process(plan) => plan,
+            Planned::Nothing { evaluated_snapshot, due_at } => {
                 let idle = |r: &mut RuntimeRecord| {
                     r.pending_input = None;
-                    r.last_evaluated_snapshot = other.as_ref().map(|e| e.snapshot_id);
-                    r.due_at = other.as_ref().and_then(|e| e.next_due_ms);
+                    r.last_evaluated_snapshot = evaluated_snapshot;
+                    r.due_at = due_at;
                 };
                 if let Some(idle) = move_runtime(&self.store, planning, TableStatus::Idle, idle).await? {
                     self.tracker.set_due(idle.table_id, idle.due_at);
                 }
                 return Ok(false);
             }
-        };
-        let group_props = self.group_properties(group).await?;
-        let threads = self.group_threads(group).await?;
-        let budget = group_props.max_input_per_thread.saturating_mul(threads as u64);
-        let plan = match plan_process(&table, &evaluation, budget).await {
-            Ok(plan) => plan,
-            Err(e) => return self.block_or_fail(&table, planning, Some(evaluation.snapshot_id), e).await,
-        };
-        let Some(plan) = plan else {
-            let idle = |r: &mut RuntimeRecord| {
-                r.pending_input = None;
-                r.last_evaluated_snapshot = Some(evaluation.snapshot_id);
-            };
-            move_runtime(&self.store, planning, TableStatus::Idle, idle).await?;
-            return Ok(false);
+            Planned::Blocked { snapshot, reason } => {
+                self.block(&table.display_name(), planning, snapshot, &reason).await?;
+                return Ok(false);
+            }
         };
         let mut tasks = Vec::with_capacity(plan.tasks.len());
-        let mut summary = ProcessSummary {
-            quota: table.props.quota,
-            retries: table.props.execute_retries,
-            tasks: plan.tasks.len(),
-            ..Default::default()
-        };
         for (i, (partition, input)) in plan.tasks.iter().enumerate() {
             let (files, bytes) = input_size(input);
-            summary.input_files += files;
-            summary.input_bytes += bytes;
             tasks.push(NewTask {
                 task_id: i as i64,
                 status: TaskStatus::Planned.as_str().into(),
@@ -389,35 +366,19 @@ impl OptimizingService {
         }
         let process = NewProcess {
             table_id: table.record.id,
-            kind: "optimizing".into(),
-            process_type: plan.kind.as_str().into(),
+            kind: kind.name().into(),
+            process_type: plan.process_type.into(),
             status: ProcessStatus::Running.as_str().into(),
             group_name: group.to_string(),
-            target_snapshot_id: Some(plan.snapshot_id),
-            summary: serde_json::to_string(&summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
+            target_snapshot_id: plan.target_snapshot_id,
+            summary: serde_json::to_string(&plan.summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
         };
-        let running = next_runtime(planning, TableStatus::optimizing(plan.kind), |r| r.pending_input = None)?;
+        let running = next_runtime(planning, plan.running, |r| r.pending_input = None)?;
         let id = self.store.begin_process(&process, &tasks, &running, &planning.status).await?;
-        tracing::info!(table = %table.display_name(), process = id, kind = plan.kind.as_str(), tasks = tasks.len(), "optimizing process planned");
-        metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.kind.as_str()).increment(1);
+        tracing::info!(table = %table.display_name(), process = id, kind = kind.name(), r#type = plan.process_type, tasks = tasks.len(), "process planned");
+        metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.process_type).increment(1);
         self.wake(group);
         Ok(true)
-    }
-}
-
-impl OptimizingService {
-    /// After planning failed with `e`: a table Loch cannot optimize goes idle with the reason
-    /// (no process, no retries); any other error goes back to the caller.
-    async fn block_or_fail(
-        &self,
-        table: &ManagedTable,
-        planning: &RuntimeRecord,
-        snapshot: Option<i64>,
-        e: OptimizingError,
-    ) -> Result<bool> {
-        let Some(reason) = e.unsupported() else { return Err(e) };
-        self.block(&table.display_name(), planning, snapshot, reason).await?;
-        Ok(false)
     }
 }
 
