@@ -212,13 +212,20 @@ impl CatalogService {
         if let Some(row) = self.store.get_table(catalog.record.id, namespace, &request.name).await? {
             return Err(name_taken(&ident, row.kind, TableKind::Table));
         }
-        let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
         let mut properties = Self::new_table_properties(catalog, request.properties);
         let format_version = take_format_version(&mut properties)?;
-        check_path_properties(&location, &properties)?;
+        // A staged create hands out metadata now, so its location is chosen and checked here;
+        // a create's commit chooses and checks it (once) like any create transaction's.
+        let location = if request.stage_create {
+            let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
+            check_path_properties(&location, &properties)?;
+            location.as_str().to_string()
+        } else {
+            request.location.clone().unwrap_or_else(|| catalog.warehouse.default_location(namespace, &request.name))
+        };
         let creation = TableCreation::builder()
             .name(request.name.clone())
-            .location(location.as_str().to_string())
+            .location(location)
             .schema(request.schema)
             .partition_spec_opt(request.partition_spec)
             .sort_order_opt(request.write_order)
@@ -238,7 +245,10 @@ impl CatalogService {
         // build its metadata: the one commit path writes, records and announces it.
         // The builder records no change for the format version it starts from: say it first.
         let mut updates = vec![TableUpdate::UpgradeFormatVersion { format_version }];
-        updates.extend(built.changes);
+        let requested_location = request.location.is_some();
+        updates.extend(
+            built.changes.into_iter().filter(|u| requested_location || !matches!(u, TableUpdate::SetLocation { .. })),
+        );
         let change = TableChange { ident: ident.clone(), requirements: vec![TableRequirement::NotExist], updates };
         match self.commit_table(catalog, change).await {
             Ok(committed) => Ok(LoadedTable {

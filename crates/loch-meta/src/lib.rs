@@ -25,7 +25,7 @@ pub use namespaces::{NamespaceRecord, PropertyChanges};
 pub use page::{Page, PageRequest};
 pub use processes::{NewProcess, NewTask, ProcessRecord, TaskRecord, TaskRun};
 pub use purges::{NewPurge, PurgeRecord};
-pub use runtimes::{NamedRuntime, RuntimeCounts, RuntimeRecord};
+pub use runtimes::{NamedRuntime, RuntimeRecord};
 pub use store::{Backend, MetaStore, StoreOptions};
 pub use tables::{
     CommitBatch, NewTable, Occupant, PointerSwap, TableKind, TablePointer, TableRecord, TableStats, VersionCheck,

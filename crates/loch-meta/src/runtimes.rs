@@ -42,15 +42,6 @@ pub struct RuntimeRecord {
     pub updated_at: i64,
 }
 
-/// Runtime counts for metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RuntimeCounts {
-    /// `(status, runtimes in it)` for every status that has any.
-    pub by_status: Vec<(String, i64)>,
-    /// Runtimes with a `blocked` reason.
-    pub blocked: i64,
-}
-
 /// A runtime with its table's name, for listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedRuntime {
@@ -172,23 +163,6 @@ impl MetaStore {
         Ok(on_pool!(self, read, |pool| {
             sqlx::query_as("SELECT table_id, due_at FROM table_runtimes WHERE due_at IS NOT NULL").fetch_all(pool).await
         })?)
-    }
-
-    /// Number of runtimes per status, and of blocked ones, without loading the rows.
-    pub async fn count_runtimes(&self) -> Result<RuntimeCounts> {
-        let rows: Vec<(String, i64, i64)> = on_pool!(self, read, |pool| {
-            sqlx::query_as(
-                "SELECT status, COUNT(*), SUM(CASE WHEN blocked IS NULL THEN 0 ELSE 1 END) FROM table_runtimes GROUP BY status",
-            )
-            .fetch_all(pool)
-            .await
-        })?;
-        let mut counts = RuntimeCounts::default();
-        for (status, count, blocked) in rows {
-            counts.blocked += blocked;
-            counts.by_status.push((status, count));
-        }
-        Ok(counts)
     }
 
     /// Writes `runtime` if the stored status is still `expected_status`; false if it moved on.

@@ -90,16 +90,16 @@ impl OptimizingService {
     /// Sets the table-status gauges. Called when metrics are scraped, not on a timer: with
     /// thousands of tables the per-table series cost something, and only a scrape reads them.
     pub async fn report_metrics(&self) -> Result<()> {
-        let counts = self.store.count_runtimes().await?;
+        let runtimes = self.store.list_runtimes(None).await?;
         for status in TableStatus::ALL {
-            let count = counts.by_status.iter().find(|(s, _)| s == status.as_str()).map_or(0, |(_, n)| *n);
+            let count = runtimes.iter().filter(|r| r.runtime.status == status.as_str()).count();
             metrics::gauge!("loch_optimizing_tables", "status" => status.as_str()).set(count as f64);
         }
-        metrics::gauge!("loch_optimizing_blocked_tables").set(counts.blocked as f64);
+        let blocked = runtimes.iter().filter(|r| r.runtime.blocked.is_some()).count();
+        metrics::gauge!("loch_optimizing_blocked_tables").set(blocked as f64);
         let (due, looked) = self.tracker.sizes();
         metrics::gauge!("loch_optimizing_due_tables").set(due as f64);
         metrics::gauge!("loch_optimizing_tracked_tables").set(looked as f64);
-        let runtimes = self.store.list_runtimes(None).await?;
         let now = now_ms();
         // As Amoro: per table, the time spent so far in each status, 0 for the others.
         for named in runtimes {
@@ -126,8 +126,7 @@ impl OptimizingService {
                 self.store.delete_optimizer(&optimizer.token).await?;
             }
         }
-        for named in self.store.list_runtimes(None).await? {
-            let runtime = named.runtime;
+        for runtime in self.store.runtimes_not_in_status(TableStatus::Idle.as_str()).await? {
             if TableStatus::parse(&runtime.status)? == TableStatus::Planning {
                 move_runtime(&self.store, &runtime, TableStatus::Pending, |_| {}).await?;
             }
