@@ -21,10 +21,10 @@ use crate::metadata::{
     CachedMetadata, delete_uncommitted, next_metadata_location, stats_of, table_scope, write_metadata,
 };
 use crate::requirements;
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, run_with_retries};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::policy::{PATH_PROPERTIES, check_new_location, check_path_properties, delete_inside};
-use crate::tables::{FORMAT_ICEBERG, TableName, take_format_version};
+use crate::tables::{FORMAT_ICEBERG, TableName, name_taken, take_format_version};
 
 /// Table property: delete metadata files that fall out of the metadata log.
 const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
@@ -59,6 +59,40 @@ enum Plan {
     Update { row: TableRecord, metadata: Option<Box<TableMetadata>>, expired: Vec<String> },
     /// A create transaction: the table does not exist yet.
     Create { metadata: Option<Box<TableMetadata>> },
+    /// A registration: an existing metadata file becomes the pointer of a new table (`row`
+    /// absent) or of the table `row` (overwrite).
+    Adopt { row: Option<TableRecord>, file: NewFile },
+}
+
+/// A registration: an existing metadata file, read and checked, that a table should point at.
+#[derive(Debug, Clone)]
+pub(crate) struct Adoption {
+    /// The table.
+    pub ident: TableName,
+    /// The metadata file.
+    pub metadata_location: String,
+    /// Its contents.
+    pub metadata: Arc<CachedMetadata>,
+    /// Repoint an existing table rather than refuse the taken name.
+    pub overwrite: bool,
+}
+
+/// What a commit asks of one table.
+#[derive(Debug, Clone)]
+pub(crate) enum Request {
+    /// Requirements and updates: REST commits, creates, Loch's own writers.
+    Change(TableChange),
+    /// Point the table at an existing metadata file.
+    Adopt(Adoption),
+}
+
+impl Request {
+    fn ident(&self) -> &TableName {
+        match self {
+            Request::Change(change) => &change.ident,
+            Request::Adopt(adoption) => &adoption.ident,
+        }
+    }
 }
 
 /// A metadata file written by a commit attempt: its location and contents.
@@ -124,7 +158,7 @@ impl CatalogService {
         let _locks = self
             .lock_tables(changes.iter().map(|c| table_key(catalog.record.id, &c.ident.namespace, &c.ident.name)))
             .await;
-        self.commit_tables_locked(catalog, changes).await
+        self.commit_tables_locked(catalog, changes.into_iter().map(Request::Change).collect()).await
     }
 
     /// Holds a table's commit lock: commits through this server wait until it is dropped. Loch's
@@ -145,37 +179,37 @@ impl CatalogService {
         if lock.key != table_key(catalog.record.id, &change.ident.namespace, &change.ident.name) {
             return Err(CatalogError::Internal(format!("commit to {} under another table's lock", change.ident)));
         }
-        let mut committed = self.commit_tables_locked(catalog, vec![change]).await?;
+        let mut committed = self.commit_tables_locked(catalog, vec![Request::Change(change)]).await?;
+        committed.pop().ok_or_else(|| CatalogError::Internal("commit returned no table".into()))
+    }
+
+    /// Points a table at an existing, checked metadata file (register): a new table, or with
+    /// `overwrite` an existing one, through the same swap, retries and announcement as a commit.
+    pub(crate) async fn adopt_metadata(&self, catalog: &ResolvedCatalog, adoption: Adoption) -> Result<CommittedTable> {
+        let _locks =
+            self.lock_tables([table_key(catalog.record.id, &adoption.ident.namespace, &adoption.ident.name)]).await;
+        let mut committed = self.commit_tables_locked(catalog, vec![Request::Adopt(adoption)]).await?;
         committed.pop().ok_or_else(|| CatalogError::Internal("commit returned no table".into()))
     }
 
     async fn commit_tables_locked(
         &self,
         catalog: &ResolvedCatalog,
-        changes: Vec<TableChange>,
+        requests: Vec<Request>,
     ) -> Result<Vec<CommittedTable>> {
-        if changes.is_empty() {
+        if requests.is_empty() {
             return Err(CatalogError::BadRequest("a commit needs at least one table change".into()));
         }
         let mut seen = HashSet::new();
-        for change in &changes {
-            change.ident.validate()?;
-            if !seen.insert(&change.ident) {
-                return Err(CatalogError::BadRequest(format!("table {} appears twice in one commit", change.ident)));
+        for request in &requests {
+            request.ident().validate()?;
+            if !seen.insert(request.ident()) {
+                return Err(CatalogError::BadRequest(format!("table {} appears twice in one commit", request.ident())));
             }
         }
         let timer = std::time::Instant::now();
-        // The first attempt needs no policy; a lost race reads the table's `commit.retry.*`.
-        let outcome = match self.try_commit(catalog, &changes, 0).await {
-            Err(Failure::Conflict(_)) => {
-                let policy = self.retry_policy(catalog, &changes[0].ident).await;
-                policy
-                    .run(|n| self.try_commit(catalog, &changes, n + 1), |e| matches!(e, Failure::Conflict(_)))
-                    .await
-                    .map_err(|(e, attempts)| (e, attempts + 1))
-            }
-            other => other.map_err(|e| (e, 1)),
-        };
+        let policy = self.retry_policy(catalog, requests[0].ident());
+        let outcome = run_with_retries(policy, |n| self.try_commit(catalog, &requests, n), Failure::is_conflict).await;
         let outcome = outcome.map_err(|(e, attempts)| match e {
             Failure::Conflict(what) => {
                 CatalogError::CommitFailed(format!("concurrent commits to {what} won {attempts} times in a row; retry"))
@@ -208,12 +242,15 @@ impl CatalogService {
     async fn try_commit(
         &self,
         catalog: &ResolvedCatalog,
-        changes: &[TableChange],
+        requests: &[Request],
         attempt: u32,
     ) -> Result<Vec<CommittedTable>, Failure> {
-        let mut plans = Vec::with_capacity(changes.len());
-        for change in changes {
-            plans.push(self.plan(catalog, change, attempt).await?);
+        let mut plans = Vec::with_capacity(requests.len());
+        for request in requests {
+            plans.push(match request {
+                Request::Change(change) => self.plan(catalog, change, attempt).await?,
+                Request::Adopt(adoption) => self.plan_adoption(catalog, adoption).await?,
+            });
         }
 
         // Write every new metadata file before touching any pointer.
@@ -221,7 +258,7 @@ impl CatalogService {
         // The new metadata moves into its file write; the plans keep what the swap needs.
         let writes = plans.iter_mut().map(|plan| {
             let (metadata, current) = match plan {
-                Plan::Unchanged { .. } => (None, None),
+                Plan::Unchanged { .. } | Plan::Adopt { .. } => (None, None),
                 Plan::Update { row, metadata, .. } => (metadata.take(), Some(row.metadata_location.clone())),
                 Plan::Create { metadata } => (metadata.take(), None),
             };
@@ -234,10 +271,12 @@ impl CatalogService {
         let written: Vec<Result<Option<NewFile>>> = join_all(writes).await;
         let new_files: Vec<String> = written.iter().flatten().flatten().map(|(l, _)| l.clone()).collect();
         let mut files = Vec::with_capacity(written.len());
-        for w in written {
-            match w {
-                Ok(file) => files.push(file),
-                Err(e) => {
+        for (w, plan) in written.into_iter().zip(&plans) {
+            match (w, plan) {
+                // A registration's file is the client's, already in place.
+                (Ok(None), Plan::Adopt { file, .. }) => files.push(Some(file.clone())),
+                (Ok(file), _) => files.push(file),
+                (Err(e), _) => {
                     delete_uncommitted(io, &new_files).await;
                     // No pointer moved: the commit definitely did not happen (a 409, not the
                     // 5xx that clients must read as "state unknown").
@@ -251,64 +290,45 @@ impl CatalogService {
         }
 
         let mut batch = CommitBatch::default();
-        for ((plan, change), file) in plans.iter().zip(changes).zip(&files) {
+        for ((plan, request), file) in plans.iter().zip(requests).zip(&files) {
+            let ident = request.ident();
             match (plan, file) {
-                (Plan::Update { row, .. }, Some((location, metadata))) => batch.swaps.push(PointerSwap {
-                    table_id: row.id,
-                    expected_version: row.version,
-                    previous_metadata_location: row.metadata_location.clone(),
-                    metadata_location: location.clone(),
-                    location: table_scope(metadata.metadata.location())?.canonical(),
-                    stats: stats_of(&metadata.metadata),
-                }),
-                (Plan::Create { .. }, Some((location, metadata))) => batch.inserts.push(NewTable {
-                    catalog_id: catalog.record.id,
-                    namespace: change.ident.namespace.clone(),
-                    name: change.ident.name.clone(),
-                    kind: TableKind::Table,
-                    format: FORMAT_ICEBERG.into(),
-                    uuid: metadata.metadata.uuid().to_string(),
-                    location: table_scope(metadata.metadata.location())?.canonical(),
-                    metadata_location: location.clone(),
-                    stats: stats_of(&metadata.metadata),
-                }),
+                (Plan::Update { row, .. } | Plan::Adopt { row: Some(row), .. }, Some((location, metadata))) => {
+                    batch.swaps.push(PointerSwap {
+                        table_id: row.id,
+                        expected_version: row.version,
+                        previous_metadata_location: row.metadata_location.clone(),
+                        metadata_location: location.clone(),
+                        location: table_scope(metadata.metadata.location())?.canonical(),
+                        stats: stats_of(&metadata.metadata),
+                    })
+                }
+                (Plan::Create { .. } | Plan::Adopt { row: None, .. }, Some((location, metadata))) => {
+                    batch.inserts.push(NewTable {
+                        catalog_id: catalog.record.id,
+                        namespace: ident.namespace.clone(),
+                        name: ident.name.clone(),
+                        kind: TableKind::Table,
+                        format: FORMAT_ICEBERG.into(),
+                        uuid: metadata.metadata.uuid().to_string(),
+                        location: table_scope(metadata.metadata.location())?.canonical(),
+                        metadata_location: location.clone(),
+                        stats: stats_of(&metadata.metadata),
+                    })
+                }
                 // A table whose requirements held but that does not change: in a multi-table
                 // commit, it must still be unchanged when the others swap.
-                (Plan::Unchanged { row, .. }, _) if changes.len() > 1 => {
+                (Plan::Unchanged { row, .. }, _) if requests.len() > 1 => {
                     batch.checks.push(VersionCheck { table_id: row.id, expected_version: row.version })
                 }
                 _ => {}
             }
         }
-        if (!batch.inserts.is_empty() || !batch.swaps.is_empty())
-            && let Err(e) = self.store.apply_commit(&batch).await
-        {
-            if e.is_unknown_outcome() {
-                // The database may have applied it: the files must stay.
-                return Err(Failure::Error(CatalogError::CommitStateUnknown(e.to_string())));
-            }
-            delete_uncommitted(io, &new_files).await;
-            return Err(match e {
-                MetaError::Conflict(what) => Failure::Conflict(what),
-                MetaError::AlreadyExists(what) => Failure::Conflict(what),
-                MetaError::Overlap(what) => Failure::Error(CatalogError::BadRequest(what)),
-                MetaError::NotFound(what) => Failure::Error(CatalogError::NoSuchNamespace(what)),
-                other => Failure::Error(other.into()),
-            });
-        }
+        self.publish(io, &batch, &new_files).await?;
 
-        for swap in &batch.swaps {
-            self.announce_commit(swap.table_id);
-        }
-        if !batch.inserts.is_empty() {
-            for new in &batch.inserts {
-                if let Ok(Some(row)) = self.store.get_table(new.catalog_id, &new.namespace, &new.name).await {
-                    self.announce_commit(row.id);
-                }
-            }
-        }
         let mut committed = Vec::with_capacity(plans.len());
-        for ((plan, change), file) in plans.into_iter().zip(changes).zip(files) {
+        for ((plan, request), file) in plans.into_iter().zip(requests).zip(files) {
+            let ident = request.ident();
             let (metadata_location, metadata) = match (plan, file) {
                 (Plan::Unchanged { row, current }, _) => (row.metadata_location, current),
                 (Plan::Update { expired, .. }, Some((location, metadata))) => {
@@ -320,21 +340,72 @@ impl CatalogService {
                             Err(e) => Err(e),
                         };
                         if let Err(e) = deleted {
-                            tracing::warn!(table = %change.ident, error = %e, "cannot delete expired metadata files");
+                            tracing::warn!(table = %ident, error = %e, "cannot delete expired metadata files");
                         }
                     }
                     (location, metadata)
                 }
-                (Plan::Create { .. }, Some((location, metadata))) => {
+                (Plan::Create { .. } | Plan::Adopt { .. }, Some((location, metadata))) => {
                     self.metadata.insert(&location, metadata.clone()).await;
                     (location, metadata)
                 }
                 _ => return Err(Failure::Error(CatalogError::Internal("commit plan without metadata file".into()))),
             };
-            tracing::debug!(table = %change.ident, %metadata_location, "committed");
-            committed.push(CommittedTable { ident: change.ident.clone(), metadata_location, metadata });
+            tracing::debug!(table = %ident, %metadata_location, "committed");
+            committed.push(CommittedTable { ident: ident.clone(), metadata_location, metadata });
         }
         Ok(committed)
+    }
+
+    /// Moves the pointers of `batch` in one transaction, the new metadata files `written`
+    /// already in place: the one place a table or view pointer changes. When the store refuses,
+    /// the files are deleted (not when the outcome is unknown: the store may have applied it);
+    /// on success every changed table or view is announced to optimizing. Returns the ids of
+    /// the inserted rows.
+    pub(crate) async fn publish(
+        &self,
+        io: &iceberg::io::FileIO,
+        batch: &CommitBatch,
+        written: &[String],
+    ) -> Result<Vec<i64>, Failure> {
+        if batch.inserts.is_empty() && batch.swaps.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inserted = match self.store.apply_commit(batch).await {
+            Ok(ids) => ids,
+            Err(e) if e.is_unknown_outcome() => {
+                // The database may have applied it: the files must stay.
+                return Err(Failure::Error(CatalogError::CommitStateUnknown(e.to_string())));
+            }
+            Err(e) => {
+                delete_uncommitted(io, written).await;
+                return Err(match e {
+                    // A lost race, or a name taken meanwhile: the next attempt sees the winner.
+                    MetaError::Conflict(what) | MetaError::AlreadyExists(what) => Failure::Conflict(what),
+                    MetaError::Overlap(what) => Failure::Error(CatalogError::BadRequest(what)),
+                    MetaError::NotFound(what) => Failure::Error(CatalogError::NoSuchNamespace(
+                        what.strip_prefix("namespace ").unwrap_or(&what).to_string(),
+                    )),
+                    other => Failure::Error(other.into()),
+                });
+            }
+        };
+        for id in batch.swaps.iter().map(|s| s.table_id).chain(inserted.iter().copied()) {
+            self.announce_commit(id);
+        }
+        Ok(inserted)
+    }
+
+    /// Decides what registering `adoption` does: a new table, or a repointed one.
+    async fn plan_adoption(&self, catalog: &ResolvedCatalog, adoption: &Adoption) -> Result<Plan, Failure> {
+        let ident = &adoption.ident;
+        let row = self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await?;
+        let row = match row {
+            Some(row) if adoption.overwrite && row.kind == TableKind::Table => Some(row),
+            Some(row) => return Err(Failure::Error(name_taken(ident, row.kind, TableKind::Table))),
+            None => None,
+        };
+        Ok(Plan::Adopt { row, file: (adoption.metadata_location.clone(), adoption.metadata.clone()) })
     }
 
     /// Decides what `change` does to the table as it is now.

@@ -76,13 +76,47 @@ impl RetryPolicy {
         .retry(backoff)
         .sleep(tokio::time::sleep)
         .when(|e| conflict(e))
-        .notify(|_, wait| {
-            tracing::debug!(?wait, "a change lost the pointer race; applying it again to the new state");
-            metrics::counter!("loch_catalog_commit_retries_total").increment(1);
-        })
+        .notify(|_, wait| lost_race(wait))
         .await;
         outcome.map_err(|e| (e, attempts))
     }
+}
+
+/// Runs `attempt(0)`; if it loses the race (`conflict`), awaits `policy` — reading a table's
+/// policy costs a metadata read, so only a lost race pays it — and applies the change again as
+/// that policy allows. An error comes back with the number of attempts made.
+pub async fn run_with_retries<T, E, Fut>(
+    policy: impl Future<Output = RetryPolicy>,
+    mut attempt: impl FnMut(u32) -> Fut,
+    conflict: impl Fn(&E) -> bool,
+) -> Result<T, (E, u32)>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let lost = match attempt(0).await {
+        Err(e) if conflict(&e) => e,
+        other => return other.map_err(|e| (e, 1)),
+    };
+    let policy = policy.await;
+    if policy.retries == 0 {
+        return Err((lost, 1));
+    }
+    // The first retry waits like any other; the rest of the policy runs from there.
+    lost_race(policy.min_wait);
+    tokio::time::sleep(policy.min_wait).await;
+    let rest = RetryPolicy {
+        retries: policy.retries - 1,
+        min_wait: (policy.min_wait * 2).min(policy.max_wait),
+        total_wait: policy.total_wait.saturating_sub(policy.min_wait),
+        ..policy
+    };
+    rest.run(|n| attempt(n + 1), conflict).await.map_err(|(e, n)| (e, n + 1))
+}
+
+/// Logs and counts a retry after a lost race.
+fn lost_race(wait: Duration) {
+    tracing::debug!(?wait, "a change lost the pointer race; applying it again to the new state");
+    metrics::counter!("loch_catalog_commit_retries_total").increment(1);
 }
 
 #[cfg(test)]
@@ -140,5 +174,32 @@ mod tests {
 
         let other = policy.run(|_| async { Err::<(), _>("broken") }, |e| *e == "conflict");
         assert_eq!(other.await, Err(("broken", 1)));
+    }
+
+    #[tokio::test]
+    async fn the_policy_is_read_only_after_a_lost_race() {
+        let read = AtomicU32::new(0);
+        let policy = || async {
+            read.fetch_add(1, Ordering::SeqCst);
+            RetryPolicy {
+                retries: 2,
+                min_wait: Duration::from_millis(1),
+                max_wait: Duration::from_millis(1),
+                ..RetryPolicy::server(0)
+            }
+        };
+        let first = run_with_retries(policy(), |n| async move { Ok::<_, &str>(n) }, |e| *e == "conflict");
+        assert_eq!(first.await, Ok(0));
+        assert_eq!(read.load(Ordering::SeqCst), 0, "a first attempt that wins reads no policy");
+
+        let second = run_with_retries(
+            policy(),
+            |n| async move { if n < 1 { Err("conflict") } else { Ok(n) } },
+            |e| *e == "conflict",
+        );
+        assert_eq!(second.await, Ok(1));
+        let spent = run_with_retries(policy(), |_| async { Err::<(), _>("conflict") }, |e| *e == "conflict");
+        assert_eq!(spent.await, Err(("conflict", 3)), "the first attempt and the policy's two retries");
+        assert_eq!(read.load(Ordering::SeqCst), 2);
     }
 }

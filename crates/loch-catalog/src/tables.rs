@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use iceberg::spec::{FormatVersion, Schema, SortOrder, TableMetadataBuilder, UnboundPartitionSpec};
 use iceberg::{TableCreation, TableRequirement, TableUpdate};
-use loch_meta::{MetaError, NewPurge, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord};
+use loch_meta::{MetaError, NewPurge, Page, PageRequest, TableKind, TableRecord};
 
 use crate::catalogs::persisted_table_defaults;
-use crate::commit::{Failure, TableChange};
+use crate::commit::{Adoption, Failure, TableChange};
 use crate::error::{CatalogError, Result};
 use crate::ident::{display_namespace, validate_name, validate_namespace};
-use crate::metadata::{CachedMetadata, read_metadata, stats_of};
+use crate::metadata::{CachedMetadata, read_metadata};
 use crate::retry::RetryPolicy;
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::parse_location;
@@ -371,44 +371,12 @@ impl CatalogService {
             )));
         }
         check_path_properties(&location, metadata.metadata.properties())?;
-        let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
-        let registered = match self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
-            Some(row) if overwrite && row.kind == TableKind::Table => {
-                let swap = PointerSwap {
-                    table_id: row.id,
-                    expected_version: row.version,
-                    previous_metadata_location: row.metadata_location.clone(),
-                    metadata_location: metadata_location.to_string(),
-                    location: location.canonical(),
-                    stats: stats_of(&metadata.metadata),
-                };
-                self.store.swap_pointers(&[swap]).await.map(|()| row.id)
-            }
-            Some(row) => return Err(name_taken(ident, row.kind, TableKind::Table)),
-            None => {
-                let new = NewTable {
-                    catalog_id: catalog.record.id,
-                    namespace: ident.namespace.clone(),
-                    name: ident.name.clone(),
-                    kind: TableKind::Table,
-                    format: FORMAT_ICEBERG.into(),
-                    uuid: metadata.metadata.uuid().to_string(),
-                    location: location.canonical(),
-                    metadata_location: metadata_location.to_string(),
-                    stats: stats_of(&metadata.metadata),
-                };
-                self.store.insert_table(&new).await.map(|record| record.id)
-            }
-        };
-        let table_id = registered.map_err(|e| match e {
-            MetaError::AlreadyExists(_) => CatalogError::table_exists(ident),
-            other => other.into(),
-        })?;
-        self.metadata.insert(metadata_location, metadata.clone()).await;
-        self.announce_commit(table_id);
+        let adoption =
+            Adoption { ident: ident.clone(), metadata_location: metadata_location.to_string(), metadata, overwrite };
+        let committed = self.adopt_metadata(catalog, adoption).await?;
         Ok(LoadedTable {
-            metadata_location: Some(metadata_location.to_string()),
-            metadata,
+            metadata_location: Some(committed.metadata_location),
+            metadata: committed.metadata,
             config: catalog.warehouse.client_config.clone(),
         })
     }

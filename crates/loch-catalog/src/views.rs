@@ -9,17 +9,17 @@ use std::sync::Arc;
 use bytes::Bytes;
 use iceberg::ViewUpdate;
 use iceberg::spec::{Schema, ViewFormatVersion, ViewMetadata, ViewMetadataBuilder, ViewVersion};
-use loch_meta::{MetaError, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord, TableStats};
+use loch_meta::{CommitBatch, NewTable, Page, PageRequest, PointerSwap, TableKind, TableRecord, TableStats};
+use loch_table::location::Location;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::commit::Failure;
 use crate::error::{CatalogError, Result};
-use crate::ident::display_namespace;
 use crate::json_order::{VIEW_LISTS, to_ordered_json};
-use crate::metadata::{delete_uncommitted, parse_version, read_text, table_scope};
-use crate::retry::RetryPolicy;
+use crate::metadata::{parse_version, read_text, table_scope};
+use crate::retry::{RetryPolicy, run_with_retries};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::policy::{PATH_PROPERTIES, ReadLimits, check_new_location, check_path_properties, write_inside};
 use crate::tables::{TableName, name_taken};
@@ -197,12 +197,31 @@ impl CatalogService {
         .metadata;
         check_path_properties(&location, metadata.properties())?;
         let _lock = self.lock_tables([table_key(catalog.record.id, namespace, &request.name)]).await;
-        let metadata_location = next_view_location(&metadata, None);
-        let json = write_view(&catalog.warehouse.file_io, &metadata_location, &metadata).await?;
+        let policy = async { RetryPolicy::for_table(metadata.properties(), self.options.commit_retries) };
+        run_with_retries(policy, |_| self.create_view_once(catalog, &ident, &location, &metadata), Failure::is_conflict)
+            .await
+            .map_err(|(e, _)| e.into_error())
+    }
+
+    /// One attempt of [`CatalogService::create_view`]: its first metadata file, then its row.
+    async fn create_view_once(
+        &self,
+        catalog: &ResolvedCatalog,
+        ident: &TableName,
+        location: &Location,
+        metadata: &ViewMetadata,
+    ) -> Result<LoadedView, Failure> {
+        // Created by someone else since the last attempt.
+        if let Some(row) = self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
+            return Err(name_taken(ident, row.kind, TableKind::View).into());
+        }
+        let io = &catalog.warehouse.file_io;
+        let metadata_location = next_view_location(metadata, None);
+        let json = write_view(io, &metadata_location, metadata).await?;
         let new = NewTable {
             catalog_id: catalog.record.id,
-            namespace: namespace.to_vec(),
-            name: request.name,
+            namespace: ident.namespace.clone(),
+            name: ident.name.clone(),
             kind: TableKind::View,
             format: FORMAT_VIEW.into(),
             uuid: metadata.uuid().to_string(),
@@ -210,40 +229,39 @@ impl CatalogService {
             metadata_location: metadata_location.clone(),
             stats: TableStats::default(),
         };
-        let record = match self.store.insert_table(&new).await {
-            Ok(record) => record,
-            Err(e) => {
-                delete_uncommitted(&catalog.warehouse.file_io, std::slice::from_ref(&metadata_location)).await;
-                return Err(match e {
-                    MetaError::AlreadyExists(_) => CatalogError::view_exists(&ident),
-                    MetaError::NotFound(_) => CatalogError::NoSuchNamespace(display_namespace(namespace)),
-                    other => other.into(),
-                });
-            }
-        };
-        self.announce_commit(record.id);
-        Ok(LoadedView { metadata_location, metadata: Arc::new(metadata), json, config: HashMap::new() })
+        let batch = CommitBatch { inserts: vec![new], ..CommitBatch::default() };
+        self.publish(io, &batch, std::slice::from_ref(&metadata_location)).await?;
+        Ok(LoadedView { metadata_location, metadata: Arc::new(metadata.clone()), json, config: HashMap::new() })
     }
 
     /// Commits changes to a view (the REST "replace view").
     pub async fn replace_view(&self, catalog: &ResolvedCatalog, change: ViewChange) -> Result<LoadedView> {
         change.ident.validate()?;
         let _lock = self.lock_tables([table_key(catalog.record.id, &change.ident.namespace, &change.ident.name)]).await;
-        let view = RetryPolicy::server(self.options.commit_retries)
-            .run(|attempt| self.replace_view_once(catalog, &change, attempt), Failure::is_conflict)
+        let policy = self.view_retry_policy(catalog, &change.ident);
+        run_with_retries(policy, |attempt| self.replace_view_once(catalog, &change, attempt), Failure::is_conflict)
             .await
-            .map_err(|(e, _)| e.into_error())?;
-        self.announce_commit(view.0);
-        Ok(view.1)
+            .map_err(|(e, _)| e.into_error())
     }
 
-    /// One attempt of [`CatalogService::replace_view`]: the view's id and its new state.
+    /// The retry policy of a view: its `commit.retry.*` properties (the server's when the view
+    /// cannot be read).
+    async fn view_retry_policy(&self, catalog: &ResolvedCatalog, ident: &TableName) -> RetryPolicy {
+        let server = RetryPolicy::server(self.options.commit_retries);
+        let Ok(row) = self.view_row(catalog, ident).await else { return server };
+        match read_view(&catalog.warehouse.file_io, &row.metadata_location, self.options.read_limits).await {
+            Ok((current, _)) => RetryPolicy::for_table(current.properties(), self.options.commit_retries),
+            Err(_) => server,
+        }
+    }
+
+    /// One attempt of [`CatalogService::replace_view`]: the view's new state.
     async fn replace_view_once(
         &self,
         catalog: &ResolvedCatalog,
         change: &ViewChange,
         attempt: u32,
-    ) -> Result<(i64, LoadedView), Failure> {
+    ) -> Result<LoadedView, Failure> {
         let io = &catalog.warehouse.file_io;
         let row = self.view_row(catalog, &change.ident).await?;
         let (current, _) = read_view(io, &row.metadata_location, self.options.read_limits).await?;
@@ -291,19 +309,9 @@ impl CatalogService {
             location: table_scope(metadata.location())?.canonical(),
             stats: TableStats::default(),
         };
-        match self.store.swap_pointers(&[swap]).await {
-            Ok(()) => Ok((
-                row.id,
-                LoadedView { metadata_location, metadata: Arc::new(metadata), json, config: HashMap::new() },
-            )),
-            Err(e) => {
-                // A lost race leaves nothing behind; an unknown outcome may have committed it.
-                if !e.is_unknown_outcome() {
-                    delete_uncommitted(io, std::slice::from_ref(&metadata_location)).await;
-                }
-                Err(e.into())
-            }
-        }
+        let batch = CommitBatch { swaps: vec![swap], ..CommitBatch::default() };
+        self.publish(io, &batch, std::slice::from_ref(&metadata_location)).await?;
+        Ok(LoadedView { metadata_location, metadata: Arc::new(metadata), json, config: HashMap::new() })
     }
 
     /// Drops a view (its metadata files stay, as in Iceberg's catalogs).

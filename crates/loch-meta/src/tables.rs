@@ -398,9 +398,10 @@ impl MetaStore {
     }
 
     /// Applies a commit in one transaction: inserts new tables and swaps pointers, all or
-    /// nothing. [`MetaError::Conflict`] if a row moved past its expected version,
-    /// [`MetaError::AlreadyExists`] if a new table's name was taken meanwhile.
-    pub async fn apply_commit(&self, batch: &CommitBatch) -> Result<()> {
+    /// nothing; returns the ids of the inserted rows, in order. [`MetaError::Conflict`] if a row
+    /// moved past its expected version, [`MetaError::AlreadyExists`] if a new table's name was
+    /// taken meanwhile.
+    pub async fn apply_commit(&self, batch: &CommitBatch) -> Result<Vec<i64>> {
         let CommitBatch { inserts, swaps, checks } = batch;
         let now = crate::now_ms();
         let postgres = self.backend() == crate::Backend::Postgres;
@@ -408,6 +409,7 @@ impl MetaStore {
             async {
                 let mut tx = pool.begin().await?;
                 let mut locked = false;
+                let mut ids = Vec::with_capacity(inserts.len());
                 for new in inserts.iter() {
                     lock_locations!(tx, postgres, locked);
                     let ns_id: Option<i64> =
@@ -447,6 +449,7 @@ impl MetaStore {
                     if !overlaps.is_empty() {
                         return Ok(Err(overlap_error(&new.location, &overlaps)));
                     }
+                    ids.push(id);
                 }
                 for swap in swaps.iter() {
                     // Most commits keep the location: one statement. A move is checked for
@@ -487,7 +490,7 @@ impl MetaStore {
                     }
                 }
                 tx.commit().await?;
-                Ok::<_, sqlx::Error>(Ok(()))
+                Ok::<_, sqlx::Error>(Ok(ids))
             }
             .await
         });
@@ -503,7 +506,7 @@ impl MetaStore {
 
     /// Swaps pointers of existing tables in one transaction; see [`MetaStore::apply_commit`].
     pub async fn swap_pointers(&self, swaps: &[PointerSwap]) -> Result<()> {
-        self.apply_commit(&CommitBatch { swaps: swaps.to_vec(), ..CommitBatch::default() }).await
+        self.apply_commit(&CommitBatch { swaps: swaps.to_vec(), ..CommitBatch::default() }).await.map(drop)
     }
 
     /// Inserts a table or view. Fails with [`MetaError::NotFound`] if the namespace is gone and

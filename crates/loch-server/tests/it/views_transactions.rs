@@ -213,3 +213,56 @@ async fn transactions_postgres_s3() {
     let Some(server) = TestServer::start(Backend::Postgres, Storage::S3).await else { return };
     multi_table_transactions(server).await;
 }
+
+/// Register goes through the commit path: a taken name is refused (by a table or a view), and
+/// `overwrite` repoints an existing table at another of its metadata files, which then loads
+/// and reads as that version; an overwrite cannot take a view's name.
+async fn registration(server: TestServer) {
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("reg".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let ident = TableIdent::new(ns.clone(), "t".into());
+    let t = catalog.create_table(&ns, TableCreation::builder().name("t".into()).schema(simple_schema()).build()).await;
+    let t = t.unwrap();
+    let one = append(&catalog, &t, &batch(&t, &[1], "x")).await.unwrap();
+    let two = append(&catalog, &one, &batch(&one, &[2], "x")).await.unwrap();
+    let (old, current) = (one.metadata_location().unwrap().to_string(), two.metadata_location().unwrap().to_string());
+
+    let register = |name: &str, location: &str, overwrite: bool| json!({"name": name, "metadata-location": location, "overwrite": overwrite});
+    let (status, body) =
+        json_request(&server, Method::POST, "/namespaces/reg/register", Some(register("t", &old, false))).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (409, Some("AlreadyExistsException")), "{body}");
+    assert_eq!(catalog.load_table(&ident).await.unwrap().metadata_location(), Some(current.as_str()), "unchanged");
+
+    let (status, body) =
+        json_request(&server, Method::POST, "/namespaces/reg/register", Some(register("t", &old, true))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata-location"], old.as_str());
+    let loaded = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(loaded.metadata_location(), Some(old.as_str()), "the overwrite is the table's pointer");
+    assert_eq!(loch_testkit::data::row_count(&scan_all(&loaded).await.unwrap()), 1, "and reads as that version");
+    // The table commits on from there.
+    let three = append(&catalog, &loaded, &batch(&loaded, &[3], "x")).await.unwrap();
+    assert_eq!(loch_testkit::data::row_count(&scan_all(&three).await.unwrap()), 2);
+
+    let schema = json!({"type": "struct", "schema-id": 0, "fields": [{"id": 1, "name": "id", "type": "long", "required": false}]});
+    let view = json!({"name": "v", "schema": schema, "view-version": view_version(1, "SELECT 1"), "properties": {}});
+    assert_eq!(json_request(&server, Method::POST, "/namespaces/reg/views", Some(view)).await.0, 200);
+    let (status, body) =
+        json_request(&server, Method::POST, "/namespaces/reg/register", Some(register("v", &current, true))).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("View with same name already exists"), "{body}");
+    assert_eq!(json_request(&server, Method::GET, "/namespaces/reg/views/v", None).await.0, 200, "the view stays");
+}
+
+#[tokio::test]
+async fn registration_sqlite_file() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    registration(server).await;
+}
+
+#[tokio::test]
+async fn registration_postgres_s3() {
+    let Some(server) = TestServer::start(Backend::Postgres, Storage::S3).await else { return };
+    registration(server).await;
+}
