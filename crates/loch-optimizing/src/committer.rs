@@ -8,7 +8,7 @@
 //! repeated after a crash recognizes that it already happened.
 
 use loch_api::optimizer::{TaskInput, TaskOutput};
-use loch_catalog::retry::RetryPolicy;
+use loch_catalog::retry::{RetryPolicy, run_with_retries};
 use loch_catalog::{CatalogError, CatalogService, TableChange};
 use loch_table::snapshot::{RewriteFiles, SnapshotAction};
 
@@ -22,7 +22,7 @@ pub const PROCESS_ID_PROPERTY: &str = "loch.optimizing-process-id";
 /// Snapshot summary property naming the optimizing type.
 pub const OPTIMIZING_TYPE_PROPERTY: &str = "loch.optimizing-type";
 
-/// Retries of a commit that lost the pointer race (validated again against the new head).
+/// Retries of a commit that lost the pointer race when the table's policy cannot be read.
 const COMMIT_RETRIES: u32 = 4;
 
 /// A committed rewrite.
@@ -34,30 +34,38 @@ pub struct Committed {
     pub already: bool,
 }
 
-/// Commits the results of a process planned on `target_snapshot`.
-pub async fn commit_rewrite(
-    catalogs: &CatalogService,
-    table_id: i64,
-    process_id: i64,
-    kind: OptimizingType,
-    target_snapshot: i64,
-    results: &[(TaskInput, TaskOutput)],
-) -> Result<Committed> {
-    let attempt = |_| commit_once(catalogs, table_id, process_id, kind, target_snapshot, results);
+/// What a finished optimizing process commits.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessOutput<'a> {
+    /// The table.
+    pub table_id: i64,
+    /// The process, named in the snapshot so a repeated commit recognizes itself.
+    pub process_id: i64,
+    /// Its optimizing type.
+    pub kind: OptimizingType,
+    /// The snapshot it was planned on; the rewrite is validated against every one since.
+    pub target_snapshot: i64,
+    /// Each task's input and output.
+    pub results: &'a [(TaskInput, TaskOutput)],
+}
+
+/// Commits the results of a process. A lost race is validated and tried again as the table's
+/// `commit.retry.*` properties allow.
+pub async fn commit_rewrite(catalogs: &CatalogService, output: ProcessOutput<'_>) -> Result<Committed> {
     let retried = |e: &OptimizingError| matches!(e, OptimizingError::Catalog(CatalogError::CommitFailed(_)));
-    RetryPolicy::server(COMMIT_RETRIES).run(attempt, retried).await.map_err(|(e, _)| e)
+    let policy = async {
+        match ManagedTable::load(catalogs, output.table_id).await {
+            Ok(Some(table)) => RetryPolicy::for_table(table.table.metadata().properties(), COMMIT_RETRIES),
+            _ => RetryPolicy::server(COMMIT_RETRIES),
+        }
+    };
+    run_with_retries(policy, |_| commit_once(catalogs, output), retried).await.map_err(|(e, _)| e)
 }
 
 /// One attempt: under the table's commit lock, recognizes an earlier attempt that committed,
 /// or builds the rewrite against the current head and commits it.
-async fn commit_once(
-    catalogs: &CatalogService,
-    table_id: i64,
-    process_id: i64,
-    kind: OptimizingType,
-    target_snapshot: i64,
-    results: &[(TaskInput, TaskOutput)],
-) -> Result<Committed> {
+async fn commit_once(catalogs: &CatalogService, output: ProcessOutput<'_>) -> Result<Committed> {
+    let ProcessOutput { table_id, process_id, kind, target_snapshot, results } = output;
     let dropped = || OptimizingError::NotFound(format!("table {table_id} (dropped while optimizing)"));
     let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
     let lock = catalogs.lock_table(&named.catalog, &named.name).await;

@@ -44,12 +44,7 @@ impl OptimizingType {
 
     /// Parses a stored name.
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "minor" => Some(OptimizingType::Minor),
-            "major" => Some(OptimizingType::Major),
-            "full" => Some(OptimizingType::Full),
-            _ => None,
-        }
+        [OptimizingType::Minor, OptimizingType::Major, OptimizingType::Full].into_iter().find(|t| t.as_str() == s)
     }
 }
 

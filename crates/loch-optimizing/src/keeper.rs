@@ -13,6 +13,7 @@ use tokio::sync::watch;
 
 use crate::error::Result;
 use crate::lifecycle::{PLANNING_STALE_MS, REFRESH_SLICES, all_succeeded};
+use crate::record::Processes;
 use crate::service::OptimizingService;
 use crate::status::{TableStatus, TaskStatus, move_runtime, names};
 
@@ -53,13 +54,13 @@ impl OptimizingService {
             };
             if let Some(why) = why
                 && self.reset_task(&task, why).await?
-                && let Some(process) = self.store.get_process(task.process_id).await?
+                && let Some(process) = Processes(&self.store).get(task.process_id).await?
             {
                 self.wake(&process.group_name);
             }
         }
         // Running processes: commit those that are done; tables must point at them.
-        let running = self.store.running_processes().await?;
+        let running = Processes(&self.store).running().await?;
         let running_ids: HashSet<i64> = running.iter().map(|p| p.id).collect();
         for process in running {
             let tasks = self.store.list_tasks(process.id).await?;

@@ -2,6 +2,8 @@
 //!
 //! - `process`: the process framework — what a kind of process (optimizing now, maintenance
 //!   next) implements: plan into tasks, commit their outputs, record its end;
+//! - `record`: the typed process record (action, status, summary) and the one conversion
+//!   from and to the store's row;
 //! - `status`: the state machines of tables, processes and tasks, and the only functions that
 //!   write a state change (checked, time-stamped, compare-and-swap);
 //! - `service`: the shared state and the read views the management API shows;
@@ -26,6 +28,7 @@ mod lifecycle;
 pub mod plan;
 mod process;
 pub mod properties;
+pub mod record;
 mod registry;
 mod scheduler;
 mod service;
@@ -37,4 +40,5 @@ mod tracker;
 pub use error::{OptimizingError, Result};
 pub use evaluator::{Evaluation, OptimizingType};
 pub use properties::{GroupProperties, OptimizingProperties, SchedulingPolicy};
-pub use service::{DEFAULT_GROUP, OptimizingConfig, OptimizingService, PendingInput, ProcessSummary};
+pub use record::{ProcessAction, ProcessSummary, TableProcess};
+pub use service::{DEFAULT_GROUP, OptimizingConfig, OptimizingService, PendingInput};

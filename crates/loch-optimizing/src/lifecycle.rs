@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use loch_meta::{ProcessRecord, RuntimeRecord, TaskRecord, now_ms};
+use loch_meta::{RuntimeRecord, TaskRecord, now_ms};
 
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::{Evaluation, LastOptimized, evaluate};
 use crate::process::{OPTIMIZING, ProcessKind};
-use crate::service::{OptimizingService, PendingInput, process_summary};
+use crate::record::{Processes, TableProcess};
+use crate::service::{OptimizingService, PendingInput};
 use crate::status::{ProcessStatus, TableStatus, TaskStatus, end_process, move_runtime};
 use crate::table::ManagedTable;
 
@@ -233,8 +234,8 @@ impl OptimizingService {
     }
 
     async fn commit_process_locked(&self, process_id: i64) -> Result<()> {
-        let Some(process) = self.store.get_process(process_id).await? else { return Ok(()) };
-        if ProcessStatus::parse(&process.status)? != ProcessStatus::Running {
+        let Some(process) = Processes(&self.store).get(process_id).await? else { return Ok(()) };
+        if process.status != ProcessStatus::Running {
             return Ok(());
         }
         let Some(runtime) = self.store.get_runtime(process.table_id).await? else { return Ok(()) };
@@ -246,29 +247,28 @@ impl OptimizingService {
         let kind = OPTIMIZING;
         match kind.commit(&self.catalogs, &process, &tasks).await {
             Ok(snapshot_id) => {
-                let mut summary = process_summary(&process);
-                summary.committed_snapshot_id = Some(snapshot_id);
-                summary.output_files = tasks.iter().map(|t| t.output_files).sum();
-                summary.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
-                let summary = serde_json::to_string(&summary).unwrap_or_default();
+                let summarize = |p: &mut TableProcess| {
+                    p.summary.committed_snapshot_id = Some(snapshot_id);
+                    p.summary.output_files = tasks.iter().map(|t| t.output_files).sum();
+                    p.summary.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
+                };
                 let at = now_ms();
                 let idle = |r: &mut RuntimeRecord| {
                     r.process_id = None;
                     r.last_evaluated_snapshot = None;
                     r.due_at = None;
-                    kind.finished(&process.process_type, r, at);
+                    kind.finished(process.action, r, at);
                 };
                 let success = ProcessStatus::Success;
-                end_process(&self.store, &process, success, |p| p.summary = summary, &runtime, TableStatus::Idle, idle)
-                    .await?;
-                let process_type = process.process_type.clone();
+                end_process(&self.store, &process, success, summarize, &runtime, TableStatus::Idle, idle).await?;
+                let process_type = process.action.type_name();
                 metrics::counter!("loch_optimizing_processes_total", "type" => process_type, "result" => success.as_str())
                     .increment(1);
                 tracing::info!(
                     process_id,
                     table_id = process.table_id,
                     kind = kind.name(),
-                    r#type = %process.process_type,
+                    r#type = process.action.type_name(),
                     snapshot = snapshot_id,
                     "process committed"
                 );
@@ -288,12 +288,12 @@ impl OptimizingService {
 
     /// Ends a running process as failed (or closed, when canceled) and frees its table.
     pub(crate) async fn fail_process(&self, process_id: i64, message: &str, closed: bool) -> Result<()> {
-        let Some(process) = self.store.get_process(process_id).await? else { return Ok(()) };
-        if ProcessStatus::parse(&process.status)? != ProcessStatus::Running {
+        let Some(process) = Processes(&self.store).get(process_id).await? else { return Ok(()) };
+        if process.status != ProcessStatus::Running {
             return Ok(());
         }
         let status = if closed { ProcessStatus::Closed } else { ProcessStatus::Failed };
-        let failed = |p: &mut ProcessRecord| p.fail_message = Some(message.to_string());
+        let failed = |p: &mut TableProcess| p.fail_message = Some(message.to_string());
         let runtime = self.store.get_runtime(process.table_id).await?;
         match runtime {
             Some(runtime) if runtime.process_id == Some(process_id) => {
@@ -323,8 +323,9 @@ impl OptimizingService {
                 }
             }
         }
-        let kind = process.process_type.clone();
-        metrics::counter!("loch_optimizing_processes_total", "type" => kind, "result" => status.as_str()).increment(1);
+        let process_type = process.action.type_name();
+        metrics::counter!("loch_optimizing_processes_total", "type" => process_type, "result" => status.as_str())
+            .increment(1);
         // Look at the table again now rather than at the next refresh; the minimum plan
         // interval still spaces out attempts.
         if let Err(e) = self.refresh_table(process.table_id).await {
@@ -335,10 +336,13 @@ impl OptimizingService {
 
     /// Cancels a running process of a table (its tasks are canceled; output already written
     /// becomes orphan files for cleanup).
-    pub async fn cancel_process(&self, table_id: i64, process_id: i64) -> Result<ProcessRecord> {
+    pub async fn cancel_process(&self, table_id: i64, process_id: i64) -> Result<TableProcess> {
         let process = self.process(table_id, process_id).await?;
-        if ProcessStatus::parse(&process.status)? != ProcessStatus::Running {
-            return Err(OptimizingError::Rejected(format!("process {process_id} is {}, not running", process.status)));
+        if process.status != ProcessStatus::Running {
+            return Err(OptimizingError::Rejected(format!(
+                "process {process_id} is {}, not running",
+                process.status.as_str()
+            )));
         }
         if self.committing.lock().unwrap_or_else(|e| e.into_inner()).contains(&process_id) {
             return Err(OptimizingError::Rejected(format!("process {process_id} is committing")));

@@ -8,14 +8,14 @@ use std::future::Future;
 
 use loch_api::optimizer::{TaskInput, TaskOutput};
 use loch_catalog::CatalogService;
-use loch_meta::{ProcessRecord, RuntimeRecord, TaskRecord};
+use loch_meta::{RuntimeRecord, TaskRecord};
 
-use crate::committer::commit_rewrite;
+use crate::committer::{ProcessOutput, commit_rewrite};
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::OptimizingType;
 use crate::lifecycle::evaluate_table;
 use crate::plan::plan_process;
-use crate::service::ProcessSummary;
+use crate::record::{ProcessAction, ProcessSummary, TableProcess};
 use crate::status::TableStatus;
 use crate::table::ManagedTable;
 use crate::task::input_size;
@@ -23,8 +23,8 @@ use crate::task::input_size;
 /// A process a kind planned, for the scheduler to record and hand out.
 #[derive(Debug)]
 pub(crate) struct PlannedProcess {
-    /// Its type within the kind (`processes.process_type`).
-    pub process_type: &'static str,
+    /// What it does.
+    pub action: ProcessAction,
     /// The table's status while it runs.
     pub running: TableStatus,
     /// The snapshot it was planned on.
@@ -74,12 +74,12 @@ pub(crate) trait ProcessKind: Send + Sync {
     fn commit(
         &self,
         catalogs: &CatalogService,
-        process: &ProcessRecord,
+        process: &TableProcess,
         tasks: &[TaskRecord],
     ) -> impl Future<Output = Result<i64>> + Send;
 
-    /// Records on the runtime that a process of `process_type` ended successfully at `at`.
-    fn finished(&self, process_type: &str, runtime: &mut RuntimeRecord, at: i64);
+    /// Records on the runtime that a process doing `action` ended successfully at `at`.
+    fn finished(&self, action: ProcessAction, runtime: &mut RuntimeRecord, at: i64);
 }
 
 /// Self-optimizing: minor, major and full rewrites of a table's files (Amoro's semantics).
@@ -129,7 +129,7 @@ impl ProcessKind for Optimizing {
             summary.input_bytes += bytes;
         }
         Ok(Planned::Process(PlannedProcess {
-            process_type: plan.kind.as_str(),
+            action: ProcessAction::Optimizing(plan.kind),
             running: TableStatus::optimizing(plan.kind),
             target_snapshot_id: Some(plan.snapshot_id),
             tasks: plan.tasks,
@@ -137,7 +137,7 @@ impl ProcessKind for Optimizing {
         }))
     }
 
-    async fn commit(&self, catalogs: &CatalogService, process: &ProcessRecord, tasks: &[TaskRecord]) -> Result<i64> {
+    async fn commit(&self, catalogs: &CatalogService, process: &TableProcess, tasks: &[TaskRecord]) -> Result<i64> {
         let mut results: Vec<(TaskInput, TaskOutput)> = Vec::with_capacity(tasks.len());
         for task in tasks {
             let input =
@@ -150,24 +150,26 @@ impl ProcessKind for Optimizing {
                 serde_json::from_str(output).map_err(|e| OptimizingError::Corrupt(format!("task output: {e}")))?;
             results.push((input, output));
         }
-        let kind = optimizing_type(&process.process_type)?;
+        let ProcessAction::Optimizing(kind) = process.action;
         let target = process
             .target_snapshot_id
             .ok_or_else(|| OptimizingError::Corrupt("process without target snapshot".into()))?;
-        let committed = commit_rewrite(catalogs, process.table_id, process.id, kind, target, &results).await?;
+        let output = ProcessOutput {
+            table_id: process.table_id,
+            process_id: process.id,
+            kind,
+            target_snapshot: target,
+            results: &results,
+        };
+        let committed = commit_rewrite(catalogs, output).await?;
         Ok(committed.snapshot_id)
     }
 
-    fn finished(&self, process_type: &str, runtime: &mut RuntimeRecord, at: i64) {
-        match OptimizingType::parse(process_type) {
-            Some(OptimizingType::Minor) => runtime.last_minor_at = Some(at),
-            Some(OptimizingType::Major) => runtime.last_major_at = Some(at),
-            Some(OptimizingType::Full) => runtime.last_full_at = Some(at),
-            None => {}
+    fn finished(&self, action: ProcessAction, runtime: &mut RuntimeRecord, at: i64) {
+        match action {
+            ProcessAction::Optimizing(OptimizingType::Minor) => runtime.last_minor_at = Some(at),
+            ProcessAction::Optimizing(OptimizingType::Major) => runtime.last_major_at = Some(at),
+            ProcessAction::Optimizing(OptimizingType::Full) => runtime.last_full_at = Some(at),
         }
     }
-}
-
-fn optimizing_type(process_type: &str) -> Result<OptimizingType> {
-    OptimizingType::parse(process_type).ok_or_else(|| OptimizingError::Corrupt(format!("process type {process_type}")))
 }

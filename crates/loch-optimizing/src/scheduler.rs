@@ -13,13 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use loch_api::optimizer::{TaskAssignment, TaskInput, TaskKey, TaskOutput};
-use loch_meta::{NewProcess, NewTask, RuntimeRecord, TaskRecord, TaskRun, now_ms};
+use loch_meta::{NewTask, RuntimeRecord, TaskRecord, TaskRun, now_ms};
 
 use crate::error::{OptimizingError, Result};
 use crate::process::{OPTIMIZING, Planned, ProcessKind};
 use crate::properties::SchedulingPolicy;
-use crate::service::{OptimizingService, PendingInput, process_summary};
-use crate::status::{ProcessStatus, TableStatus, TaskStatus, move_runtime, move_task, names, next_runtime};
+use crate::record::{Processes, TableProcess};
+use crate::service::{OptimizingService, PendingInput};
+use crate::status::{TableStatus, TaskStatus, move_runtime, move_task, names, next_runtime};
 use crate::table::ManagedTable;
 use crate::task::{input_size, output_size};
 
@@ -85,8 +86,8 @@ impl OptimizingService {
                 let quota = match quotas.get(&task.process_id) {
                     Some(q) => *q,
                     None => {
-                        let process = self.store.get_process(task.process_id).await?;
-                        let q = process.as_ref().map_or(0.5, |p| process_summary(p).quota);
+                        let process = Processes(&self.store).get(task.process_id).await?;
+                        let q = process.as_ref().map_or(0.5, |p| p.summary.quota);
                         quotas.insert(task.process_id, q);
                         q
                     }
@@ -161,9 +162,8 @@ impl OptimizingService {
         result: std::result::Result<TaskOutput, String>,
     ) -> Result<()> {
         let task = self.held_task(token, thread_id, key, TaskStatus::Acked).await?;
-        let process = self
-            .store
-            .get_process(key.process_id)
+        let process = Processes(&self.store)
+            .get(key.process_id)
             .await?
             .ok_or_else(|| OptimizingError::NotFound(format!("process {}", key.process_id)))?;
         let now = now_ms();
@@ -200,7 +200,7 @@ impl OptimizingService {
                     move_task(&self.store, &task, TaskStatus::Failed, Some(run), failed).await?.ok_or_else(changed)?;
                 metrics::counter!("loch_optimizing_tasks_total", "result" => TaskStatus::Failed.as_str()).increment(1);
                 tracing::warn!(process = process.id, task = task.task_id, %reason, "optimizing task failed");
-                let allowed = i64::from(process_summary(&process).retries);
+                let allowed = i64::from(process.summary.retries);
                 if done.retries <= allowed {
                     self.reset_task(&done, "retry").await?;
                     self.wake(&process.group_name);
@@ -299,7 +299,7 @@ impl OptimizingService {
             *occupied.entry(run.table_id).or_default() += run.ended_at - run.started_at.max(since);
         }
         for task in self.store.active_tasks(&names(&[TaskStatus::Acked])).await? {
-            if let Some(process) = self.store.get_process(task.process_id).await? {
+            if let Some(process) = Processes(&self.store).get(task.process_id).await? {
                 *occupied.entry(process.table_id).or_default() += now - task.started_at.unwrap_or(now).max(since);
             }
         }
@@ -364,19 +364,12 @@ impl OptimizingService {
                 input_bytes: bytes,
             });
         }
-        let process = NewProcess {
-            table_id: table.record.id,
-            kind: kind.name().into(),
-            process_type: plan.process_type.into(),
-            status: ProcessStatus::Running.as_str().into(),
-            group_name: group.to_string(),
-            target_snapshot_id: plan.target_snapshot_id,
-            summary: serde_json::to_string(&plan.summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))?,
-        };
+        let process =
+            TableProcess::new_row(table.record.id, plan.action, group, plan.target_snapshot_id, &plan.summary)?;
         let running = next_runtime(planning, plan.running, |r| r.pending_input = None)?;
         let id = self.store.begin_process(&process, &tasks, &running, &planning.status).await?;
-        tracing::info!(table = %table.display_name(), process = id, kind = kind.name(), r#type = plan.process_type, tasks = tasks.len(), "process planned");
-        metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.process_type).increment(1);
+        tracing::info!(table = %table.display_name(), process = id, kind = kind.name(), r#type = plan.action.type_name(), tasks = tasks.len(), "process planned");
+        metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.action.type_name()).increment(1);
         self.wake(group);
         Ok(true)
     }

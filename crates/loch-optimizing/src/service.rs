@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use loch_catalog::CatalogService;
-use loch_meta::{MetaStore, NamedRuntime, ProcessRecord, TaskRecord};
+use loch_meta::{MetaStore, NamedRuntime, TaskRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::{OptimizingError, Result};
+use crate::record::{Processes, TableProcess};
 
 /// Server-side settings of self-optimizing (Amoro's `config.yaml` names and defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -46,28 +47,6 @@ impl Default for OptimizingConfig {
 
 /// Name of the group every table uses unless it names another.
 pub const DEFAULT_GROUP: &str = "default";
-
-/// Statistics kept on a process (JSON in `processes.summary`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProcessSummary {
-    /// The table's quota when planned.
-    pub quota: f64,
-    /// Retries allowed per task.
-    pub retries: u32,
-    /// Tasks.
-    pub tasks: usize,
-    /// Input files (data and delete).
-    pub input_files: i64,
-    /// Input bytes.
-    pub input_bytes: i64,
-    /// Files written.
-    pub output_files: i64,
-    /// Bytes written.
-    pub output_bytes: i64,
-    /// The snapshot the commit produced.
-    pub committed_snapshot_id: Option<i64>,
-}
 
 /// What the last evaluation found (JSON in `table_runtimes.pending_input`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -162,13 +141,13 @@ impl OptimizingService {
     }
 
     /// Processes of a table, newest first.
-    pub async fn processes(&self, table_id: i64, limit: i64) -> Result<Vec<ProcessRecord>> {
-        Ok(self.store.list_processes(table_id, limit).await?)
+    pub async fn processes(&self, table_id: i64, limit: i64) -> Result<Vec<TableProcess>> {
+        Processes(&self.store).of_table(table_id, limit).await
     }
 
     /// A process of a table.
-    pub async fn process(&self, table_id: i64, process_id: i64) -> Result<ProcessRecord> {
-        match self.store.get_process(process_id).await? {
+    pub async fn process(&self, table_id: i64, process_id: i64) -> Result<TableProcess> {
+        match Processes(&self.store).get(process_id).await? {
             Some(p) if p.table_id == table_id => Ok(p),
             _ => Err(OptimizingError::NotFound(format!("process {process_id}"))),
         }
@@ -179,9 +158,4 @@ impl OptimizingService {
         self.process(table_id, process_id).await?;
         Ok(self.store.list_tasks(process_id).await?)
     }
-}
-
-/// Parses a process summary (an unreadable one reads as empty).
-pub(crate) fn process_summary(process: &ProcessRecord) -> ProcessSummary {
-    serde_json::from_str(&process.summary).unwrap_or_default()
 }

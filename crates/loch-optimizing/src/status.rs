@@ -4,63 +4,67 @@
 //! compare-and-swap on the state that was read, so a stale actor changes nothing. Status names
 //! appear nowhere else.
 
-use loch_meta::{MetaStore, ProcessRecord, RuntimeRecord, TaskRecord, TaskRun, now_ms};
+use loch_meta::{MetaStore, RuntimeRecord, TaskRecord, TaskRun, now_ms};
 
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::OptimizingType;
+use crate::record::TableProcess;
 
-/// A table's self-optimizing status (Amoro's `OptimizingStatus`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TableStatus {
-    /// Nothing to do.
-    Idle,
-    /// Evaluation found work; waiting for the scheduler.
-    Pending,
-    /// A plan is being made.
-    Planning,
-    /// A minor optimizing process runs.
-    Minor,
-    /// A major optimizing process runs.
-    Major,
-    /// A full optimizing process runs.
-    Full,
-    /// The process's output is being committed.
-    Committing,
+/// Declares a status enum from one list of variants and their stored names: the enum, `ALL`,
+/// `as_str` and `parse` cannot disagree.
+macro_rules! stored_status {
+    ($(#[$meta:meta])* $name:ident ($what:literal) {
+        $($(#[$vmeta:meta])* $variant:ident => $stored:literal,)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every status.
+            pub const ALL: [$name; [$($stored),+].len()] = [$($name::$variant),+];
+
+            /// The stored name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $stored,)+
+                }
+            }
+
+            /// Parses a stored name.
+            pub fn parse(s: &str) -> Result<Self> {
+                Self::ALL
+                    .into_iter()
+                    .find(|t| t.as_str() == s)
+                    .ok_or_else(|| OptimizingError::Corrupt(format!(concat!($what, " {:?}"), s)))
+            }
+        }
+    };
+}
+
+stored_status! {
+    /// A table's self-optimizing status (Amoro's `OptimizingStatus`).
+    TableStatus ("table status") {
+        /// Nothing to do.
+        Idle => "idle",
+        /// Evaluation found work; waiting for the scheduler.
+        Pending => "pending",
+        /// A plan is being made.
+        Planning => "planning",
+        /// A minor optimizing process runs.
+        Minor => "minor",
+        /// A major optimizing process runs.
+        Major => "major",
+        /// A full optimizing process runs.
+        Full => "full",
+        /// The process's output is being committed.
+        Committing => "committing",
+    }
 }
 
 impl TableStatus {
-    /// Every status, for metrics.
-    pub const ALL: [TableStatus; 7] = [
-        TableStatus::Idle,
-        TableStatus::Pending,
-        TableStatus::Planning,
-        TableStatus::Minor,
-        TableStatus::Major,
-        TableStatus::Full,
-        TableStatus::Committing,
-    ];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TableStatus::Idle => "idle",
-            TableStatus::Pending => "pending",
-            TableStatus::Planning => "planning",
-            TableStatus::Minor => "minor",
-            TableStatus::Major => "major",
-            TableStatus::Full => "full",
-            TableStatus::Committing => "committing",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| OptimizingError::Corrupt(format!("table status {s:?}")))
-    }
-
     /// The status of a running process of `kind`.
     pub fn optimizing(kind: OptimizingType) -> Self {
         match kind {
@@ -97,42 +101,21 @@ impl TableStatus {
     }
 }
 
-/// A process's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProcessStatus {
-    /// Tasks are planned, running or being committed.
-    Running,
-    /// Committed.
-    Success,
-    /// A task failed too often, or the commit failed.
-    Failed,
-    /// Canceled by request.
-    Closed,
+stored_status! {
+    /// A process's status.
+    ProcessStatus ("process status") {
+        /// Tasks are planned, running or being committed.
+        Running => "running",
+        /// Committed.
+        Success => "success",
+        /// A task failed too often, or the commit failed.
+        Failed => "failed",
+        /// Canceled by request.
+        Closed => "closed",
+    }
 }
 
 impl ProcessStatus {
-    /// Every status.
-    pub const ALL: [ProcessStatus; 4] =
-        [ProcessStatus::Running, ProcessStatus::Success, ProcessStatus::Failed, ProcessStatus::Closed];
-
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProcessStatus::Running => "running",
-            ProcessStatus::Success => "success",
-            ProcessStatus::Failed => "failed",
-            ProcessStatus::Closed => "closed",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| OptimizingError::Corrupt(format!("process status {s:?}")))
-    }
-
     /// Checks that `self → to` is a legal move: a running process ends once.
     pub fn transition(self, to: ProcessStatus) -> Result<ProcessStatus> {
         use ProcessStatus::*;
@@ -144,56 +127,27 @@ impl ProcessStatus {
     }
 }
 
-/// A task's status (Amoro's `TaskRuntime.Status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TaskStatus {
-    /// Waiting for a thread.
-    Planned,
-    /// Handed to a thread, not acknowledged yet.
-    Scheduled,
-    /// Being executed.
-    Acked,
-    /// Done.
-    Success,
-    /// The last attempt failed.
-    Failed,
-    /// Will not run (its process ended).
-    Canceled,
+stored_status! {
+    /// A task's status (Amoro's `TaskRuntime.Status`).
+    TaskStatus ("task status") {
+        /// Waiting for a thread.
+        Planned => "planned",
+        /// Handed to a thread, not acknowledged yet.
+        Scheduled => "scheduled",
+        /// Being executed.
+        Acked => "acked",
+        /// Done.
+        Success => "success",
+        /// The last attempt failed.
+        Failed => "failed",
+        /// Will not run (its process ended).
+        Canceled => "canceled",
+    }
 }
 
 impl TaskStatus {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Planned => "planned",
-            TaskStatus::Scheduled => "scheduled",
-            TaskStatus::Acked => "acked",
-            TaskStatus::Success => "success",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Canceled => "canceled",
-        }
-    }
-
-    /// Every status.
-    pub const ALL: [TaskStatus; 6] = [
-        TaskStatus::Planned,
-        TaskStatus::Scheduled,
-        TaskStatus::Acked,
-        TaskStatus::Success,
-        TaskStatus::Failed,
-        TaskStatus::Canceled,
-    ];
-
     /// Statuses of a task an optimizer thread holds.
     pub const HELD: [TaskStatus; 2] = [TaskStatus::Scheduled, TaskStatus::Acked];
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| OptimizingError::Corrupt(format!("task status {s:?}")))
-    }
 
     /// Checks that `self → to` is a legal move.
     pub fn transition(self, to: TaskStatus) -> Result<TaskStatus> {
@@ -270,23 +224,23 @@ pub(crate) async fn move_task(
 /// transaction; unfinished tasks are canceled with it.
 pub(crate) async fn end_process(
     store: &MetaStore,
-    process: &ProcessRecord,
+    process: &TableProcess,
     to: ProcessStatus,
-    change: impl FnOnce(&mut ProcessRecord),
+    change: impl FnOnce(&mut TableProcess),
     runtime: &RuntimeRecord,
     runtime_to: TableStatus,
     runtime_change: impl FnOnce(&mut RuntimeRecord),
 ) -> Result<()> {
-    let from = ProcessStatus::parse(&process.status)?;
+    let from = process.status;
     from.transition(to)?;
     let mut done = process.clone();
     change(&mut done);
-    done.status = to.as_str().into();
+    done.status = to;
     done.finished_at = Some(now_ms());
     let next = next_runtime(runtime, runtime_to, runtime_change)?;
     store
         .finish_process(
-            &done,
+            &done.to_row()?,
             from.as_str(),
             [TaskStatus::Success.as_str(), TaskStatus::Canceled.as_str()],
             &next,

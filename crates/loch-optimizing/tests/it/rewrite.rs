@@ -8,7 +8,7 @@ use iceberg::spec::Struct;
 use loch_api::optimizer::{TaskInput, TaskOutput};
 use loch_catalog::{TableChange, TableName};
 use loch_optimizing::OptimizingError;
-use loch_optimizing::committer::{Committed, commit_rewrite};
+use loch_optimizing::committer::{Committed, ProcessOutput, commit_rewrite};
 use loch_optimizing::evaluator::{LastOptimized, OptimizingType, evaluate};
 use loch_optimizing::plan::{ProcessPlan, plan_process};
 use loch_table::TableError;
@@ -53,7 +53,14 @@ async fn commit(
     plan: &ProcessPlan,
     results: &[(TaskInput, TaskOutput)],
 ) -> Result<Committed, OptimizingError> {
-    commit_rewrite(&env.catalogs, env.table_id, 42, plan.kind, plan.snapshot_id, results).await
+    let output = ProcessOutput {
+        table_id: env.table_id,
+        process_id: 42,
+        kind: plan.kind,
+        target_snapshot: plan.snapshot_id,
+        results,
+    };
+    commit_rewrite(&env.catalogs, output).await
 }
 
 async fn set_properties(env: &Env, props: &[(&str, String)]) {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use iceberg::spec::{DataContentType, DataFile, DataFileBuilder, DataFileFormat, Struct};
 use loch_api::optimizer::{RegisterRequest, TaskAssignment};
-use loch_meta::ProcessRecord;
-use loch_optimizing::{OptimizingConfig, OptimizingError, OptimizingService};
+use loch_optimizing::status::ProcessStatus;
+use loch_optimizing::{OptimizingConfig, OptimizingError, OptimizingService, TableProcess};
 use loch_table::position_delete::write_position_deletes;
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use loch_testkit::local::write_equality_deletes;
@@ -69,11 +69,11 @@ async fn run(service: &Arc<OptimizingService>, token: &str, thread: u32, task: &
 }
 
 /// Waits until the table's newest process has ended.
-async fn finished(service: &OptimizingService, env: &Env) -> ProcessRecord {
+async fn finished(service: &OptimizingService, env: &Env) -> TableProcess {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let process = service.processes(env.table_id, 1).await.unwrap().remove(0);
-        if process.status != "running" {
+        if process.status != ProcessStatus::Running {
             return process;
         }
         assert!(Instant::now() < deadline, "process {} did not finish", process.id);
@@ -94,7 +94,7 @@ async fn a_table_with_deletes_is_optimized_through_the_service() {
     assert_eq!(status(&service, &env).await, "minor");
     run(&service, &token, 0, &task).await;
     let process = finished(&service, &env).await;
-    assert_eq!(process.status, "success", "{:?}", process.fail_message);
+    assert_eq!(process.status, ProcessStatus::Success, "{:?}", process.fail_message);
     assert_eq!(env.rows().await, before, "same rows, same deletes applied");
     assert_eq!(env.file_counts().await, (1, 0, 0), "fragments merged, applied deletes gone");
     let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
@@ -121,7 +121,7 @@ async fn failed_tasks_are_retried_then_fail_the_process() {
         service.complete(&token, 0, &task.key, Err(format!("disk full #{attempt}"))).await.unwrap();
     }
     let process = finished(&service, &env).await;
-    assert_eq!(process.status, "failed");
+    assert_eq!(process.status, ProcessStatus::Failed);
     assert!(process.fail_message.as_deref().unwrap().contains("disk full #2"), "{:?}", process.fail_message);
     let tasks = service.tasks(env.table_id, process.id).await.unwrap();
     assert_eq!((tasks[0].status.as_str(), tasks[0].retries), ("canceled", 2));
@@ -213,7 +213,7 @@ async fn tasks_of_a_lost_optimizer_go_to_another() {
     let output = loch_optimizer::executor::execute(&task.input).await.unwrap();
     assert!(service.complete(&lost, 0, &task.key, Ok(output)).await.is_err());
     run(&service, &other, 0, &again).await;
-    assert_eq!(finished(&service, &env).await.status, "success");
+    assert_eq!(finished(&service, &env).await.status, ProcessStatus::Success);
     assert_eq!(env.rows().await, before);
 }
 
@@ -240,7 +240,7 @@ async fn unacknowledged_and_overdue_tasks_go_back() {
     let third = poll(&service, &token, 0).await;
     assert_eq!(third.key.attempt, 3, "execution timed out");
     run(&service, &token, 0, &third).await;
-    assert_eq!(finished(&service, &env).await.status, "success");
+    assert_eq!(finished(&service, &env).await.status, ProcessStatus::Success);
 }
 
 #[tokio::test]
@@ -265,7 +265,7 @@ async fn a_canceled_process_frees_the_table() {
     let token = register(&service, 1, false).await;
     let task = poll(&service, &token, 0).await;
     let process = service.cancel_process(env.table_id, task.key.process_id).await.unwrap();
-    assert_eq!(process.status, "closed");
+    assert_eq!(process.status, ProcessStatus::Closed);
     assert_eq!(process.fail_message.as_deref(), Some("canceled by request"));
     assert!(service.ack(&token, 0, &task.key).await.is_err(), "a canceled task cannot start");
     assert_eq!(service.tasks(env.table_id, process.id).await.unwrap()[0].status, "canceled");
@@ -292,7 +292,7 @@ async fn a_restarted_server_resumes_its_processes() {
     let again = poll(&second, &token, 0).await;
     assert_eq!((again.key.task_id, again.key.attempt), (task.key.task_id, 2));
     run(&second, &token, 0, &again).await;
-    assert_eq!(finished(&second, &env).await.status, "success");
+    assert_eq!(finished(&second, &env).await.status, ProcessStatus::Success);
     assert_eq!(status(&second, &env).await, "idle");
     assert_eq!(env.rows().await, before);
 }
@@ -319,7 +319,7 @@ async fn a_process_whose_tasks_finished_before_a_crash_is_committed_on_restart()
     let second = service(&env, config()).await;
     second.recover().await.unwrap();
     let process = finished(&second, &env).await;
-    assert_eq!(process.status, "success", "{:?}", process.fail_message);
+    assert_eq!(process.status, ProcessStatus::Success, "{:?}", process.fail_message);
     assert_eq!(status(&second, &env).await, "idle");
     assert_eq!(env.rows().await, before);
     assert_eq!(env.file_counts().await, (1, 0, 0));
@@ -346,12 +346,12 @@ async fn the_quota_keeps_one_table_from_taking_every_thread() {
     let second = poll(&service, &token, 1).await;
     assert_eq!(second.input.table, "local.db.small", "the busy table is at its quota");
     run(&service, &token, 1, &second).await;
-    assert_eq!(finished(&service, &small).await.status, "success");
+    assert_eq!(finished(&service, &small).await.status, ProcessStatus::Success);
     // With no other table waiting, a free thread takes the busy table's second task after all.
     let third = poll(&service, &token, 1).await;
     assert_eq!(third.input.table, "local.db.t");
     run(&service, &token, 0, &first).await;
     run(&service, &token, 1, &third).await;
-    assert_eq!(finished(&service, &busy).await.status, "success");
+    assert_eq!(finished(&service, &busy).await.status, ProcessStatus::Success);
     assert_eq!(busy.file_counts().await, (2, 0, 0));
 }

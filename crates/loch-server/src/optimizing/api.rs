@@ -13,8 +13,8 @@ use loch_api::optimizing::{
     CreateGroupRequest, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
 };
 use loch_catalog::TableName;
-use loch_meta::{GroupRecord, NamedRuntime, OptimizerRecord, ProcessRecord, TaskRecord, now_ms};
-use loch_optimizing::ProcessSummary;
+use loch_meta::{GroupRecord, NamedRuntime, OptimizerRecord, TaskRecord, now_ms};
+use loch_optimizing::TableProcess;
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiPath, ApiQuery, JsonBody};
@@ -91,13 +91,13 @@ fn table_dto(named: NamedRuntime) -> TableOptimizing {
     }
 }
 
-fn process_dto(record: ProcessRecord) -> Process {
-    let summary: ProcessSummary = serde_json::from_str(&record.summary).unwrap_or_default();
+fn process_dto(record: TableProcess) -> Process {
+    let summary = record.summary;
     Process {
         id: record.id,
-        kind: record.kind,
-        process_type: record.process_type,
-        status: record.status,
+        kind: record.action.kind().into(),
+        process_type: record.action.type_name().into(),
+        status: record.status.as_str().into(),
         group: record.group_name,
         target_snapshot_id: record.target_snapshot_id,
         committed_snapshot_id: summary.committed_snapshot_id,
