@@ -9,6 +9,7 @@
 //! ([`parquet`]) and position delete files ([`position_delete`]).
 
 mod error;
+pub mod expire;
 pub mod io;
 pub mod location;
 pub mod parquet;

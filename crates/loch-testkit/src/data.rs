@@ -73,6 +73,12 @@ pub async fn scan_all(table: &Table) -> Result<Vec<RecordBatch>> {
     Ok(stream.try_collect().await?)
 }
 
+/// Every row of snapshot `snapshot_id` (a tag's, an older one's).
+pub async fn scan_snapshot(table: &Table, snapshot_id: i64) -> Result<Vec<RecordBatch>> {
+    let stream = table.scan().snapshot_id(snapshot_id).select_all().build()?.to_arrow().await?;
+    Ok(stream.try_collect().await?)
+}
+
 /// Paths of the live data files of the table's current snapshot.
 pub async fn data_file_paths(table: &Table) -> Result<Vec<String>> {
     let tasks: Vec<_> = table.scan().build()?.plan_files().await?.try_collect().await?;

@@ -62,7 +62,12 @@ impl LocalTable {
         self.apply(pending.requirements, pending.updates).await
     }
 
-    async fn apply(&mut self, requirements: Vec<iceberg::TableRequirement>, updates: Vec<TableUpdate>) -> Result<()> {
+    /// Applies requirements and updates: checks, applies, writes the next metadata file.
+    pub async fn apply(
+        &mut self,
+        requirements: Vec<iceberg::TableRequirement>,
+        updates: Vec<TableUpdate>,
+    ) -> Result<()> {
         for requirement in &requirements {
             requirement.check(Some(self.table.metadata()))?;
         }

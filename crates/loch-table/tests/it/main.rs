@@ -18,6 +18,7 @@ use loch_table::snapshot::{OverwriteFiles, RewriteFiles, SnapshotAction};
 use loch_testkit::data::{arrow_schema, rows, scan_all, write_data_files};
 use loch_testkit::local::{LocalTable, write_equality_deletes};
 
+mod expire;
 mod parquet_writer;
 
 fn schema() -> Schema {
