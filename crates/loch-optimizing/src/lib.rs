@@ -18,13 +18,15 @@
 //!   partition` for one partition's files), `task` (tasks ↔ the protocol's inputs and outputs),
 //!   `committer` (one rewrite snapshot through the catalog's commit path).
 //!
-//! Table maintenance will run as processes of the same framework.
+//! `maintenance` holds table maintenance (snapshot expiry first); its actions will run as
+//! processes of the same framework.
 
 pub mod committer;
 pub mod error;
 pub mod evaluator;
 mod keeper;
 mod lifecycle;
+pub mod maintenance;
 pub mod plan;
 mod process;
 pub mod properties;

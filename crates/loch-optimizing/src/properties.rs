@@ -70,10 +70,7 @@ impl Default for OptimizingProperties {
 impl OptimizingProperties {
     /// Effective properties of a table: catalog `table.*` defaults, then the table's own.
     pub fn resolve(catalog: &BTreeMap<String, String>, table: &HashMap<String, String>) -> Result<Self> {
-        let mut merged: HashMap<&str, &str> =
-            catalog.iter().filter_map(|(k, v)| Some((k.strip_prefix("table.")?, v.as_str()))).collect();
-        merged.extend(table.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        Self::parse(&merged)
+        Self::parse(&merge(catalog, table))
     }
 
     /// Parses properties; invalid values are errors (they would otherwise silently misbehave).
@@ -167,14 +164,40 @@ impl GroupProperties {
     }
 }
 
-struct Props<'a>(&'a HashMap<&'a str, &'a str>);
+/// A table's effective properties: its catalog's `table.*` defaults, then its own.
+pub(crate) fn merge<'a>(
+    catalog: &'a BTreeMap<String, String>,
+    table: &'a HashMap<String, String>,
+) -> HashMap<&'a str, &'a str> {
+    let mut merged: HashMap<&str, &str> =
+        catalog.iter().filter_map(|(k, v)| Some((k.strip_prefix("table.")?, v.as_str()))).collect();
+    merged.extend(table.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    merged
+}
+
+/// Typed reads of a property map; a value that does not parse is an error naming the key.
+pub(crate) struct Props<'a>(pub &'a HashMap<&'a str, &'a str>);
 
 impl Props<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
+    /// The raw value.
+    pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).copied()
     }
 
-    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
+    /// A duration with a unit (see [`crate::maintenance::duration`]).
+    pub fn duration(&self, key: &str, default: std::time::Duration) -> Result<std::time::Duration> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => crate::maintenance::duration::parse_duration(v).ok_or_else(|| {
+                OptimizingError::InvalidProperty(format!(
+                    "{key}={v:?} is not a duration (a number with ms, s, min, h or d)"
+                ))
+            }),
+        }
+    }
+
+    /// A number.
+    pub fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => {
@@ -183,7 +206,8 @@ impl Props<'_> {
         }
     }
 
-    fn bool(&self, key: &str, default: bool) -> Result<bool> {
+    /// `true` or `false` (any case).
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key).map(str::to_ascii_lowercase).as_deref() {
             None => Ok(default),
             Some("true") => Ok(true),

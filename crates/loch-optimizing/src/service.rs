@@ -159,3 +159,41 @@ impl OptimizingService {
         Ok(self.store.list_tasks(process_id).await?)
     }
 }
+
+impl OptimizingService {
+    /// Runs maintenance `action` on table `table_id` now; with `dry_run`, reports what it would
+    /// delete and changes nothing. The action honours the table's switches and thresholds.
+    pub async fn run_maintenance(
+        &self,
+        table_id: i64,
+        action: crate::maintenance::MaintenanceAction,
+        dry_run: bool,
+    ) -> Result<serde_json::Value> {
+        use crate::maintenance::MaintenanceAction;
+        let started = std::time::Instant::now();
+        let outcome = match action {
+            MaintenanceAction::ExpireSnapshots => {
+                let now = loch_meta::now_ms();
+                crate::maintenance::expire::expire_snapshots(&self.catalogs, &self.store, table_id, now, dry_run)
+                    .await
+                    .and_then(|summary| {
+                        serde_json::to_value(summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))
+                    })
+            }
+            other => Err(OptimizingError::Invalid(format!(
+                "maintenance action {} is not available yet; available: {}",
+                other.as_str(),
+                MaintenanceAction::ExpireSnapshots.as_str()
+            ))),
+        };
+        let result = match &outcome {
+            Ok(_) => crate::status::ProcessStatus::Success.as_str(),
+            Err(e) if e.http().is_some() => "rejected",
+            Err(_) => crate::status::ProcessStatus::Failed.as_str(),
+        };
+        metrics::counter!("loch_maintenance_runs_total", "action" => action.as_str(), "result" => result).increment(1);
+        metrics::histogram!("loch_maintenance_run_duration_seconds", "action" => action.as_str())
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+}

@@ -15,6 +15,7 @@ use loch_api::optimizing::{
 use loch_catalog::TableName;
 use loch_meta::{GroupRecord, NamedRuntime, OptimizerRecord, TaskRecord, now_ms};
 use loch_optimizing::TableProcess;
+use loch_optimizing::maintenance::MaintenanceAction;
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiPath, ApiQuery, JsonBody};
@@ -33,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}", get(get_process))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/tasks", get(list_tasks))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/cancel", post(cancel_process))
+        .route("/api/v1/tables/{catalog}/{namespace}/{table}/maintenance/{action}", post(run_maintenance))
 }
 
 /// First characters of an optimizer token: enough to tell optimizers apart, useless as a
@@ -328,4 +330,40 @@ pub async fn cancel_process(
     let process = state.optimizing.cancel_process(id, path.id).await?;
     tracing::info!(process = path.id, "process canceled by request");
     Ok(Json(process_dto(process)))
+}
+
+/// A maintenance action on a table.
+#[derive(Debug, Deserialize)]
+pub struct MaintenancePath {
+    catalog: String,
+    namespace: String,
+    table: String,
+    action: String,
+}
+
+/// Options of a maintenance run.
+#[derive(Debug, Deserialize)]
+pub struct MaintenanceQuery {
+    dry_run: Option<bool>,
+}
+
+/// Run a maintenance action on a table now (`expire-snapshots`); with `dry_run=true`, report
+/// what it would delete (counts, bytes, the first 1,000 paths) and change nothing. The table's
+/// switches and thresholds apply.
+#[utoipa::path(post, path = "/api/v1/tables/{catalog}/{namespace}/{table}/maintenance/{action}", tag = "maintenance",
+    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path),
+        ("action" = String, Path, description = "expire-snapshots"),
+        ("dry_run" = Option<bool>, Query, description = "Report only")),
+    responses((status = 200, body = Object, description = "The run's summary"), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+pub async fn run_maintenance(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<MaintenancePath>,
+    ApiQuery(query): ApiQuery<MaintenanceQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let action = MaintenanceAction::parse(&path.action)?;
+    let id = table_id(&state, &path.catalog, &path.namespace, &path.table).await?;
+    let dry_run = query.dry_run.unwrap_or(false);
+    let summary = state.optimizing.run_maintenance(id, action, dry_run).await?;
+    tracing::info!(table = %path.table, action = action.as_str(), dry_run, "maintenance run by request");
+    Ok(Json(summary))
 }

@@ -1,0 +1,72 @@
+//! Table maintenance beyond compaction (Amoro's actions, names and defaults): snapshot expiry
+//! now; orphan and dangling-delete cleaning, data expiration and automatic tags next. Each action
+//! reads its table properties (`properties`), works on one table under its commit lock, commits
+//! through the catalog's commit path and deletes only inside the table's location.
+
+pub mod duration;
+pub mod expire;
+pub mod properties;
+
+use crate::error::{OptimizingError, Result};
+
+/// A maintenance action, by Amoro's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MaintenanceAction {
+    /// `expire-snapshots`: drop old snapshots and the files only they reached.
+    ExpireSnapshots,
+    /// `clean-orphan-files`: delete files no snapshot or metadata references.
+    CleanOrphanFiles,
+    /// `clean-dangling-delete-files`: drop delete files that apply to no live data file.
+    CleanDanglingDeleteFiles,
+    /// `expire-data`: drop rows older than the table's retention.
+    ExpireData,
+    /// `auto-create-tags`: tag a snapshot each period.
+    AutoCreateTags,
+}
+
+impl MaintenanceAction {
+    /// Every action.
+    pub const ALL: [MaintenanceAction; 5] = [
+        MaintenanceAction::ExpireSnapshots,
+        MaintenanceAction::CleanOrphanFiles,
+        MaintenanceAction::CleanDanglingDeleteFiles,
+        MaintenanceAction::ExpireData,
+        MaintenanceAction::AutoCreateTags,
+    ];
+
+    /// Its name, as in Amoro and in the API's paths.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceAction::ExpireSnapshots => "expire-snapshots",
+            MaintenanceAction::CleanOrphanFiles => "clean-orphan-files",
+            MaintenanceAction::CleanDanglingDeleteFiles => "clean-dangling-delete-files",
+            MaintenanceAction::ExpireData => "expire-data",
+            MaintenanceAction::AutoCreateTags => "auto-create-tags",
+        }
+    }
+
+    /// Parses a name; a 400 naming the known actions for anything else.
+    pub fn parse(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name).ok_or_else(|| {
+            let known: Vec<&str> = Self::ALL.iter().map(|a| a.as_str()).collect();
+            OptimizingError::Invalid(format!("unknown maintenance action {name:?}; known: {}", known.join(", ")))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn actions_have_amoro_s_names() {
+        for action in MaintenanceAction::ALL {
+            assert_eq!(MaintenanceAction::parse(action.as_str()).unwrap(), action);
+        }
+        let error = MaintenanceAction::parse("vacuum").unwrap_err().to_string();
+        assert!(
+            error.contains("unknown maintenance action \"vacuum\"") && error.contains("expire-snapshots"),
+            "{error}"
+        );
+    }
+}
