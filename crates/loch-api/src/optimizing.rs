@@ -149,6 +149,27 @@ pub struct Process {
     pub output_bytes: i64,
 }
 
+/// A maintenance run on a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceRun {
+    /// Run id (a process id).
+    pub id: i64,
+    /// The action: `expire-snapshots`.
+    pub action: String,
+    /// `running`, `success` or `failed`.
+    pub status: String,
+    /// Start, ms since epoch.
+    pub started_at: i64,
+    /// End, ms since epoch.
+    pub finished_at: Option<i64>,
+    /// Why it failed.
+    pub fail_message: Option<String>,
+    /// What it did: snapshots expired, refs removed, files and bytes deleted, the first paths.
+    #[schema(value_type = Object)]
+    pub summary: Option<serde_json::Value>,
+}
+
 /// A task of a process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -381,6 +381,16 @@ impl CatalogService {
         })
     }
 
+    /// A metadata file at `location` inside the catalog's warehouse (a version a table had),
+    /// read through the metadata cache.
+    pub async fn metadata_at(&self, catalog: &ResolvedCatalog, location: &str) -> Result<Arc<CachedMetadata>> {
+        let file = parse_location("metadata-location", location)?;
+        if !catalog.warehouse.contains(&file) {
+            return Err(CatalogError::BadRequest(format!("{location} lies outside the catalog's warehouse")));
+        }
+        self.metadata.load(&catalog.warehouse.file_io, location).await
+    }
+
     /// Storage credentials for a table's files, as `(location prefix, properties)` pairs.
     pub async fn table_credentials(
         &self,

@@ -245,6 +245,80 @@ impl MetaStore {
         })
     }
 
+    /// Starts a process that has no tasks and moves no runtime (a maintenance run); its id.
+    pub async fn start_process(&self, process: &NewProcess) -> Result<i64> {
+        let now = crate::now_ms();
+        Ok(on_pool!(self, write, |pool| {
+            sqlx::query_scalar(
+                "INSERT INTO processes (table_id, kind, process_type, status, group_name, target_snapshot_id, created_at, summary) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            )
+            .bind(process.table_id)
+            .bind(&process.kind)
+            .bind(&process.process_type)
+            .bind(&process.status)
+            .bind(&process.group_name)
+            .bind(process.target_snapshot_id)
+            .bind(now)
+            .bind(&process.summary)
+            .fetch_one(pool)
+            .await
+        })?)
+    }
+
+    /// Writes a process without tasks or runtime (its status, end, message and summary), if it
+    /// is still in `expected_status`; false when another actor changed it first.
+    pub async fn update_process_alone(&self, process: &ProcessRecord, expected_status: &str) -> Result<bool> {
+        let updated = on_pool!(self, write, |pool| {
+            sqlx::query(
+                "UPDATE processes SET status = $1, finished_at = $2, fail_message = $3, summary = $4 WHERE id = $5 AND status = $6",
+            )
+            .bind(&process.status)
+            .bind(process.finished_at)
+            .bind(&process.fail_message)
+            .bind(&process.summary)
+            .bind(process.id)
+            .bind(expected_status)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        Ok(updated == 1)
+    }
+
+    /// A table's processes of `kind`, newest first: at most `limit`, after skipping `offset`.
+    pub async fn list_processes_of_kind(
+        &self,
+        table_id: i64,
+        kind: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<ProcessRecord>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE table_id = $1 AND kind = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
+            )))
+            .bind(table_id)
+            .bind(kind)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
+    /// When each table last started a process of each type of `kind`: `(table, type, time)`.
+    pub async fn latest_starts(&self, kind: &str) -> Result<Vec<(i64, String, i64)>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_as(
+                "SELECT table_id, process_type, MAX(created_at) FROM processes WHERE kind = $1 GROUP BY table_id, process_type",
+            )
+            .bind(kind)
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
     /// A process by id.
     pub async fn get_process(&self, id: i64) -> Result<Option<ProcessRecord>> {
         Ok(on_pool!(self, read, |pool| {

@@ -132,6 +132,9 @@ impl OptimizingService {
                 move_runtime(&self.store, &runtime, TableStatus::Pending, |_| {}).await?;
             }
         }
+        if let Err(e) = self.recover_maintenance().await {
+            tracing::warn!(error = %e, "finishing interrupted maintenance runs failed");
+        }
         let running = self.store.running_processes().await?.len();
         if running > 0 {
             tracing::info!(running, "resuming optimizing processes of the previous run");
@@ -200,6 +203,7 @@ impl OptimizingService {
                 }
             })
         };
+        let stop_maintenance = stop.clone();
         let keeper = {
             let service = self.clone();
             let mut stop = stop;
@@ -228,6 +232,7 @@ impl OptimizingService {
                 }
             })
         };
-        vec![refresher, keeper]
+        let maintenance = self.spawn_maintenance(stop_maintenance);
+        vec![refresher, keeper, maintenance]
     }
 }

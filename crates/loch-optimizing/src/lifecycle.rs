@@ -9,7 +9,7 @@ use loch_meta::{RuntimeRecord, TaskRecord, now_ms};
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::{Evaluation, LastOptimized, evaluate};
 use crate::process::{OPTIMIZING, ProcessKind};
-use crate::record::{Processes, TableProcess};
+use crate::record::{Processes, Summary, TableProcess};
 use crate::service::{OptimizingService, PendingInput};
 use crate::status::{ProcessStatus, TableStatus, TaskStatus, end_process, move_runtime};
 use crate::table::ManagedTable;
@@ -248,9 +248,11 @@ impl OptimizingService {
         match kind.commit(&self.catalogs, &process, &tasks).await {
             Ok(snapshot_id) => {
                 let summarize = |p: &mut TableProcess| {
-                    p.summary.committed_snapshot_id = Some(snapshot_id);
-                    p.summary.output_files = tasks.iter().map(|t| t.output_files).sum();
-                    p.summary.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
+                    if let Summary::Optimizing(s) = &mut p.summary {
+                        s.committed_snapshot_id = Some(snapshot_id);
+                        s.output_files = tasks.iter().map(|t| t.output_files).sum();
+                        s.output_bytes = tasks.iter().map(|t| t.output_bytes).sum();
+                    }
                 };
                 let at = now_ms();
                 let idle = |r: &mut RuntimeRecord| {

@@ -150,7 +150,9 @@ impl ProcessKind for Optimizing {
                 serde_json::from_str(output).map_err(|e| OptimizingError::Corrupt(format!("task output: {e}")))?;
             results.push((input, output));
         }
-        let ProcessAction::Optimizing(kind) = process.action;
+        let ProcessAction::Optimizing(kind) = process.action else {
+            return Err(OptimizingError::Corrupt(format!("process {} is not an optimizing process", process.id)));
+        };
         let target = process
             .target_snapshot_id
             .ok_or_else(|| OptimizingError::Corrupt("process without target snapshot".into()))?;
@@ -170,6 +172,7 @@ impl ProcessKind for Optimizing {
             ProcessAction::Optimizing(OptimizingType::Minor) => runtime.last_minor_at = Some(at),
             ProcessAction::Optimizing(OptimizingType::Major) => runtime.last_major_at = Some(at),
             ProcessAction::Optimizing(OptimizingType::Full) => runtime.last_full_at = Some(at),
+            ProcessAction::Maintenance(_) => {}
         }
     }
 }

@@ -7,10 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{OptimizingError, Result};
 use crate::evaluator::OptimizingType;
+use crate::maintenance::{MaintenanceAction, MaintenanceSummary};
 use crate::status::ProcessStatus;
 
 /// Stored kind of optimizing processes.
-const KIND_OPTIMIZING: &str = "optimizing";
+pub const KIND_OPTIMIZING: &str = "optimizing";
+/// Stored kind of maintenance runs.
+pub const KIND_MAINTENANCE: &str = "maintenance";
 
 /// What a process does (`processes.kind` with `processes.process_type`). Maintenance actions
 /// join optimizing here as they become process kinds.
@@ -18,6 +21,8 @@ const KIND_OPTIMIZING: &str = "optimizing";
 pub enum ProcessAction {
     /// Rewrites of a table's files, of one optimizing type.
     Optimizing(OptimizingType),
+    /// A maintenance action, run inside the server.
+    Maintenance(MaintenanceAction),
 }
 
 impl ProcessAction {
@@ -25,6 +30,7 @@ impl ProcessAction {
     pub fn kind(self) -> &'static str {
         match self {
             ProcessAction::Optimizing(_) => KIND_OPTIMIZING,
+            ProcessAction::Maintenance(_) => KIND_MAINTENANCE,
         }
     }
 
@@ -32,14 +38,19 @@ impl ProcessAction {
     pub fn type_name(self) -> &'static str {
         match self {
             ProcessAction::Optimizing(t) => t.as_str(),
+            ProcessAction::Maintenance(a) => a.as_str(),
         }
     }
 
     /// Parses a stored kind and type.
     pub fn parse(kind: &str, process_type: &str) -> Result<Self> {
-        match (kind, OptimizingType::parse(process_type)) {
-            (KIND_OPTIMIZING, Some(t)) => Ok(ProcessAction::Optimizing(t)),
-            _ => Err(OptimizingError::Corrupt(format!("process kind {kind:?} of type {process_type:?}"))),
+        let corrupt = || OptimizingError::Corrupt(format!("process kind {kind:?} of type {process_type:?}"));
+        match kind {
+            KIND_OPTIMIZING => OptimizingType::parse(process_type).map(ProcessAction::Optimizing).ok_or_else(corrupt),
+            KIND_MAINTENANCE => {
+                MaintenanceAction::parse(process_type).map(ProcessAction::Maintenance).map_err(|_| corrupt())
+            }
+            _ => Err(corrupt()),
         }
     }
 }
@@ -88,22 +99,57 @@ pub struct TableProcess {
     /// Why it failed or was closed.
     pub fail_message: Option<String>,
     /// Its statistics.
-    pub summary: ProcessSummary,
+    pub summary: Summary,
+}
+
+/// A process's statistics, by what it does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Summary {
+    /// An optimizing process's.
+    Optimizing(ProcessSummary),
+    /// A maintenance run's.
+    Maintenance(MaintenanceSummary),
+}
+
+impl Summary {
+    /// An empty summary for `action`.
+    pub fn empty(action: ProcessAction) -> Self {
+        match action {
+            ProcessAction::Optimizing(_) => Summary::Optimizing(ProcessSummary::default()),
+            ProcessAction::Maintenance(_) => Summary::Maintenance(MaintenanceSummary::default()),
+        }
+    }
+
+    fn parse(action: ProcessAction, json: &str) -> serde_json::Result<Self> {
+        Ok(match action {
+            ProcessAction::Optimizing(_) => Summary::Optimizing(serde_json::from_str(json)?),
+            ProcessAction::Maintenance(_) => Summary::Maintenance(serde_json::from_str(json)?),
+        })
+    }
+
+    fn to_json(&self) -> Result<String> {
+        match self {
+            Summary::Optimizing(s) => serde_json::to_string(s),
+            Summary::Maintenance(s) => serde_json::to_string(s),
+        }
+        .map_err(|e| OptimizingError::Corrupt(format!("process summary: {e}")))
+    }
 }
 
 impl TryFrom<ProcessRecord> for TableProcess {
     type Error = OptimizingError;
 
     fn try_from(row: ProcessRecord) -> Result<Self> {
+        let action = ProcessAction::parse(&row.kind, &row.process_type)?;
         // A summary that cannot be read loses statistics, not the process: it reads as empty.
-        let summary = serde_json::from_str(&row.summary).unwrap_or_else(|e| {
+        let summary = Summary::parse(action, &row.summary).unwrap_or_else(|e| {
             tracing::warn!(process = row.id, error = %e, "unreadable process summary");
-            ProcessSummary::default()
+            Summary::empty(action)
         });
         Ok(Self {
             id: row.id,
             table_id: row.table_id,
-            action: ProcessAction::parse(&row.kind, &row.process_type)?,
+            action,
             status: ProcessStatus::parse(&row.status)?,
             group_name: row.group_name,
             target_snapshot_id: row.target_snapshot_id,
@@ -129,8 +175,16 @@ impl TableProcess {
             created_at: self.created_at,
             finished_at: self.finished_at,
             fail_message: self.fail_message.clone(),
-            summary: summary_json(&self.summary)?,
+            summary: self.summary.to_json()?,
         })
+    }
+
+    /// Its optimizing statistics (empty for a maintenance run).
+    pub fn optimizing(&self) -> ProcessSummary {
+        match &self.summary {
+            Summary::Optimizing(s) => s.clone(),
+            Summary::Maintenance(_) => ProcessSummary::default(),
+        }
     }
 
     /// The row of a new running process (the store assigns its id and times).
@@ -139,7 +193,7 @@ impl TableProcess {
         action: ProcessAction,
         group_name: &str,
         target_snapshot_id: Option<i64>,
-        summary: &ProcessSummary,
+        summary: &Summary,
     ) -> Result<NewProcess> {
         Ok(NewProcess {
             table_id,
@@ -148,13 +202,9 @@ impl TableProcess {
             status: ProcessStatus::Running.as_str().into(),
             group_name: group_name.to_string(),
             target_snapshot_id,
-            summary: summary_json(summary)?,
+            summary: summary.to_json()?,
         })
     }
-}
-
-fn summary_json(summary: &ProcessSummary) -> Result<String> {
-    serde_json::to_string(summary).map_err(|e| OptimizingError::Corrupt(format!("process summary: {e}")))
 }
 
 /// Reads processes from the store, typed.
@@ -171,9 +221,10 @@ impl Processes<'_> {
         self.0.running_processes().await?.into_iter().map(TableProcess::try_from).collect()
     }
 
-    /// A table's latest processes, newest first.
-    pub async fn of_table(&self, table_id: i64, limit: i64) -> Result<Vec<TableProcess>> {
-        self.0.list_processes(table_id, limit).await?.into_iter().map(TableProcess::try_from).collect()
+    /// A table's latest processes of `kind`, newest first, after skipping `offset`.
+    pub async fn of_table(&self, table_id: i64, kind: &str, limit: i64, offset: i64) -> Result<Vec<TableProcess>> {
+        let rows = self.0.list_processes_of_kind(table_id, kind, limit, offset).await?;
+        rows.into_iter().map(TableProcess::try_from).collect()
     }
 }
 
@@ -193,7 +244,12 @@ mod tests {
             created_at: 1,
             finished_at: Some(2),
             fail_message: Some("boom".into()),
-            summary: ProcessSummary { tasks: 3, input_files: 9, committed_snapshot_id: None, ..Default::default() },
+            summary: Summary::Optimizing(ProcessSummary {
+                tasks: 3,
+                input_files: 9,
+                committed_snapshot_id: None,
+                ..Default::default()
+            }),
         };
         let row = process.to_row().unwrap();
         assert_eq!((row.kind.as_str(), row.process_type.as_str()), ("optimizing", "major"));
@@ -203,6 +259,15 @@ mod tests {
         let unknown = ProcessRecord { kind: "expire-snapshots".into(), ..row.clone() };
         assert!(matches!(TableProcess::try_from(unknown), Err(OptimizingError::Corrupt(_))));
         let garbled = ProcessRecord { summary: "{not json".into(), ..row };
-        assert_eq!(TableProcess::try_from(garbled).unwrap().summary, ProcessSummary::default());
+        assert_eq!(TableProcess::try_from(garbled).unwrap().summary, Summary::Optimizing(ProcessSummary::default()));
+
+        let run = TableProcess {
+            action: ProcessAction::Maintenance(MaintenanceAction::ExpireSnapshots),
+            summary: Summary::Maintenance(MaintenanceSummary { snapshots_expired: 4, ..Default::default() }),
+            ..process
+        };
+        let row = run.to_row().unwrap();
+        assert_eq!((row.kind.as_str(), row.process_type.as_str()), ("maintenance", "expire-snapshots"));
+        assert_eq!(TableProcess::try_from(row).unwrap(), run);
     }
 }

@@ -18,7 +18,7 @@ use loch_meta::{NewTask, RuntimeRecord, TaskRecord, TaskRun, now_ms};
 use crate::error::{OptimizingError, Result};
 use crate::process::{OPTIMIZING, Planned, ProcessKind};
 use crate::properties::SchedulingPolicy;
-use crate::record::{Processes, TableProcess};
+use crate::record::{Processes, Summary, TableProcess};
 use crate::service::{OptimizingService, PendingInput};
 use crate::status::{TableStatus, TaskStatus, move_runtime, move_task, names, next_runtime};
 use crate::table::ManagedTable;
@@ -87,7 +87,7 @@ impl OptimizingService {
                     Some(q) => *q,
                     None => {
                         let process = Processes(&self.store).get(task.process_id).await?;
-                        let q = process.as_ref().map_or(0.5, |p| p.summary.quota);
+                        let q = process.as_ref().map_or(0.5, |p| p.optimizing().quota);
                         quotas.insert(task.process_id, q);
                         q
                     }
@@ -200,7 +200,7 @@ impl OptimizingService {
                     move_task(&self.store, &task, TaskStatus::Failed, Some(run), failed).await?.ok_or_else(changed)?;
                 metrics::counter!("loch_optimizing_tasks_total", "result" => TaskStatus::Failed.as_str()).increment(1);
                 tracing::warn!(process = process.id, task = task.task_id, %reason, "optimizing task failed");
-                let allowed = i64::from(process.summary.retries);
+                let allowed = i64::from(process.optimizing().retries);
                 if done.retries <= allowed {
                     self.reset_task(&done, "retry").await?;
                     self.wake(&process.group_name);
@@ -364,8 +364,13 @@ impl OptimizingService {
                 input_bytes: bytes,
             });
         }
-        let process =
-            TableProcess::new_row(table.record.id, plan.action, group, plan.target_snapshot_id, &plan.summary)?;
+        let process = TableProcess::new_row(
+            table.record.id,
+            plan.action,
+            group,
+            plan.target_snapshot_id,
+            &Summary::Optimizing(plan.summary),
+        )?;
         let running = next_runtime(planning, plan.running, |r| r.pending_input = None)?;
         let id = self.store.begin_process(&process, &tasks, &running, &planning.status).await?;
         tracing::info!(table = %table.display_name(), process = id, kind = kind.name(), r#type = plan.action.type_name(), tasks = tasks.len(), "process planned");

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::error::{OptimizingError, Result};
-use crate::record::{Processes, TableProcess};
+use crate::record::{KIND_OPTIMIZING, Processes, TableProcess};
 
 /// Server-side settings of self-optimizing (Amoro's `config.yaml` names and defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,8 @@ pub struct OptimizingConfig {
     pub poll_timeout: Duration,
     /// `process.history-data-keep-time` (7 days): finished processes are kept this long.
     pub history_keep: Duration,
+    /// Table maintenance.
+    pub maintenance: crate::maintenance::runner::MaintenanceConfig,
 }
 
 impl Default for OptimizingConfig {
@@ -41,6 +43,7 @@ impl Default for OptimizingConfig {
             execute_timeout: None,
             poll_timeout: Duration::from_secs(3),
             history_keep: Duration::from_secs(7 * 24 * 3600),
+            maintenance: crate::maintenance::runner::MaintenanceConfig::default(),
         }
     }
 }
@@ -142,13 +145,13 @@ impl OptimizingService {
 
     /// Processes of a table, newest first.
     pub async fn processes(&self, table_id: i64, limit: i64) -> Result<Vec<TableProcess>> {
-        Processes(&self.store).of_table(table_id, limit).await
+        Processes(&self.store).of_table(table_id, KIND_OPTIMIZING, limit, 0).await
     }
 
     /// A process of a table.
     pub async fn process(&self, table_id: i64, process_id: i64) -> Result<TableProcess> {
         match Processes(&self.store).get(process_id).await? {
-            Some(p) if p.table_id == table_id => Ok(p),
+            Some(p) if p.table_id == table_id && p.action.kind() == KIND_OPTIMIZING => Ok(p),
             _ => Err(OptimizingError::NotFound(format!("process {process_id}"))),
         }
     }
@@ -157,43 +160,5 @@ impl OptimizingService {
     pub async fn tasks(&self, table_id: i64, process_id: i64) -> Result<Vec<TaskRecord>> {
         self.process(table_id, process_id).await?;
         Ok(self.store.list_tasks(process_id).await?)
-    }
-}
-
-impl OptimizingService {
-    /// Runs maintenance `action` on table `table_id` now; with `dry_run`, reports what it would
-    /// delete and changes nothing. The action honours the table's switches and thresholds.
-    pub async fn run_maintenance(
-        &self,
-        table_id: i64,
-        action: crate::maintenance::MaintenanceAction,
-        dry_run: bool,
-    ) -> Result<serde_json::Value> {
-        use crate::maintenance::MaintenanceAction;
-        let started = std::time::Instant::now();
-        let outcome = match action {
-            MaintenanceAction::ExpireSnapshots => {
-                let now = loch_meta::now_ms();
-                crate::maintenance::expire::expire_snapshots(&self.catalogs, &self.store, table_id, now, dry_run)
-                    .await
-                    .and_then(|summary| {
-                        serde_json::to_value(summary).map_err(|e| OptimizingError::Corrupt(e.to_string()))
-                    })
-            }
-            other => Err(OptimizingError::Invalid(format!(
-                "maintenance action {} is not available yet; available: {}",
-                other.as_str(),
-                MaintenanceAction::ExpireSnapshots.as_str()
-            ))),
-        };
-        let result = match &outcome {
-            Ok(_) => crate::status::ProcessStatus::Success.as_str(),
-            Err(e) if e.http().is_some() => "rejected",
-            Err(_) => crate::status::ProcessStatus::Failed.as_str(),
-        };
-        metrics::counter!("loch_maintenance_runs_total", "action" => action.as_str(), "result" => result).increment(1);
-        metrics::histogram!("loch_maintenance_run_duration_seconds", "action" => action.as_str())
-            .record(started.elapsed().as_secs_f64());
-        outcome
     }
 }

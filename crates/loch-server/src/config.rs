@@ -38,6 +38,8 @@ pub struct Config {
     pub optimizer: OptimizerConfig,
     /// Process history.
     pub process: ProcessConfig,
+    /// Table maintenance.
+    pub maintenance: MaintenanceConfig,
 }
 
 impl Default for Config {
@@ -52,6 +54,7 @@ impl Default for Config {
             refresh_tables: RefreshTablesConfig::default(),
             optimizer: OptimizerConfig::default(),
             process: ProcessConfig::default(),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -161,6 +164,25 @@ pub struct ProcessConfig {
 impl Default for ProcessConfig {
     fn default() -> Self {
         Self { history_data_keep_time: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+/// `maintenance.*`: how often each maintenance action runs per table (Amoro's process-factory
+/// intervals) and how many run at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// Snapshot expiry of every table with `table-expire.enabled` this often; `0s` turns the
+    /// scheduled runs off (runs on request remain).
+    #[serde(with = "duration")]
+    pub expire_snapshots_interval: Duration,
+    /// Maintenance runs at once.
+    pub threads: usize,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self { expire_snapshots_interval: Duration::from_secs(3600), threads: 2 }
     }
 }
 
@@ -339,6 +361,15 @@ impl Config {
             execute_timeout: (!o.task_execute_timeout.is_zero()).then_some(o.task_execute_timeout),
             poll_timeout: o.polling_timeout,
             history_keep: self.process.history_data_keep_time,
+            maintenance: loch_optimizing::maintenance::runner::MaintenanceConfig {
+                expire_interval: (!self.maintenance.expire_snapshots_interval.is_zero())
+                    .then_some(self.maintenance.expire_snapshots_interval),
+                threads: self.maintenance.threads.max(1),
+                tick: self
+                    .maintenance
+                    .expire_snapshots_interval
+                    .clamp(Duration::from_millis(100), Duration::from_secs(30)),
+            },
         }
     }
 

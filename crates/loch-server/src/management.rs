@@ -13,7 +13,7 @@ use loch_meta::{CatalogRecord, TableRecord};
 use utoipa::OpenApi;
 
 use loch_api::optimizing::{
-    CreateGroupRequest, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
+    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
 };
 
 use crate::error::{ApiError, ApiPath, JsonBody};
@@ -26,9 +26,9 @@ use crate::state::AppState;
     info(title = "Loch management API", description = "Manage Loch's catalogs, optimizer groups and optimizing processes; the Iceberg REST catalog is under /api/iceberg/rest."),
     paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, list_purges, crate::observability::health,
         api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
-        api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance),
+        api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance, api::list_maintenance_runs),
     components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Purge, Health, ErrorResponse,
-        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task)),
+        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task, MaintenanceRun)),
     tags((name = "catalogs", description = "Internal catalogs and their tables"),
         (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes"),
         (name = "maintenance", description = "Tables' maintenance: snapshot expiry")),

@@ -9,14 +9,15 @@
 
 use std::collections::HashSet;
 
+use iceberg::spec::TableMetadataRef;
 use loch_catalog::storage::policy::delete_inside;
 use loch_catalog::{CatalogService, TableChange};
 use loch_meta::MetaStore;
 use loch_table::expire::{CANDIDATE_BATCH, Unreachable, plan_expiry, unreachable_files};
 use loch_table::location::Location;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{OptimizingError, Result};
+use crate::maintenance::MaintenanceSummary;
 use crate::maintenance::properties::MaintenanceProperties;
 use crate::record::Processes;
 use crate::table::ManagedTable;
@@ -24,52 +25,34 @@ use crate::table::ManagedTable;
 /// `snapshot.producer` values of snapshots Loch (or Amoro) wrote itself.
 pub const OWN_PRODUCERS: [&str; 3] = ["OPTIMIZE", "DATA_EXPIRATION", "CLEAN_DANGLING_DELETE"];
 
-/// Paths a dry run lists at most.
+/// Paths a run lists at most.
 const LISTED_PATHS: usize = 1_000;
 
 /// Files handed to storage per delete call.
 const DELETE_CHUNK: usize = 1_000;
 
-/// What an expiry did, or in a dry run would do.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExpireSummary {
-    /// Nothing was committed or deleted.
-    pub dry_run: bool,
-    /// Why the action did not run (a switch is off), if it did not.
-    pub skipped: Option<String>,
-    /// Snapshots older than this (ms since epoch) could expire.
-    pub older_than_ms: i64,
-    /// Snapshots expired.
-    pub snapshots_expired: usize,
-    /// Refs removed (aged-out branches and tags).
-    pub refs_removed: Vec<String>,
-    /// Data and delete files deleted.
-    pub content_files: usize,
-    /// Manifests, manifest lists and statistics files deleted.
-    pub metadata_files: usize,
-    /// Bytes deleted (manifest lists not counted: their size is recorded nowhere).
-    pub bytes: u64,
-    /// Files left alone because they lie outside the table's location.
-    pub files_skipped: u64,
-    /// The first files deleted (a dry run lists them).
-    pub paths: Vec<String>,
-    /// The metadata file before the expiry and the one it committed: from these two the files
-    /// to delete can be found again if the deletion is interrupted.
-    pub metadata_before: Option<String>,
-    /// See `metadata_before`.
-    pub metadata_after: Option<String>,
+/// What committing an expiry leaves to do: delete the files only the expired snapshots reached.
+#[derive(Debug)]
+pub struct Expired {
+    /// The table.
+    pub table: ManagedTable,
+    /// Its metadata before the expiry.
+    pub before: TableMetadataRef,
+    /// Its metadata after.
+    pub after: TableMetadataRef,
 }
 
-/// Expires the snapshots of table `table_id` as its properties say, at time `now_ms`; with
-/// `dry_run`, reports what would go and changes nothing.
+/// Expires the snapshots of table `table_id` as its properties say, at time `now_ms`, and
+/// commits that; the summary names the metadata before and after, from which
+/// [`delete_expired`] deletes the files. With `dry_run`, reports what would go (files
+/// included) and changes nothing.
 pub async fn expire_snapshots(
     catalogs: &CatalogService,
     store: &MetaStore,
     table_id: i64,
     now_ms: i64,
     dry_run: bool,
-) -> Result<ExpireSummary> {
+) -> Result<(MaintenanceSummary, Option<Expired>)> {
     let dropped = || OptimizingError::NotFound(format!("table {table_id}"));
     let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
     let lock = catalogs.lock_table(&named.catalog, &named.name).await;
@@ -77,10 +60,10 @@ pub async fn expire_snapshots(
     let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
     let metadata = table.table.metadata_ref();
     let props = MaintenanceProperties::resolve(&table.catalog.record.properties, metadata.properties())?;
-    let mut summary = ExpireSummary { dry_run, ..ExpireSummary::default() };
+    let mut summary = MaintenanceSummary { dry_run, ..MaintenanceSummary::default() };
     if !props.expire.enabled {
         summary.skipped = Some("snapshot expiry is off (table-expire.enabled or gc.enabled is false)".into());
-        return Ok(summary);
+        return Ok((summary, None));
     }
 
     let keep_ms = i64::try_from(props.expire.keep.as_millis()).unwrap_or(i64::MAX);
@@ -104,7 +87,7 @@ pub async fn expire_snapshots(
     summary.older_than_ms = older_than;
 
     let Some(change) = plan_expiry(&table.table, older_than, props.expire.min_count).await? else {
-        return Ok(summary);
+        return Ok((summary, None));
     };
     summary.snapshots_expired = change.expired_snapshots.len();
     summary.refs_removed = change.removed_refs.clone();
@@ -113,7 +96,7 @@ pub async fn expire_snapshots(
     if dry_run {
         let unreachable = unreachable_files(io, &metadata, &change.after, CANDIDATE_BATCH).await?;
         count(&mut summary, &unreachable);
-        return Ok(summary);
+        return Ok((summary, None));
     }
 
     let ident = table.name.clone();
@@ -128,16 +111,24 @@ pub async fn expire_snapshots(
         "snapshots expired"
     );
     let after = committed.metadata.metadata.clone();
-    let unreachable = unreachable_files(io, &metadata, &after, CANDIDATE_BATCH).await?;
-    count(&mut summary, &unreachable);
-    summary.files_skipped = delete_unreachable(&table, &after, &unreachable).await?;
+    Ok((summary, Some(Expired { table, before: metadata, after })))
+}
+
+/// Deletes the files only the expired snapshots reached (content files, then manifests, then
+/// manifest lists and statistics files), inside the table's location only, and counts them into
+/// `summary`. Run again with the same versions, it finishes an interrupted deletion.
+pub async fn delete_expired(expired: &Expired, summary: &mut MaintenanceSummary) -> Result<()> {
+    let io = expired.table.table.file_io();
+    let unreachable = unreachable_files(io, &expired.before, &expired.after, CANDIDATE_BATCH).await?;
+    count(summary, &unreachable);
+    summary.files_skipped = delete_unreachable(&expired.table, &expired.after, &unreachable).await?;
     metrics::counter!("loch_maintenance_files_deleted_total", "action" => "expire-snapshots")
         .increment(unreachable.len() as u64);
-    Ok(summary)
+    Ok(())
 }
 
 /// Counts what `unreachable` holds into `summary` and lists its first paths.
-fn count(summary: &mut ExpireSummary, unreachable: &Unreachable) {
+fn count(summary: &mut MaintenanceSummary, unreachable: &Unreachable) {
     summary.content_files = unreachable.content_files.len();
     summary.metadata_files = unreachable.len() - unreachable.content_files.len();
     summary.bytes = unreachable.bytes;

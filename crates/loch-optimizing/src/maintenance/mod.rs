@@ -6,8 +6,42 @@
 pub mod duration;
 pub mod expire;
 pub mod properties;
+pub mod runner;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{OptimizingError, Result};
+
+/// What a maintenance run did, or in a dry run would do (stored as the run's summary).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceSummary {
+    /// Nothing was committed or deleted.
+    pub dry_run: bool,
+    /// Why the action did not run (a switch is off), if it did not.
+    pub skipped: Option<String>,
+    /// Snapshots older than this (ms since epoch) could expire.
+    pub older_than_ms: i64,
+    /// Snapshots expired.
+    pub snapshots_expired: usize,
+    /// Refs removed (aged-out branches and tags).
+    pub refs_removed: Vec<String>,
+    /// Data and delete files deleted.
+    pub content_files: usize,
+    /// Manifests, manifest lists and statistics files deleted.
+    pub metadata_files: usize,
+    /// Bytes deleted (manifest lists not counted: their size is recorded nowhere).
+    pub bytes: u64,
+    /// Files left alone because they lie outside the table's location.
+    pub files_skipped: u64,
+    /// The first files deleted (a dry run lists those it would delete).
+    pub paths: Vec<String>,
+    /// The metadata file before the run's commit and the one it committed: from these two the
+    /// files to delete are found again when a restart interrupted the deletion.
+    pub metadata_before: Option<String>,
+    /// See `metadata_before`.
+    pub metadata_after: Option<String>,
+}
 
 /// A maintenance action, by Amoro's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

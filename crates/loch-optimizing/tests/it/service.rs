@@ -24,6 +24,7 @@ fn config() -> OptimizingConfig {
         execute_timeout: None,
         poll_timeout: Duration::from_millis(300),
         history_keep: Duration::from_secs(3600),
+        ..OptimizingConfig::default()
     }
 }
 

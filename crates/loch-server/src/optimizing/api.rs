@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use loch_api::ErrorResponse;
 use loch_api::optimizing::{
-    CreateGroupRequest, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
+    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
 };
 use loch_catalog::TableName;
 use loch_meta::{GroupRecord, NamedRuntime, OptimizerRecord, TaskRecord, now_ms};
@@ -34,6 +34,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}", get(get_process))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/tasks", get(list_tasks))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/cancel", post(cancel_process))
+        .route("/api/v1/tables/{catalog}/{namespace}/{table}/maintenance/runs", get(list_maintenance_runs))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/maintenance/{action}", post(run_maintenance))
 }
 
@@ -94,7 +95,7 @@ fn table_dto(named: NamedRuntime) -> TableOptimizing {
 }
 
 fn process_dto(record: TableProcess) -> Process {
-    let summary = record.summary;
+    let summary = record.optimizing();
     Process {
         id: record.id,
         kind: record.action.kind().into(),
@@ -365,5 +366,45 @@ pub async fn run_maintenance(
     let dry_run = query.dry_run.unwrap_or(false);
     let summary = state.optimizing.run_maintenance(id, action, dry_run).await?;
     tracing::info!(table = %path.table, action = action.as_str(), dry_run, "maintenance run by request");
-    Ok(Json(summary))
+    Ok(Json(serde_json::to_value(summary).map_err(ApiError::internal)?))
+}
+
+/// Paging of maintenance runs.
+#[derive(Debug, Deserialize)]
+pub struct RunsQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// A table's maintenance runs, newest first (`limit`, default 50, at most 1000; `offset`).
+#[utoipa::path(get, path = "/api/v1/tables/{catalog}/{namespace}/{table}/maintenance/runs", tag = "maintenance",
+    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path),
+        ("limit" = Option<i64>, Query, description = "Most runs returned"), ("offset" = Option<i64>, Query, description = "Runs skipped")),
+    responses((status = 200, body = [MaintenanceRun]), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
+pub async fn list_maintenance_runs(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TablePath>,
+    ApiQuery(query): ApiQuery<RunsQuery>,
+) -> Result<Json<Vec<MaintenanceRun>>, ApiError> {
+    let id = table_id(&state, &path.catalog, &path.namespace, &path.table).await?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 1000);
+    let offset = query.offset.unwrap_or(0).max(0);
+    let runs = state.optimizing.maintenance_runs(id, limit, offset).await?;
+    Ok(Json(runs.into_iter().map(run_dto).collect()))
+}
+
+fn run_dto(record: TableProcess) -> MaintenanceRun {
+    let summary = match record.summary {
+        loch_optimizing::record::Summary::Maintenance(summary) => serde_json::to_value(summary).ok(),
+        loch_optimizing::record::Summary::Optimizing(_) => None,
+    };
+    MaintenanceRun {
+        id: record.id,
+        action: record.action.type_name().into(),
+        status: record.status.as_str().into(),
+        started_at: record.created_at,
+        finished_at: record.finished_at,
+        fail_message: record.fail_message,
+        summary,
+    }
 }

@@ -63,8 +63,10 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config =
             Config { data_dir: dir.path().to_path_buf(), bind: "127.0.0.1:0".parse().unwrap(), ..Config::default() };
-        // Catalog tests run without optimizer threads; optimizing tests configure their own.
+        // Catalog tests run without optimizer threads or scheduled maintenance; optimizing and
+        // maintenance tests configure their own.
         config.optimizer.local_threads = 0;
+        config.maintenance.expire_snapshots_interval = std::time::Duration::ZERO;
         if backend == Backend::Postgres {
             config.database.url = loch_testkit::postgres()?.create_database();
         }

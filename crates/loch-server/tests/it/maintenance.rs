@@ -109,6 +109,27 @@ async fn expiry_keeps_the_head_and_tags(server: TestServer) {
 
     let (status, again) = expire(&server, "t", "").await;
     assert_eq!((status, again["snapshotsExpired"].as_u64()), (200, Some(0)), "nothing left to expire: {again}");
+
+    // Both runs are recorded, newest first; the dry run is not.
+    let runs = runs_of(&server, "t", "").await;
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(
+        (runs[0]["summary"]["snapshotsExpired"].as_u64(), runs[1]["summary"]["snapshotsExpired"].as_u64()),
+        (Some(0), Some(5))
+    );
+    assert!(runs.iter().all(|r| r["status"] == "success" && r["action"] == "expire-snapshots"), "{runs:?}");
+    assert_eq!(runs[1]["summary"]["contentFiles"], 4);
+    let paged = runs_of(&server, "t", "?limit=1&offset=1").await;
+    assert_eq!(paged, runs[1..].to_vec());
+    let optimizing = call(&server, Method::GET, "/api/v1/tables/local/mnt/t/optimizing/processes", None).await.1;
+    assert_eq!(optimizing, json!([]), "maintenance runs are not optimizing processes");
+}
+
+async fn runs_of(server: &TestServer, table: &str, query: &str) -> Vec<Value> {
+    let (status, body) =
+        call(server, Method::GET, &format!("/api/v1/tables/local/mnt/{table}/maintenance/runs{query}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array().unwrap().clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,6 +170,10 @@ async fn maintenance_refuses_bad_input_clearly() {
     let (status, body) = expire(&server, "bad", "").await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("snapshot.keep.duration=\"abc\""), "{body}");
+    let runs = runs_of(&server, "bad", "").await;
+    assert_eq!(runs.len(), 1, "the failed run is recorded: {runs:?}");
+    assert_eq!(runs[0]["status"], "failed");
+    assert!(runs[0]["failMessage"].as_str().unwrap().contains("snapshot.keep.duration"), "{runs:?}");
     let (status, body) = expire(&server, "bad", "?dry_run=maybe").await;
     assert_eq!(status, 400, "{body}");
     let (status, body) =
@@ -161,4 +186,129 @@ async fn maintenance_refuses_bad_input_clearly() {
     let ident = TableIdent::new(ns, "off".into());
     let reloaded = catalog.load_table(&ident).await.unwrap();
     assert_eq!(reloaded.metadata_location(), off.metadata_location(), "a skipped run changes nothing");
+}
+
+/// Scheduled expiry: with a one-second interval the runner expires a table's old snapshots by
+/// itself and records the run; a table whose property is broken is retried and its runs say
+/// why, without stopping the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_expires_snapshots_on_its_own() {
+    let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
+        config.maintenance.expire_snapshots_interval = std::time::Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("mnt".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let create = |name: &str, keep: &str| {
+        let props = HashMap::from([
+            ("self-optimizing.enabled".to_string(), "false".to_string()),
+            ("snapshot.keep.duration".to_string(), keep.to_string()),
+        ]);
+        TableCreation::builder().name(name.into()).schema(simple_schema()).properties(props).build()
+    };
+    let mut good = catalog.create_table(&ns, create("good", "0ms")).await.unwrap();
+    let mut bad = catalog.create_table(&ns, create("bad", "soon")).await.unwrap();
+    for i in 0..3 {
+        good = append(&catalog, &good, &batch(&good, &[i], "a")).await.unwrap();
+        bad = append(&catalog, &bad, &batch(&bad, &[i], "a")).await.unwrap();
+    }
+    let rows_before = ids(&scan_all(&good).await.unwrap());
+    let ident = TableIdent::new(ns.clone(), "good".into());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let snapshots = catalog.load_table(&ident).await.unwrap().metadata().snapshots().len();
+        let bad_runs = runs_of(&server, "bad", "").await;
+        if snapshots == 1 && bad_runs.len() >= 2 {
+            assert!(bad_runs.iter().all(|r| r["status"] == "failed"), "{bad_runs:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled expiry: {snapshots} snapshots, bad runs {bad_runs:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let runs = runs_of(&server, "good", "").await;
+    assert!(runs.iter().any(|r| r["summary"]["snapshotsExpired"] == 2), "{runs:?}");
+    let table = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(ids(&scan_all(&table).await.unwrap()), rows_before);
+}
+
+/// A server that stopped after an expiry committed but before its files were deleted finishes
+/// the deletion when it starts again: the run (left `running`, naming the versions before and
+/// after) ends as a success and the files only expired snapshots reached are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_finishes_an_interrupted_deletion() {
+    use iceberg::transaction::{ApplyTransactionAction, Transaction};
+    let Some(mut server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("mnt".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let props = HashMap::from([
+        ("self-optimizing.enabled".to_string(), "false".to_string()),
+        ("snapshot.keep.duration".to_string(), "0ms".to_string()),
+    ]);
+    let creation = TableCreation::builder().name("t".into()).schema(simple_schema()).properties(props).build();
+    let mut table = catalog.create_table(&ns, creation).await.unwrap();
+    for i in 0..3 {
+        table = append(&catalog, &table, &batch(&table, &[i], "a")).await.unwrap();
+    }
+    let ident = TableIdent::new(ns.clone(), "t".into());
+    let pending = plan_replace_all(&table, &batch(&table, &[9], "b")).await.unwrap();
+    let (status, body) =
+        commit_over_rest(&server.http, &server.catalog_url(), &ident, &pending, server.token.as_deref()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let table = catalog.load_table(&ident).await.unwrap();
+    let (_, dry) = expire(&server, "t", "?dry_run=true").await;
+    let doomed: Vec<String> =
+        dry["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    assert_eq!(dry["contentFiles"], 3, "{dry}");
+
+    // The expiry's commit, as a run would make it, then the server stops before deleting.
+    let before = table.metadata_location().unwrap().to_string();
+    let now = loch_meta::now_ms();
+    let tx = Transaction::new(&table);
+    let tx = tx.expire_snapshots().expire_older_than_ms(now + 1).retain_last(1).apply(tx).unwrap();
+    let after_table = tx.commit(&catalog).await.unwrap();
+    let after = after_table.metadata_location().unwrap().to_string();
+    server.stop().await;
+    let store =
+        loch_meta::MetaStore::connect(&server.database_url(), &loch_meta::StoreOptions::default()).await.unwrap();
+    let table_id = store.list_table_ids().await.unwrap()[0];
+    let summary = loch_optimizing::maintenance::MaintenanceSummary {
+        snapshots_expired: 3,
+        metadata_before: Some(before),
+        metadata_after: Some(after),
+        ..Default::default()
+    };
+    let run = loch_meta::NewProcess {
+        table_id,
+        kind: "maintenance".into(),
+        process_type: "expire-snapshots".into(),
+        status: loch_optimizing::status::ProcessStatus::Running.as_str().into(),
+        group_name: "local".into(),
+        target_snapshot_id: None,
+        summary: serde_json::to_string(&summary).unwrap(),
+    };
+    store.start_process(&run).await.unwrap();
+    drop(store);
+    let io = after_table.file_io().clone();
+    for path in &doomed {
+        assert!(io.exists(path).await.unwrap(), "{path} is still there before the restart");
+    }
+
+    server.start_again().await;
+    let runs = runs_of(&server, "t", "").await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "success", "{runs:?}");
+    assert_eq!(runs[0]["summary"]["contentFiles"], 3, "{runs:?}");
+    for path in &doomed {
+        assert!(!io.exists(path).await.unwrap(), "{path} was deleted after the restart");
+    }
+    let table = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(ids(&scan_all(&table).await.unwrap()), vec![9]);
 }

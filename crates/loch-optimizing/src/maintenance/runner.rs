@@ -1,0 +1,284 @@
+//! The maintenance runner: each action fires per table once its interval has passed since the
+//! table's last run, first runs spread over the interval (so thousands of tables do not fire
+//! at once), a few at a time. Every run is a process of kind `maintenance`: recorded when it
+//! starts, ended with its summary or its reason for failing, retried up to three times, and
+//! finished after a restart when only its deletion was left.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use loch_meta::now_ms;
+use tokio::sync::{Semaphore, watch};
+
+use crate::error::{OptimizingError, Result};
+use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots};
+use crate::maintenance::{MaintenanceAction, MaintenanceSummary};
+use crate::record::{KIND_MAINTENANCE, ProcessAction, Processes, Summary, TableProcess};
+use crate::service::OptimizingService;
+use crate::status::ProcessStatus;
+use crate::table::ManagedTable;
+
+/// Attempts of a failing run before the table waits for the next interval.
+const ATTEMPTS: u32 = 3;
+/// Wait before retrying a failed run.
+const RETRY_WAIT_MS: i64 = 60_000;
+/// Group name recorded on maintenance runs (they run inside the server, not on optimizers).
+const LOCAL: &str = "local";
+
+/// Server-side settings of maintenance (Amoro's process-factory intervals).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceConfig {
+    /// `expire-snapshots` interval (1 h); `None` turns scheduled expiry off.
+    pub expire_interval: Option<Duration>,
+    /// Runs at once (2).
+    pub threads: usize,
+    /// How often the runner looks for due tables (30 s).
+    pub tick: Duration,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        Self { expire_interval: Some(Duration::from_secs(3600)), threads: 2, tick: Duration::from_secs(30) }
+    }
+}
+
+/// When a table's next run of an action is due, and how many attempts failed in a row.
+#[derive(Debug, Clone, Copy)]
+struct Due {
+    at: i64,
+    failures: u32,
+}
+
+impl OptimizingService {
+    /// Runs maintenance `action` on table `table_id` now; with `dry_run`, reports what it would
+    /// delete and changes nothing (and records no run). The action honours the table's switches
+    /// and thresholds. A run is recorded as a process; its summary is returned.
+    pub async fn run_maintenance(
+        &self,
+        table_id: i64,
+        action: MaintenanceAction,
+        dry_run: bool,
+    ) -> Result<MaintenanceSummary> {
+        if action != MaintenanceAction::ExpireSnapshots {
+            return Err(OptimizingError::Invalid(format!(
+                "maintenance action {} is not available yet; available: {}",
+                action.as_str(),
+                MaintenanceAction::ExpireSnapshots.as_str()
+            )));
+        }
+        let started = std::time::Instant::now();
+        let outcome = if dry_run {
+            expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), true).await.map(|(summary, _)| summary)
+        } else {
+            self.recorded_run(table_id, action).await
+        };
+        let result = match &outcome {
+            Ok(_) => ProcessStatus::Success.as_str(),
+            Err(e) if e.http().is_some() => "rejected",
+            Err(_) => ProcessStatus::Failed.as_str(),
+        };
+        metrics::counter!("loch_maintenance_runs_total", "action" => action.as_str(), "result" => result).increment(1);
+        metrics::histogram!("loch_maintenance_run_duration_seconds", "action" => action.as_str())
+            .record(started.elapsed().as_secs_f64());
+        outcome
+    }
+
+    /// A table's maintenance runs, newest first.
+    pub async fn maintenance_runs(&self, table_id: i64, limit: i64, offset: i64) -> Result<Vec<TableProcess>> {
+        Processes(&self.store).of_table(table_id, KIND_MAINTENANCE, limit, offset).await
+    }
+
+    /// Runs `action` on a table as a recorded process: started, committed (its summary then
+    /// names the versions before and after), files deleted, ended.
+    async fn recorded_run(&self, table_id: i64, action: MaintenanceAction) -> Result<MaintenanceSummary> {
+        let action_of = ProcessAction::Maintenance(action);
+        let table = ManagedTable::load(&self.catalogs, table_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id}")))?;
+        let snapshot = table.table.metadata().current_snapshot_id();
+        let row = TableProcess::new_row(table_id, action_of, LOCAL, snapshot, &Summary::empty(action_of))?;
+        let id = self.store.start_process(&row).await?;
+        let Some(mut process) = Processes(&self.store).get(id).await? else {
+            return Err(OptimizingError::NotFound(format!("process {id}")));
+        };
+        let outcome = match expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), false).await {
+            Ok((mut summary, Some(expired))) => {
+                // Committed: record the two versions first, so a restart can finish the deletion.
+                process.summary = Summary::Maintenance(summary.clone());
+                self.store.update_process_summary(id, &process.to_row()?.summary).await?;
+                delete_expired(&expired, &mut summary).await.map(|()| summary)
+            }
+            Ok((summary, None)) => Ok(summary),
+            Err(e) => Err(e),
+        };
+        self.end_run(process, &outcome).await?;
+        outcome
+    }
+
+    /// Ends a maintenance run with its summary, or as failed with the error's message.
+    async fn end_run(&self, mut process: TableProcess, outcome: &Result<MaintenanceSummary>) -> Result<()> {
+        let from = process.status;
+        let to = match outcome {
+            Ok(summary) => {
+                process.summary = Summary::Maintenance(summary.clone());
+                ProcessStatus::Success
+            }
+            Err(e) => {
+                process.fail_message = Some(e.to_string());
+                ProcessStatus::Failed
+            }
+        };
+        from.transition(to)?;
+        process.status = to;
+        process.finished_at = Some(now_ms());
+        if !self.store.update_process_alone(&process.to_row()?, from.as_str()).await? {
+            tracing::warn!(process = process.id, "a maintenance run changed while it ended");
+        }
+        Ok(())
+    }
+
+    /// After a restart: finishes the runs that committed and were deleting files, and ends as
+    /// failed those that had not committed (the next run does their work).
+    pub(crate) async fn recover_maintenance(&self) -> Result<()> {
+        for process in Processes(&self.store).running().await? {
+            let ProcessAction::Maintenance(_) = process.action else { continue };
+            let resumed = self.resume_deletion(&process).await;
+            let outcome = match resumed {
+                Ok(Some(summary)) => Ok(summary),
+                Ok(None) => Err(OptimizingError::Rejected("interrupted by a restart before it committed".into())),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &outcome {
+                tracing::warn!(process = process.id, table_id = process.table_id, error = %e, "maintenance run ended after a restart");
+            } else {
+                tracing::info!(
+                    process = process.id,
+                    table_id = process.table_id,
+                    "maintenance run finished after a restart"
+                );
+            }
+            self.end_run(process, &outcome).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes again what a committed run left, from the two versions its summary names;
+    /// `None` when it had not committed.
+    async fn resume_deletion(&self, process: &TableProcess) -> Result<Option<MaintenanceSummary>> {
+        let Summary::Maintenance(summary) = &process.summary else { return Ok(None) };
+        let (Some(before), Some(after)) = (&summary.metadata_before, &summary.metadata_after) else {
+            return Ok(None);
+        };
+        let Some(table) = ManagedTable::load(&self.catalogs, process.table_id).await? else {
+            return Ok(Some(summary.clone()));
+        };
+        let before = self.catalogs.metadata_at(&table.catalog, before).await?.metadata.clone();
+        let after = self.catalogs.metadata_at(&table.catalog, after).await?.metadata.clone();
+        let mut summary = summary.clone();
+        delete_expired(&Expired { table, before, after }, &mut summary).await?;
+        Ok(Some(summary))
+    }
+
+    /// Starts the runner: every `tick`, runs each due table's actions, `threads` at a time.
+    pub(crate) fn spawn_maintenance(self: &Arc<Self>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let config = service.config.maintenance.clone();
+            let Some(interval) = config.expire_interval else { return };
+            let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1);
+            let permits = Arc::new(Semaphore::new(config.threads.max(1)));
+            let mut due: HashMap<i64, Due> = HashMap::new();
+            match service.store.latest_starts(KIND_MAINTENANCE).await {
+                Ok(starts) => {
+                    for (table_id, action, at) in starts {
+                        if action == MaintenanceAction::ExpireSnapshots.as_str() {
+                            due.insert(table_id, Due { at: at + interval_ms, failures: 0 });
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the last maintenance runs; all tables start afresh"),
+            }
+            let mut tick = tokio::time::interval(config.tick);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let tables = match service.store.list_table_ids().await {
+                    Ok(tables) => tables,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot list tables for maintenance");
+                        continue;
+                    }
+                };
+                let now = now_ms();
+                let known: std::collections::HashSet<i64> = tables.iter().copied().collect();
+                due.retain(|id, _| known.contains(id));
+                let mut runs = Vec::new();
+                for table_id in tables {
+                    let entry = due
+                        .entry(table_id)
+                        .or_insert_with(|| Due { at: now + spread(table_id, interval_ms), failures: 0 });
+                    if entry.at <= now {
+                        // Not again until this run ends and sets the next time.
+                        entry.at = i64::MAX;
+                        runs.push(table_id);
+                    }
+                }
+                let mut handles = Vec::with_capacity(runs.len());
+                for table_id in runs {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                    let service = service.clone();
+                    handles.push(tokio::spawn(async move {
+                        let outcome =
+                            service.run_maintenance(table_id, MaintenanceAction::ExpireSnapshots, false).await;
+                        drop(permit);
+                        (table_id, outcome)
+                    }));
+                }
+                for handle in handles {
+                    let Ok((table_id, outcome)) = handle.await else { continue };
+                    let entry = due.entry(table_id).or_insert(Due { at: 0, failures: 0 });
+                    let ended = now_ms();
+                    match outcome {
+                        Ok(_) => *entry = Due { at: ended + interval_ms, failures: 0 },
+                        Err(e) => {
+                            entry.failures += 1;
+                            let retry = entry.failures < ATTEMPTS;
+                            entry.at = ended + if retry { RETRY_WAIT_MS.min(interval_ms) } else { interval_ms };
+                            if !retry {
+                                entry.failures = 0;
+                            }
+                            tracing::warn!(table_id, error = %e, retry, "snapshot expiry failed");
+                        }
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// A table's first run falls at a fixed point of the interval, so that tables spread out.
+fn spread(table_id: i64, interval_ms: i64) -> i64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    table_id.hash(&mut hasher);
+    (hasher.finish() % interval_ms.max(1) as u64) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_runs_spread_over_the_interval() {
+        let interval = 3_600_000;
+        let offsets: Vec<i64> = (0..1_000).map(|id| spread(id, interval)).collect();
+        assert!(offsets.iter().all(|o| (0..interval).contains(o)));
+        let early = offsets.iter().filter(|o| **o < interval / 10).count();
+        assert!((50..=150).contains(&early), "about a tenth in the first tenth: {early}");
+        assert_eq!(spread(7, interval), spread(7, interval), "stable");
+    }
+}
