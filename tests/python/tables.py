@@ -3,12 +3,15 @@
     tables.py append NS.TABLE --appends N [--rows R] [--partitions P] [--start S] [--prop KEY=VALUE ...]
     tables.py digest NS.TABLE
     tables.py set-props NS.TABLE[,NS.TABLE...] KEY=VALUE ...
+    tables.py reachable NS.TABLE
 
 `append` creates the namespace and table if needed (partitioned by `category` when P > 1) and
 commits N appends of R rows spread over P categories; ids continue from --start. It prints the
 SHA-256 of the rows it wrote, computed as `digest` does, so a test can check a read against it.
 `digest` prints the table's rows as a count and a SHA-256 of the sorted rows, its live data and
 delete file counts, and the current snapshot's summary, as one JSON line.
+`reachable` prints every file the table's snapshots reach (manifest lists, manifests, live data
+and delete files), its current metadata file, and its snapshot count, as one JSON line.
 The catalog comes from LOCH_URI, LOCH_WAREHOUSE (default `local`) and LOCH_CREDENTIAL.
 """
 
@@ -116,6 +119,22 @@ def digest(args):
     )
 
 
+def reachable(args):
+    table = catalog().load_table(args.table)
+    files = set()
+    for snapshot in table.metadata.snapshots:
+        files.add(snapshot.manifest_list)
+        for manifest in snapshot.manifests(table.io):
+            files.add(manifest.manifest_path)
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
+                files.add(entry.data_file.file_path)
+    print(
+        json.dumps(
+            {"files": sorted(files), "metadata": table.metadata_location, "snapshots": len(table.metadata.snapshots)}
+        )
+    )
+
+
 def set_props(args):
     cat = catalog()
     props = parse_props(args.pairs)
@@ -143,6 +162,9 @@ def main():
     p.add_argument("table")
     p.add_argument("pairs", nargs="+")
     p.set_defaults(run=set_props)
+    p = commands.add_parser("reachable")
+    p.add_argument("table")
+    p.set_defaults(run=reachable)
     args = parser.parse_args()
     args.run(args)
 

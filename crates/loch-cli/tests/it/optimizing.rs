@@ -221,3 +221,77 @@ fn the_quota_keeps_a_busy_table_from_starving_the_others() {
     }
     server.stop("TERM");
 }
+
+/// Self-optimizing and snapshot expiry in one `loch serve` (keep 5 s, expiry every 2 s): 60
+/// PyIceberg appends are compacted into one file, and then the table's directory holds only
+/// what its live snapshots reach plus metadata files — the appended files, their manifests and
+/// manifest lists are gone — and PyIceberg reads the rows written.
+#[test]
+fn sixty_appends_compacted_and_expired_leave_only_live_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server =
+        Serve::start_with(&data, loch_testkit::free_port(), &[("LOCH_MAINTENANCE_EXPIRE__SNAPSHOTS__INTERVAL", "2s")]);
+    let Some(tables) = Tables::new(&server) else { return };
+    let args = ["append", "ns.events", "--appends", "60", "--rows", "50", "--prop", "snapshot.keep.duration=5s"];
+    let written = tables.run(&args);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while tables.run(&["digest", "ns.events"])["data_files"] != 1 {
+        assert!(Instant::now() < deadline, "not optimized within 3 minutes\n{}", server.proc.log_tail());
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    let table_dir = data.join("warehouse/ns/events");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (on_disk, reachable) = loop {
+        let reachable = tables.run(&["reachable", "ns.events"]);
+        let live: std::collections::BTreeSet<String> = reachable["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().trim_start_matches("file://").to_string())
+            .collect();
+        let on_disk = files_under(&table_dir);
+        let stray: Vec<&String> =
+            on_disk.iter().filter(|f| !f.ends_with(".metadata.json") && !live.contains(*f)).collect();
+        if stray.is_empty() && reachable["snapshots"] == 1 {
+            assert!(live.iter().all(|f| on_disk.contains(f)), "a live file is missing: {live:?}");
+            break (on_disk, reachable);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "files no live snapshot reaches are still there: {stray:?}\n{}",
+            server.proc.log_tail()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let parquet = on_disk.iter().filter(|f| f.ends_with(".parquet")).count();
+    assert_eq!(parquet, 1, "only the compacted file: {on_disk:?}");
+    eprintln!("{} files left: {reachable}", on_disk.len());
+    let digest = tables.run(&["digest", "ns.events"]);
+    assert_eq!(
+        (digest["rows"].clone(), digest["sha256"].clone()),
+        (written["rows"].clone(), written["sha256"].clone())
+    );
+    let runs = server.get("/api/v1/tables/local/ns/events/maintenance/runs");
+    let deleted: u64 = runs.as_array().unwrap().iter().filter_map(|r| r["summary"]["contentFiles"].as_u64()).sum();
+    assert!(deleted >= 60, "the runs deleted the appended files: {runs}");
+    server.stop("TERM");
+}
+
+/// Every file below `dir`, as absolute paths.
+fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(next) = stack.pop() {
+        for entry in std::fs::read_dir(&next).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(path.display().to_string());
+            }
+        }
+    }
+    out
+}

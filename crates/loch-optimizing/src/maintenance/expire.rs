@@ -4,8 +4,8 @@
 //! path, then delete the files only they reached, inside the table's location only.
 //!
 //! Amoro's protections hold: the snapshot a running optimizing process planned from stays (its
-//! commit validates against it), and so does the newest snapshot a writer other than Loch
-//! committed, with everything after each.
+//! commit validates against it), and while data expiration counts from the last commit, so does
+//! the newest snapshot a writer other than Loch committed, with everything after each.
 
 use std::collections::HashSet;
 
@@ -73,14 +73,19 @@ pub async fn expire_snapshots(
             older_than = older_than.min(base.timestamp_ms());
         }
     }
-    let newest_foreign = metadata
-        .snapshots()
-        .filter(|s| {
-            let producer = s.summary().additional_properties.get("snapshot.producer");
-            !producer.is_some_and(|p| OWN_PRODUCERS.contains(&p.as_str()))
+    let newest_foreign = props
+        .data_expire_from_last_commit
+        .then(|| {
+            metadata
+                .snapshots()
+                .filter(|s| {
+                    let producer = s.summary().additional_properties.get("snapshot.producer");
+                    !producer.is_some_and(|p| OWN_PRODUCERS.contains(&p.as_str()))
+                })
+                .map(|s| s.timestamp_ms())
+                .max()
         })
-        .map(|s| s.timestamp_ms())
-        .max();
+        .flatten();
     if let Some(ts) = newest_foreign {
         older_than = older_than.min(ts);
     }

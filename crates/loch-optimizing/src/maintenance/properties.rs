@@ -28,6 +28,10 @@ pub struct MaintenanceProperties {
     pub gc_enabled: bool,
     /// Snapshot expiry.
     pub expire: ExpireProperties,
+    /// Data expiration is on and counts from the last commit (`data-expire.enabled` with
+    /// `data-expire.base-on-rule` `LAST_COMMIT_TIME`): expiry then keeps the newest snapshot a
+    /// writer other than Loch committed, the time data expiration counts from.
+    pub data_expire_from_last_commit: bool,
 }
 
 impl MaintenanceProperties {
@@ -44,7 +48,10 @@ impl MaintenanceProperties {
         let iceberg_age = p.num::<u64>("history.expire.max-snapshot-age-ms", 0)?;
         let min_count = p.num::<usize>("snapshot.keep.min-count", 1)?;
         let iceberg_min = p.num::<usize>("history.expire.min-snapshots-to-keep", 1)?;
+        let data_expire = p.bool("data-expire.enabled", false)?;
+        let base = p.get("data-expire.base-on-rule").unwrap_or("LAST_COMMIT_TIME");
         Ok(Self {
+            data_expire_from_last_commit: data_expire && base.eq_ignore_ascii_case("LAST_COMMIT_TIME"),
             gc_enabled,
             expire: ExpireProperties {
                 enabled: gc_enabled && p.bool("table-expire.enabled", true)?,
@@ -83,6 +90,14 @@ mod tests {
         assert_eq!((p.expire.keep, p.expire.min_count), (Duration::from_secs(7200), 3));
         assert!(!parse(&[("gc.enabled", "false")]).unwrap().expire.enabled);
         assert!(!parse(&[("table-expire.enabled", "FALSE")]).unwrap().expire.enabled);
+    }
+
+    #[test]
+    fn the_last_commit_is_kept_only_for_data_expiration_from_it() {
+        assert!(!parse(&[]).unwrap().data_expire_from_last_commit);
+        assert!(parse(&[("data-expire.enabled", "true")]).unwrap().data_expire_from_last_commit);
+        let now = parse(&[("data-expire.enabled", "true"), ("data-expire.base-on-rule", "CURRENT_TIME")]).unwrap();
+        assert!(!now.data_expire_from_last_commit);
     }
 
     #[test]
