@@ -79,6 +79,24 @@ pub async fn scan_snapshot(table: &Table, snapshot_id: i64) -> Result<Vec<Record
     Ok(stream.try_collect().await?)
 }
 
+/// Every file snapshot `snapshot_id` reaches: its manifest list, its manifests and their live
+/// data and delete files.
+pub async fn reached_by(table: &Table, snapshot_id: i64) -> Result<std::collections::BTreeSet<String>> {
+    let metadata = table.metadata_ref();
+    let snapshot = metadata.snapshot_by_id(snapshot_id).context("no such snapshot")?;
+    let io = table.file_io();
+    let mut files = std::collections::BTreeSet::from([snapshot.manifest_list().to_string()]);
+    for manifest in loch_table::scan::manifests(io, &metadata, snapshot).await? {
+        files.insert(manifest.manifest_path.clone());
+        for entry in manifest.load_manifest(io).await?.entries() {
+            if entry.is_alive() {
+                files.insert(entry.file_path().to_string());
+            }
+        }
+    }
+    Ok(files)
+}
+
 /// Paths of the live data files of the table's current snapshot.
 pub async fn data_file_paths(table: &Table) -> Result<Vec<String>> {
     let tasks: Vec<_> = table.scan().build()?.plan_files().await?.try_collect().await?;

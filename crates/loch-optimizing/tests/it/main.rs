@@ -5,5 +5,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+mod expiry;
 mod rewrite;
 mod service;

@@ -8,7 +8,6 @@ use iceberg::TableUpdate;
 use iceberg::spec::{SnapshotReference, SnapshotRetention};
 use iceberg::table::Table;
 use loch_table::expire::{CANDIDATE_BATCH, plan_expiry, unreachable_files};
-use loch_table::scan::manifests;
 use loch_table::snapshot::SnapshotAction;
 use loch_testkit::data::{scan_all, scan_snapshot};
 
@@ -17,21 +16,8 @@ use loch_table::snapshot::RewriteFiles;
 
 use crate::{batch, fragmented, ids, plan_full_rewrite};
 
-/// Every file a snapshot reaches: its manifest list, manifests and their live content files.
 async fn reached_by(table: &Table, snapshot_id: i64) -> BTreeSet<String> {
-    let metadata = table.metadata_ref();
-    let snapshot = metadata.snapshot_by_id(snapshot_id).unwrap();
-    let io = table.file_io();
-    let mut files = BTreeSet::from([snapshot.manifest_list().to_string()]);
-    for manifest in manifests(io, &metadata, snapshot).await.unwrap() {
-        files.insert(manifest.manifest_path.clone());
-        for entry in manifest.load_manifest(io).await.unwrap().entries() {
-            if entry.is_alive() {
-                files.insert(entry.file_path().to_string());
-            }
-        }
-    }
-    files
+    loch_testkit::data::reached_by(table, snapshot_id).await.unwrap()
 }
 
 fn exists(path: &str) -> bool {
