@@ -176,13 +176,21 @@ pub struct MaintenanceConfig {
     /// scheduled runs off (runs on request remain).
     #[serde(with = "duration")]
     pub expire_snapshots_interval: Duration,
+    /// Dangling-delete cleaning of every table with `clean-dangling-delete-files.enabled` this
+    /// often; `0s` turns the scheduled runs off.
+    #[serde(with = "duration")]
+    pub clean_dangling_delete_files_interval: Duration,
     /// Maintenance runs at once.
     pub threads: usize,
 }
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        Self { expire_snapshots_interval: Duration::from_secs(3600), threads: 2 }
+        Self {
+            expire_snapshots_interval: Duration::from_secs(3600),
+            clean_dangling_delete_files_interval: Duration::from_secs(24 * 3600),
+            threads: 2,
+        }
     }
 }
 
@@ -364,11 +372,18 @@ impl Config {
             maintenance: loch_optimizing::maintenance::runner::MaintenanceConfig {
                 expire_interval: (!self.maintenance.expire_snapshots_interval.is_zero())
                     .then_some(self.maintenance.expire_snapshots_interval),
+                dangling_interval: (!self.maintenance.clean_dangling_delete_files_interval.is_zero())
+                    .then_some(self.maintenance.clean_dangling_delete_files_interval),
                 threads: self.maintenance.threads.max(1),
-                tick: self
-                    .maintenance
-                    .expire_snapshots_interval
-                    .clamp(Duration::from_millis(100), Duration::from_secs(30)),
+                tick: [
+                    self.maintenance.expire_snapshots_interval,
+                    self.maintenance.clean_dangling_delete_files_interval,
+                ]
+                .into_iter()
+                .filter(|d| !d.is_zero())
+                .min()
+                .unwrap_or(Duration::from_secs(30))
+                .clamp(Duration::from_millis(100), Duration::from_secs(30)),
             },
         }
     }

@@ -1,8 +1,9 @@
 //! Table maintenance beyond compaction (Amoro's actions, names and defaults): snapshot expiry
-//! now; orphan and dangling-delete cleaning, data expiration and automatic tags next. Each action
+//! and dangling-delete cleaning now; orphan cleaning, data expiration and automatic tags next. Each action
 //! reads its table properties (`properties`), works on one table under its commit lock, commits
 //! through the catalog's commit path and deletes only inside the table's location.
 
+pub mod dangling;
 pub mod duration;
 pub mod expire;
 pub mod properties;

@@ -28,6 +28,8 @@ pub struct MaintenanceProperties {
     pub gc_enabled: bool,
     /// Snapshot expiry.
     pub expire: ExpireProperties,
+    /// `clean-dangling-delete-files.enabled` (true), and `gc.enabled`.
+    pub clean_dangling_deletes: bool,
     /// Data expiration is on and counts from the last commit (`data-expire.enabled` with
     /// `data-expire.base-on-rule` `LAST_COMMIT_TIME`): expiry then keeps the newest snapshot a
     /// writer other than Loch committed, the time data expiration counts from.
@@ -52,6 +54,7 @@ impl MaintenanceProperties {
         let base = p.get("data-expire.base-on-rule").unwrap_or("LAST_COMMIT_TIME");
         Ok(Self {
             data_expire_from_last_commit: data_expire && base.eq_ignore_ascii_case("LAST_COMMIT_TIME"),
+            clean_dangling_deletes: gc_enabled && p.bool("clean-dangling-delete-files.enabled", true)?,
             gc_enabled,
             expire: ExpireProperties {
                 enabled: gc_enabled && p.bool("table-expire.enabled", true)?,

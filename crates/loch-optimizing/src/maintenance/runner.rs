@@ -13,12 +13,17 @@ use loch_meta::now_ms;
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::{OptimizingError, Result};
+use crate::maintenance::dangling::clean_dangling_deletes;
 use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots};
 use crate::maintenance::{MaintenanceAction, MaintenanceSummary};
 use crate::record::{KIND_MAINTENANCE, ProcessAction, Processes, Summary, TableProcess};
 use crate::service::OptimizingService;
 use crate::status::ProcessStatus;
 use crate::table::ManagedTable;
+
+/// The actions built so far.
+const AVAILABLE: [MaintenanceAction; 2] =
+    [MaintenanceAction::ExpireSnapshots, MaintenanceAction::CleanDanglingDeleteFiles];
 
 /// Attempts of a failing run before the table waits for the next interval.
 const ATTEMPTS: u32 = 3;
@@ -32,6 +37,8 @@ const LOCAL: &str = "local";
 pub struct MaintenanceConfig {
     /// `expire-snapshots` interval (1 h); `None` turns scheduled expiry off.
     pub expire_interval: Option<Duration>,
+    /// `clean-dangling-delete-files` interval (1 d); `None` turns it off.
+    pub dangling_interval: Option<Duration>,
     /// Runs at once (2).
     pub threads: usize,
     /// How often the runner looks for due tables (30 s).
@@ -40,7 +47,26 @@ pub struct MaintenanceConfig {
 
 impl Default for MaintenanceConfig {
     fn default() -> Self {
-        Self { expire_interval: Some(Duration::from_secs(3600)), threads: 2, tick: Duration::from_secs(30) }
+        Self {
+            expire_interval: Some(Duration::from_secs(3600)),
+            dangling_interval: Some(Duration::from_secs(24 * 3600)),
+            threads: 2,
+            tick: Duration::from_secs(30),
+        }
+    }
+}
+
+impl MaintenanceConfig {
+    /// The scheduled actions and their intervals in ms.
+    fn scheduled(&self) -> Vec<(MaintenanceAction, i64)> {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
+        [
+            (MaintenanceAction::ExpireSnapshots, self.expire_interval),
+            (MaintenanceAction::CleanDanglingDeleteFiles, self.dangling_interval),
+        ]
+        .into_iter()
+        .filter_map(|(action, interval)| Some((action, ms(interval?))))
+        .collect()
     }
 }
 
@@ -61,18 +87,23 @@ impl OptimizingService {
         action: MaintenanceAction,
         dry_run: bool,
     ) -> Result<MaintenanceSummary> {
-        if action != MaintenanceAction::ExpireSnapshots {
+        if !AVAILABLE.contains(&action) {
+            let available: Vec<&str> = AVAILABLE.iter().map(|a| a.as_str()).collect();
             return Err(OptimizingError::Invalid(format!(
                 "maintenance action {} is not available yet; available: {}",
                 action.as_str(),
-                MaintenanceAction::ExpireSnapshots.as_str()
+                available.join(", ")
             )));
         }
         let started = std::time::Instant::now();
-        let outcome = if dry_run {
-            expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), true).await.map(|(summary, _)| summary)
-        } else {
-            self.recorded_run(table_id, action).await
+        let outcome = match (dry_run, action) {
+            (true, MaintenanceAction::CleanDanglingDeleteFiles) => {
+                clean_dangling_deletes(&self.catalogs, table_id, true).await
+            }
+            (true, _) => expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), true)
+                .await
+                .map(|(summary, _)| summary),
+            (false, _) => self.recorded_run(table_id, action).await,
         };
         let result = match &outcome {
             Ok(_) => ProcessStatus::Success.as_str(),
@@ -103,7 +134,15 @@ impl OptimizingService {
         let Some(mut process) = Processes(&self.store).get(id).await? else {
             return Err(OptimizingError::NotFound(format!("process {id}")));
         };
-        let outcome = match expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), false).await {
+        let expiry = match action {
+            MaintenanceAction::CleanDanglingDeleteFiles => {
+                let outcome = clean_dangling_deletes(&self.catalogs, table_id, false).await;
+                self.end_run(process, &outcome).await?;
+                return outcome;
+            }
+            _ => expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), false).await,
+        };
+        let outcome = match expiry {
             Ok((mut summary, Some(expired))) => {
                 // Committed: record the two versions first, so a restart can finish the deletion.
                 process.summary = Summary::Maintenance(summary.clone());
@@ -186,15 +225,20 @@ impl OptimizingService {
         let service = self.clone();
         tokio::spawn(async move {
             let config = service.config.maintenance.clone();
-            let Some(interval) = config.expire_interval else { return };
-            let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX).max(1);
+            let scheduled = config.scheduled();
+            if scheduled.is_empty() {
+                return;
+            }
+            let interval_of: HashMap<MaintenanceAction, i64> = scheduled.iter().copied().collect();
             let permits = Arc::new(Semaphore::new(config.threads.max(1)));
-            let mut due: HashMap<i64, Due> = HashMap::new();
+            let mut due: HashMap<(i64, MaintenanceAction), Due> = HashMap::new();
             match service.store.latest_starts(KIND_MAINTENANCE).await {
                 Ok(starts) => {
-                    for (table_id, action, at) in starts {
-                        if action == MaintenanceAction::ExpireSnapshots.as_str() {
-                            due.insert(table_id, Due { at: at + interval_ms, failures: 0 });
+                    for (table_id, name, at) in starts {
+                        if let Ok(action) = MaintenanceAction::parse(&name)
+                            && let Some(interval) = interval_of.get(&action)
+                        {
+                            due.insert((table_id, action), Due { at: at + interval, failures: 0 });
                         }
                     }
                 }
@@ -216,32 +260,33 @@ impl OptimizingService {
                 };
                 let now = now_ms();
                 let known: std::collections::HashSet<i64> = tables.iter().copied().collect();
-                due.retain(|id, _| known.contains(id));
+                due.retain(|(id, _), _| known.contains(id));
                 let mut runs = Vec::new();
                 for table_id in tables {
-                    let entry = due
-                        .entry(table_id)
-                        .or_insert_with(|| Due { at: now + spread(table_id, interval_ms), failures: 0 });
-                    if entry.at <= now {
-                        // Not again until this run ends and sets the next time.
-                        entry.at = i64::MAX;
-                        runs.push(table_id);
+                    for &(action, interval_ms) in &scheduled {
+                        let first = || Due { at: now + spread(table_id, interval_ms), failures: 0 };
+                        let entry = due.entry((table_id, action)).or_insert_with(first);
+                        if entry.at <= now {
+                            // Not again until this run ends and sets the next time.
+                            entry.at = i64::MAX;
+                            runs.push((table_id, action));
+                        }
                     }
                 }
                 let mut handles = Vec::with_capacity(runs.len());
-                for table_id in runs {
+                for (table_id, action) in runs {
                     let Ok(permit) = permits.clone().acquire_owned().await else { break };
                     let service = service.clone();
                     handles.push(tokio::spawn(async move {
-                        let outcome =
-                            service.run_maintenance(table_id, MaintenanceAction::ExpireSnapshots, false).await;
+                        let outcome = service.run_maintenance(table_id, action, false).await;
                         drop(permit);
-                        (table_id, outcome)
+                        (table_id, action, outcome)
                     }));
                 }
                 for handle in handles {
-                    let Ok((table_id, outcome)) = handle.await else { continue };
-                    let entry = due.entry(table_id).or_insert(Due { at: 0, failures: 0 });
+                    let Ok((table_id, action, outcome)) = handle.await else { continue };
+                    let interval_ms = interval_of.get(&action).copied().unwrap_or(i64::MAX);
+                    let entry = due.entry((table_id, action)).or_insert(Due { at: 0, failures: 0 });
                     let ended = now_ms();
                     match outcome {
                         Ok(_) => *entry = Due { at: ended + interval_ms, failures: 0 },
@@ -252,7 +297,7 @@ impl OptimizingService {
                             if !retry {
                                 entry.failures = 0;
                             }
-                            tracing::warn!(table_id, error = %e, retry, "snapshot expiry failed");
+                            tracing::warn!(table_id, action = action.as_str(), error = %e, retry, "maintenance run failed");
                         }
                     }
                 }

@@ -144,3 +144,56 @@ async fn fifty_snapshots_with_refs_keep_exactly_what_iceberg_s_rules_keep() {
     assert_eq!(env.file_counts().await.0, 49, "two files became one");
     assert_eq!(scan_all(&env.table().await.table).await.unwrap().iter().map(|b| b.num_rows()).sum::<usize>(), 50);
 }
+
+/// A position delete whose data file a rewrite replaced dangles and is removed; an equality
+/// delete that still applies stays; the rows are the same before and after, and a dry run only
+/// counts.
+#[tokio::test]
+async fn dangling_delete_files_are_removed_and_rows_stay() {
+    use iceberg::spec::Struct;
+    use loch_optimizing::maintenance::dangling::{PRODUCER, clean_dangling_deletes};
+    use loch_table::position_delete::write_position_deletes;
+    use loch_testkit::local::write_equality_deletes;
+
+    let env = Env::new(false, &[]).await;
+    let a = env.append(0..10, "a").await.remove(0);
+    env.append(10..20, "a").await;
+    let t = env.table().await;
+    let pos = write_position_deletes(t.table.file_io(), a.file_path(), &[1, 2], Struct::empty(), 0).await.unwrap();
+    let eq = write_equality_deletes(&t.table, vec![1], &batch(&t.table, [15], "a"), None).await.unwrap();
+    env.delete(vec![pos, eq]).await;
+
+    // Rewrite `a` with its deletes applied, leaving the position delete behind.
+    let t = env.table().await;
+    let head = t.table.metadata().current_snapshot_id().unwrap();
+    let live = futures::TryStreamExt::try_collect::<Vec<_>>(loch_table::scan::live_files(
+        t.table.file_io().clone(),
+        t.table.metadata_ref(),
+        t.table.metadata().current_snapshot().unwrap().clone(),
+    ))
+    .await
+    .unwrap();
+    let old_a = live.iter().find(|f| f.path() == a.file_path()).unwrap().clone();
+    let kept: Vec<i64> = (0..10).filter(|i| *i != 1 && *i != 2).collect();
+    let mut rewrite = RewriteFiles::new(head).rewrite_data_file(old_a);
+    for f in write_data_files(&t.table, &batch(&t.table, kept, "a")).await.unwrap() {
+        rewrite = rewrite.add_data_file(f);
+    }
+    env.commit(rewrite.prepare(&t.table).await.unwrap()).await;
+    let before = env.rows().await;
+    assert_eq!(before.len(), 17);
+    assert_eq!(env.file_counts().await, (2, 1, 1));
+
+    let dry = clean_dangling_deletes(&env.catalogs, env.table_id, true).await.unwrap();
+    assert_eq!(dry.content_files, 1);
+    assert_eq!(env.file_counts().await, (2, 1, 1), "a dry run changes nothing");
+    let run = clean_dangling_deletes(&env.catalogs, env.table_id, false).await.unwrap();
+    assert_eq!((run.content_files, run.paths.len()), (1, 1));
+    assert_eq!(env.file_counts().await, (2, 0, 1), "the position delete is gone, the equality delete stays");
+    assert_eq!(env.rows().await, before, "the same rows");
+    let t = env.table().await;
+    let summary = &t.table.metadata().current_snapshot().unwrap().summary().additional_properties;
+    assert_eq!(summary.get("snapshot.producer").map(String::as_str), Some(PRODUCER));
+    let again = clean_dangling_deletes(&env.catalogs, env.table_id, false).await.unwrap();
+    assert_eq!(again.content_files, 0, "nothing dangles any more");
+}

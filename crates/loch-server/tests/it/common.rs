@@ -67,6 +67,7 @@ impl TestServer {
         // maintenance tests configure their own.
         config.optimizer.local_threads = 0;
         config.maintenance.expire_snapshots_interval = std::time::Duration::ZERO;
+        config.maintenance.clean_dangling_delete_files_interval = std::time::Duration::ZERO;
         if backend == Backend::Postgres {
             config.database.url = loch_testkit::postgres()?.create_database();
         }
