@@ -24,8 +24,9 @@ use iceberg::{
 use crate::error::Result;
 use crate::scan::manifests;
 
-/// Candidate content files checked against the retained manifests at a time.
-pub const CANDIDATE_BATCH: usize = 100_000;
+/// Candidate content files checked against the retained manifests at a time: bounds memory
+/// (about 100 bytes each) at the cost of one more pass over the retained manifests per batch.
+pub const CANDIDATE_BATCH: usize = 20_000;
 
 /// Manifests read at once.
 const READ_CONCURRENCY: usize = 8;
@@ -114,15 +115,69 @@ impl Unreachable {
     }
 }
 
-/// Finds the files only `before` reaches. A manifest list or manifest of an expired snapshot
-/// that is already gone (a deletion interrupted and resumed) counts as cleaned. `batch` bounds
-/// how many candidate content files are held at once.
+/// What an unreachable file is, in deletion order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FileKind {
+    /// A data or delete file.
+    Content,
+    /// A manifest.
+    Manifest,
+    /// A manifest list.
+    ManifestList,
+    /// A statistics or partition-statistics file.
+    Statistics,
+}
+
+/// Receives unreachable files a batch at a time, in deletion order (every content file before
+/// any manifest, manifests before manifest lists, those before statistics files), each with
+/// its size (0 where none is recorded).
+pub trait UnreachableSink: Send {
+    /// Takes one batch.
+    fn take(&mut self, kind: FileKind, files: Vec<(String, u64)>) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl UnreachableSink for Unreachable {
+    async fn take(&mut self, kind: FileKind, files: Vec<(String, u64)>) -> Result<()> {
+        self.bytes += files.iter().map(|(_, size)| size).sum::<u64>();
+        let paths = files.into_iter().map(|(path, _)| path);
+        match kind {
+            FileKind::Content => self.content_files.extend(paths),
+            FileKind::Manifest => self.manifests.extend(paths),
+            FileKind::ManifestList => self.manifest_lists.extend(paths),
+            FileKind::Statistics => self.statistics_files.extend(paths),
+        }
+        Ok(())
+    }
+}
+
+/// Finds the files only `before` reaches, all at once and sorted (see [`walk_unreachable`],
+/// which hands them out a batch at a time instead).
 pub async fn unreachable_files(
     io: &FileIO,
     before: &TableMetadataRef,
     after: &TableMetadataRef,
     batch: usize,
 ) -> Result<Unreachable> {
+    let mut unreachable = Unreachable::default();
+    walk_unreachable(io, before, after, batch, &mut unreachable).await?;
+    unreachable.content_files.sort();
+    unreachable.manifests.sort();
+    unreachable.manifest_lists.sort();
+    unreachable.statistics_files.sort();
+    Ok(unreachable)
+}
+
+/// Hands `sink` the files only `before` reaches, in deletion order. A manifest list or
+/// manifest of an expired snapshot that is already gone (a deletion interrupted and resumed)
+/// counts as cleaned. At most `batch` candidate content files are held at once, so memory grows
+/// with the number of manifests, not of files.
+pub async fn walk_unreachable(
+    io: &FileIO,
+    before: &TableMetadataRef,
+    after: &TableMetadataRef,
+    batch: usize,
+    sink: &mut impl UnreachableSink,
+) -> Result<()> {
     let kept_ids: HashSet<i64> = after.snapshots().map(|s| s.snapshot_id()).collect();
     let kept_lists: HashSet<&str> = after.snapshots().map(|s| s.manifest_list()).collect();
 
@@ -134,7 +189,7 @@ pub async fn unreachable_files(
         }
     }
 
-    let mut unreachable = Unreachable::default();
+    let mut lists = Vec::new();
     let mut candidate_manifests: HashMap<String, ManifestFile> = HashMap::new();
     for snapshot in before.snapshots().filter(|s| !kept_ids.contains(&s.snapshot_id())) {
         if kept_lists.contains(snapshot.manifest_list()) {
@@ -148,7 +203,7 @@ pub async fn unreachable_files(
                 }
             }
         }
-        unreachable.manifest_lists.push(snapshot.manifest_list().to_string());
+        lists.push((snapshot.manifest_list().to_string(), 0));
     }
 
     // Content files of the manifests only expired snapshots use, minus those a retained
@@ -160,13 +215,21 @@ pub async fn unreachable_files(
     while let Some(paths) = loaded.next().await {
         candidates.extend(paths?);
         if candidates.len() >= batch {
-            retain_unreferenced(io, &kept_manifests, &mut candidates, &mut unreachable).await?;
+            retain_unreferenced(io, &kept_manifests, &mut candidates, sink).await?;
         }
     }
-    retain_unreferenced(io, &kept_manifests, &mut candidates, &mut unreachable).await?;
+    retain_unreferenced(io, &kept_manifests, &mut candidates, sink).await?;
     drop(loaded);
-    unreachable.bytes += candidate_list.iter().map(|m| m.manifest_length.max(0) as u64).sum::<u64>();
-    unreachable.manifests = candidate_list.into_iter().map(|m| m.manifest_path).collect();
+    let mut manifests: Vec<(String, u64)> =
+        candidate_list.into_iter().map(|m| (m.manifest_path, m.manifest_length.max(0) as u64)).collect();
+    manifests.sort();
+    lists.sort();
+    if !manifests.is_empty() {
+        sink.take(FileKind::Manifest, manifests).await?;
+    }
+    if !lists.is_empty() {
+        sink.take(FileKind::ManifestList, lists).await?;
+    }
 
     let kept_statistics: HashSet<&str> = after
         .statistics_iter()
@@ -183,22 +246,21 @@ pub async fn unreachable_files(
             statistics.insert(path.to_string(), size.max(0) as u64);
         }
     }
-    unreachable.bytes += statistics.values().sum::<u64>();
-    unreachable.statistics_files = statistics.into_keys().collect();
-    unreachable.content_files.sort();
-    unreachable.manifests.sort();
-    unreachable.manifest_lists.sort();
-    unreachable.statistics_files.sort();
-    Ok(unreachable)
+    if !statistics.is_empty() {
+        let mut statistics: Vec<(String, u64)> = statistics.into_iter().collect();
+        statistics.sort();
+        sink.take(FileKind::Statistics, statistics).await?;
+    }
+    Ok(())
 }
 
-/// Removes from `candidates` every file a kept manifest lists as live, and moves the rest to
-/// `out`.
+/// Removes from `candidates` every file a kept manifest lists as live, and hands the rest to
+/// `sink`.
 async fn retain_unreferenced(
     io: &FileIO,
     kept: &HashMap<String, ManifestFile>,
     candidates: &mut HashMap<String, u64>,
-    out: &mut Unreachable,
+    sink: &mut impl UnreachableSink,
 ) -> Result<()> {
     if candidates.is_empty() {
         return Ok(());
@@ -213,11 +275,9 @@ async fn retain_unreferenced(
             break;
         }
     }
-    for (path, size) in candidates.drain() {
-        out.content_files.push(path);
-        out.bytes += size;
-    }
-    Ok(())
+    let mut files: Vec<(String, u64)> = candidates.drain().collect();
+    files.sort();
+    sink.take(FileKind::Content, files).await
 }
 
 /// The content files of a manifest with their sizes: only live entries when `live_only` (a retained

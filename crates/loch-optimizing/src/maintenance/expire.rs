@@ -7,13 +7,12 @@
 //! commit validates against it), and while data expiration counts from the last commit, so does
 //! the newest snapshot a writer other than Loch committed, with everything after each.
 
-use std::collections::HashSet;
-
+use iceberg::io::FileIO;
 use iceberg::spec::TableMetadataRef;
 use loch_catalog::storage::policy::delete_inside;
 use loch_catalog::{CatalogService, TableChange};
 use loch_meta::MetaStore;
-use loch_table::expire::{CANDIDATE_BATCH, Unreachable, plan_expiry, unreachable_files};
+use loch_table::expire::{CANDIDATE_BATCH, FileKind, UnreachableSink, plan_expiry, walk_unreachable};
 use loch_table::location::Location;
 
 use crate::error::{OptimizingError, Result};
@@ -99,9 +98,14 @@ pub async fn expire_snapshots(
     summary.metadata_before = table.table.metadata_location().map(str::to_string);
     let io = table.table.file_io();
     if dry_run {
-        let unreachable = unreachable_files(io, &metadata, &change.after, CANDIDATE_BATCH).await?;
-        count(&mut summary, &unreachable);
-        return Ok((summary, None));
+        let mut counter = Deleter {
+            io: io.clone(),
+            warehouse: table.catalog.warehouse.location.clone(),
+            scope: None,
+            summary: summary.clone(),
+        };
+        walk_unreachable(io, &metadata, &change.after, CANDIDATE_BATCH, &mut counter).await?;
+        return Ok((counter.summary, None));
     }
 
     let ident = table.name.clone();
@@ -121,42 +125,59 @@ pub async fn expire_snapshots(
 
 /// Deletes the files only the expired snapshots reached (content files, then manifests, then
 /// manifest lists and statistics files), inside the table's location only, and counts them into
-/// `summary`. Run again with the same versions, it finishes an interrupted deletion.
+/// `summary`. Run again with the same versions, it finishes an interrupted deletion. Files are
+/// deleted as they are found, a batch at a time, so memory does not grow with the table.
 pub async fn delete_expired(expired: &Expired, summary: &mut MaintenanceSummary) -> Result<()> {
+    let after = &expired.after;
+    let scope = Location::parse(after.location())
+        .map_err(|e| OptimizingError::Corrupt(format!("table location {}: {e}", after.location())))?;
     let io = expired.table.table.file_io();
-    let unreachable = unreachable_files(io, &expired.before, &expired.after, CANDIDATE_BATCH).await?;
-    count(summary, &unreachable);
-    summary.files_skipped = delete_unreachable(&expired.table, &expired.after, &unreachable).await?;
+    let mut deleter = Deleter {
+        io: io.clone(),
+        warehouse: expired.table.catalog.warehouse.location.clone(),
+        scope: Some(scope),
+        summary: MaintenanceSummary::default(),
+    };
+    walk_unreachable(io, &expired.before, after, CANDIDATE_BATCH, &mut deleter).await?;
+    let found = deleter.summary;
     metrics::counter!("loch_maintenance_files_deleted_total", "action" => "expire-snapshots")
-        .increment(unreachable.len() as u64);
+        .increment((found.content_files + found.metadata_files) as u64);
+    summary.content_files = found.content_files;
+    summary.metadata_files = found.metadata_files;
+    summary.bytes = found.bytes;
+    summary.files_skipped = found.files_skipped;
+    summary.paths = found.paths;
     Ok(())
 }
 
-/// Counts what `unreachable` holds into `summary` and lists its first paths.
-fn count(summary: &mut MaintenanceSummary, unreachable: &Unreachable) {
-    summary.content_files = unreachable.content_files.len();
-    summary.metadata_files = unreachable.len() - unreachable.content_files.len();
-    summary.bytes = unreachable.bytes;
-    summary.paths = unreachable.in_deletion_order().take(LISTED_PATHS).cloned().collect();
+/// Counts unreachable files into a summary (the first paths listed) and, with a scope, deletes
+/// them inside it.
+struct Deleter {
+    io: FileIO,
+    warehouse: Location,
+    /// The table's location; `None` only counts (a dry run).
+    scope: Option<Location>,
+    summary: MaintenanceSummary,
 }
 
-/// Deletes `unreachable` in its order (content files, manifests, lists, statistics), a chunk at
-/// a time, only inside the table's location; returns how many files were left alone.
-async fn delete_unreachable(
-    table: &ManagedTable,
-    after: &iceberg::spec::TableMetadata,
-    unreachable: &Unreachable,
-) -> Result<u64> {
-    let scope = Location::parse(after.location())
-        .map_err(|e| OptimizingError::Corrupt(format!("table location {}: {e}", after.location())))?;
-    let io = table.table.file_io();
-    let warehouse = &table.catalog.warehouse.location;
-    let mut skipped = 0;
-    let mut seen = HashSet::new();
-    let paths: Vec<&String> = unreachable.in_deletion_order().filter(|p| seen.insert(p.as_str())).collect();
-    for chunk in paths.chunks(DELETE_CHUNK) {
-        let deleted = delete_inside(io, warehouse, &scope, chunk.iter().map(|p| p.to_string()).collect()).await?;
-        skipped += deleted.skipped;
+impl UnreachableSink for Deleter {
+    async fn take(&mut self, kind: FileKind, files: Vec<(String, u64)>) -> loch_table::Result<()> {
+        let s = &mut self.summary;
+        match kind {
+            FileKind::Content => s.content_files += files.len(),
+            _ => s.metadata_files += files.len(),
+        }
+        s.bytes += files.iter().map(|(_, size)| size).sum::<u64>();
+        let room = LISTED_PATHS.saturating_sub(s.paths.len());
+        s.paths.extend(files.iter().take(room).map(|(path, _)| path.clone()));
+        let Some(scope) = &self.scope else { return Ok(()) };
+        for chunk in files.chunks(DELETE_CHUNK) {
+            let paths = chunk.iter().map(|(path, _)| path.clone()).collect();
+            let deleted = delete_inside(&self.io, &self.warehouse, scope, paths)
+                .await
+                .map_err(|e| loch_table::TableError::Invalid(format!("deleting expired files: {e}")))?;
+            s.files_skipped += deleted.skipped;
+        }
+        Ok(())
     }
-    Ok(skipped)
 }
