@@ -8,6 +8,7 @@ pub mod duration;
 pub mod expire;
 pub mod properties;
 pub mod runner;
+pub mod tags;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +43,9 @@ pub struct MaintenanceSummary {
     pub metadata_before: Option<String>,
     /// See `metadata_before`.
     pub metadata_after: Option<String>,
+    /// The tag an `auto-create-tags` run made (or in a dry run would make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_created: Option<String>,
 }
 
 /// A maintenance action, by Amoro's name.

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::error::{OptimizingError, Result};
 use crate::maintenance::dangling::clean_dangling_deletes;
 use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots};
+use crate::maintenance::tags::auto_create_tags;
 use crate::maintenance::{MaintenanceAction, MaintenanceSummary};
 use crate::record::{KIND_MAINTENANCE, ProcessAction, Processes, Summary, TableProcess};
 use crate::service::OptimizingService;
@@ -22,8 +23,11 @@ use crate::status::ProcessStatus;
 use crate::table::ManagedTable;
 
 /// The actions built so far.
-const AVAILABLE: [MaintenanceAction; 2] =
-    [MaintenanceAction::ExpireSnapshots, MaintenanceAction::CleanDanglingDeleteFiles];
+const AVAILABLE: [MaintenanceAction; 3] = [
+    MaintenanceAction::ExpireSnapshots,
+    MaintenanceAction::CleanDanglingDeleteFiles,
+    MaintenanceAction::AutoCreateTags,
+];
 
 /// Attempts of a failing run before the table waits for the next interval.
 const ATTEMPTS: u32 = 3;
@@ -100,6 +104,9 @@ impl OptimizingService {
             (true, MaintenanceAction::CleanDanglingDeleteFiles) => {
                 clean_dangling_deletes(&self.catalogs, table_id, true).await
             }
+            (true, MaintenanceAction::AutoCreateTags) => {
+                auto_create_tags(&self.catalogs, table_id, now_ms(), true).await
+            }
             (true, _) => expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), true)
                 .await
                 .map(|(summary, _)| summary),
@@ -137,6 +144,11 @@ impl OptimizingService {
         let expiry = match action {
             MaintenanceAction::CleanDanglingDeleteFiles => {
                 let outcome = clean_dangling_deletes(&self.catalogs, table_id, false).await;
+                self.end_run(process, &outcome).await?;
+                return outcome;
+            }
+            MaintenanceAction::AutoCreateTags => {
+                let outcome = auto_create_tags(&self.catalogs, table_id, now_ms(), false).await;
                 self.end_run(process, &outcome).await?;
                 return outcome;
             }

@@ -197,3 +197,41 @@ async fn dangling_delete_files_are_removed_and_rows_stay() {
     let again = clean_dangling_deletes(&env.catalogs, env.table_id, false).await.unwrap();
     assert_eq!(again.content_files, 0, "nothing dangles any more");
 }
+
+/// Automatic tags: after today's trigger time (midnight UTC) the first snapshot committed
+/// after it is tagged with yesterday's name, once; the tag reads that snapshot's rows; a dry run
+/// only names it; hourly tags name the previous hour; nothing is due before the trigger.
+#[tokio::test]
+async fn a_daily_tag_marks_the_first_snapshot_after_the_trigger() {
+    use chrono::{Duration as Span, Utc};
+    use loch_optimizing::maintenance::tags::{TagProperties, auto_create_tags, due_tag};
+
+    let props = [("tag.auto-create.enabled", "true"), ("tag.auto-create.trigger.max-delay.minutes", "0")];
+    let env = Env::new(false, &props).await;
+    env.append(0..3, "a").await;
+    let first = env.table().await.table.metadata().current_snapshot_id().unwrap();
+    env.append(3..6, "a").await;
+    let now = loch_meta::now_ms();
+    let yesterday = (Utc::now() - Span::days(1)).format("tag-%Y%m%d").to_string();
+
+    let dry = auto_create_tags(&env.catalogs, env.table_id, now, true).await.unwrap();
+    assert_eq!(dry.tag_created.as_deref(), Some(yesterday.as_str()));
+    assert!(env.table().await.table.metadata().snapshot_for_ref(&yesterday).is_none(), "a dry run tags nothing");
+    let run = auto_create_tags(&env.catalogs, env.table_id, now, false).await.unwrap();
+    assert_eq!(run.tag_created.as_deref(), Some(yesterday.as_str()));
+    let t = env.table().await;
+    assert_eq!(t.table.metadata().snapshot_for_ref(&yesterday).unwrap().snapshot_id(), first);
+    assert_eq!(rows(&scan_snapshot(&t.table, first).await.unwrap()).len(), 3);
+    let again = auto_create_tags(&env.catalogs, env.table_id, now, false).await.unwrap();
+    assert_eq!(again.tag_created, None, "one tag per period");
+
+    let metadata = t.table.metadata();
+    let parse = |pairs: &[(&str, &str)]| TagProperties::parse(&pairs.iter().copied().collect()).unwrap();
+    let hourly =
+        parse(&[("tag.auto-create.trigger.period", "hourly"), ("tag.auto-create.trigger.max-delay.minutes", "0")]);
+    let previous_hour = (Utc::now() - Span::hours(1)).format("tag-%Y%m%d%H").to_string();
+    assert_eq!(due_tag(metadata, &hourly, now).unwrap(), Some((previous_hour, first)));
+    let late = parse(&[("tag.auto-create.trigger.offset.minutes", "1500")]);
+    assert_eq!(due_tag(metadata, &late, now).unwrap(), None, "before the trigger time nothing is due");
+    assert!(TagProperties::parse(&[("tag.auto-create.tag-format", "'x")].into_iter().collect()).is_err());
+}
