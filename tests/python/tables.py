@@ -4,12 +4,14 @@
     tables.py digest NS.TABLE
     tables.py set-props NS.TABLE[,NS.TABLE...] KEY=VALUE ...
     tables.py reachable NS.TABLE
+    tables.py overwrite NS.TABLE --rows R
 
 `append` creates the namespace and table if needed (partitioned by `category` when P > 1) and
 commits N appends of R rows spread over P categories; ids continue from --start. It prints the
 SHA-256 of the rows it wrote, computed as `digest` does, so a test can check a read against it.
 `digest` prints the table's rows as a count and a SHA-256 of the sorted rows, its live data and
 delete file counts, and the current snapshot's summary, as one JSON line.
+`overwrite` replaces every row with R new ones (ids from 0) and prints their SHA-256.
 `reachable` prints every file the table's snapshots reach (manifest lists, manifests, live data
 and delete files), its current metadata file, and its snapshot count, as one JSON line.
 The catalog comes from LOCH_URI, LOCH_WAREHOUSE (default `local`) and LOCH_CREDENTIAL.
@@ -119,6 +121,15 @@ def digest(args):
     )
 
 
+def overwrite(args):
+    table = catalog().load_table(args.table)
+    rows = [
+        {"id": i, "category": "c000", "value": i * 0.5, "note": f"row {i} " + "x" * (i % 17)} for i in range(args.rows)
+    ]
+    table.overwrite(pa.Table.from_pylist(rows, schema=table.schema().as_arrow()))
+    print(json.dumps({"rows": len(rows), "sha256": rows_sha256(rows)}))
+
+
 def reachable(args):
     table = catalog().load_table(args.table)
     files = set()
@@ -162,6 +173,10 @@ def main():
     p.add_argument("table")
     p.add_argument("pairs", nargs="+")
     p.set_defaults(run=set_props)
+    p = commands.add_parser("overwrite")
+    p.add_argument("table")
+    p.add_argument("--rows", type=int, default=100)
+    p.set_defaults(run=overwrite)
     p = commands.add_parser("reachable")
     p.add_argument("table")
     p.set_defaults(run=reachable)

@@ -31,6 +31,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config.bind = bind;
     }
     config.optimizer.test_task_delay = crate::optimizer::test_task_delay()?;
+    config.maintenance.test_delete_pause = test_delete_pause()?;
     let default_catalog = config.catalog.default_name.clone();
     let auth = !config.auth.clients.is_empty();
     let server = loch_server::start(config).await.context("cannot start the server")?;
@@ -67,4 +68,14 @@ pub async fn wait_for_signal() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+/// Test hook: `LOCH_MAINTENANCE_TEST_DELETE_PAUSE_MS` makes maintenance pause after each batch
+/// of deletions, so that a test can kill the server in the middle of one.
+fn test_delete_pause() -> anyhow::Result<Option<std::time::Duration>> {
+    const VAR: &str = "LOCH_MAINTENANCE_TEST_DELETE_PAUSE_MS";
+    match std::env::var(VAR) {
+        Ok(ms) => Ok(Some(std::time::Duration::from_millis(ms.parse().with_context(|| format!("{VAR}={ms}"))?))),
+        Err(_) => Ok(None),
+    }
 }

@@ -182,6 +182,10 @@ pub struct MaintenanceConfig {
     pub clean_dangling_delete_files_interval: Duration,
     /// Maintenance runs at once.
     pub threads: usize,
+    /// Test hook (not configurable from files): maintenance pauses this long after each batch
+    /// of deletions.
+    #[serde(skip)]
+    pub test_delete_pause: Option<Duration>,
 }
 
 impl Default for MaintenanceConfig {
@@ -190,6 +194,7 @@ impl Default for MaintenanceConfig {
             expire_snapshots_interval: Duration::from_secs(3600),
             clean_dangling_delete_files_interval: Duration::from_secs(24 * 3600),
             threads: 2,
+            test_delete_pause: None,
         }
     }
 }
@@ -375,6 +380,7 @@ impl Config {
                 dangling_interval: (!self.maintenance.clean_dangling_delete_files_interval.is_zero())
                     .then_some(self.maintenance.clean_dangling_delete_files_interval),
                 threads: self.maintenance.threads.max(1),
+                test_delete_pause: self.maintenance.test_delete_pause,
                 tick: [
                     self.maintenance.expire_snapshots_interval,
                     self.maintenance.clean_dangling_delete_files_interval,

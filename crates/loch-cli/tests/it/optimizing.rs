@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{Serve, Tables};
+use crate::common::{Serve, Tables, http};
 
 /// The management API path of a table's optimizing processes.
 fn processes(table: &str) -> String {
@@ -294,4 +294,58 @@ fn files_under(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
         }
     }
     out
+}
+
+/// A `loch serve` killed (SIGKILL) while an expiry deletes files finishes the deletion when it
+/// starts again: the run ends as a success, every file only the expired snapshots reached is
+/// gone, and PyIceberg reads the table's rows.
+#[test]
+fn a_server_killed_while_expiry_deletes_finishes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = loch_testkit::free_port();
+    let quiet = [("LOCH_MAINTENANCE_EXPIRE__SNAPSHOTS__INTERVAL", "0s"), ("LOCH_OPTIMIZER_LOCAL__THREADS", "0")];
+    let mut env = quiet.to_vec();
+    env.push(("LOCH_MAINTENANCE_TEST_DELETE_PAUSE_MS", "600000"));
+    let server = Serve::start_with(&data, port, &env);
+    let Some(tables) = Tables::new(&server) else { return };
+    tables.run(&["append", "ns.t", "--appends", "5", "--rows", "10", "--prop", "snapshot.keep.duration=0ms"]);
+    let written = tables.run(&["overwrite", "ns.t", "--rows", "7"]);
+    let table_dir = data.join("warehouse/ns/t");
+    let parquet = |dir: &std::path::Path| files_under(dir).into_iter().filter(|f| f.ends_with(".parquet")).count();
+    assert_eq!(parquet(&table_dir), 6);
+
+    // The request hangs in the pause after the first batch (the appended data files).
+    let url = format!("{}/api/v1/tables/local/ns/t/maintenance/expire-snapshots", server.url);
+    std::thread::spawn(move || http::call(reqwest::Method::POST, &url, None));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while parquet(&table_dir) != 1 {
+        assert!(Instant::now() < deadline, "the data files were not deleted\n{}", server.proc.log_tail());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let manifest_lists = |dir: &std::path::Path| files_under(dir).into_iter().filter(|f| f.contains("/snap-")).count();
+    assert!(manifest_lists(&table_dir) > 1, "killed before the manifest lists went");
+    server.proc.kill();
+
+    let server = Serve::start_with(&data, port, &quiet);
+    let runs = server.get("/api/v1/tables/local/ns/t/maintenance/runs");
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+    assert_eq!(runs[0]["status"], "success", "{runs}");
+    let reachable = tables.run(&["reachable", "ns.t"]);
+    let live: std::collections::BTreeSet<String> = reachable["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().trim_start_matches("file://").to_string())
+        .collect();
+    let stray: Vec<String> =
+        files_under(&table_dir).into_iter().filter(|f| !f.ends_with(".metadata.json") && !live.contains(f)).collect();
+    assert!(stray.is_empty(), "left behind: {stray:?}");
+    assert_eq!(manifest_lists(&table_dir), 1);
+    let digest = tables.run(&["digest", "ns.t"]);
+    assert_eq!(
+        (digest["rows"].clone(), digest["sha256"].clone()),
+        (written["rows"].clone(), written["sha256"].clone())
+    );
+    server.stop("TERM");
 }

@@ -103,6 +103,7 @@ pub async fn expire_snapshots(
             warehouse: table.catalog.warehouse.location.clone(),
             scope: None,
             summary: summary.clone(),
+            pause: None,
         };
         walk_unreachable(io, &metadata, &change.after, CANDIDATE_BATCH, &mut counter).await?;
         return Ok((counter.summary, None));
@@ -127,7 +128,12 @@ pub async fn expire_snapshots(
 /// manifest lists and statistics files), inside the table's location only, and counts them into
 /// `summary`. Run again with the same versions, it finishes an interrupted deletion. Files are
 /// deleted as they are found, a batch at a time, so memory does not grow with the table.
-pub async fn delete_expired(expired: &Expired, summary: &mut MaintenanceSummary) -> Result<()> {
+/// `pause` (a test hook) waits after each batch of deletions.
+pub async fn delete_expired(
+    expired: &Expired,
+    summary: &mut MaintenanceSummary,
+    pause: Option<std::time::Duration>,
+) -> Result<()> {
     let after = &expired.after;
     let scope = Location::parse(after.location())
         .map_err(|e| OptimizingError::Corrupt(format!("table location {}: {e}", after.location())))?;
@@ -137,6 +143,7 @@ pub async fn delete_expired(expired: &Expired, summary: &mut MaintenanceSummary)
         warehouse: expired.table.catalog.warehouse.location.clone(),
         scope: Some(scope),
         summary: MaintenanceSummary::default(),
+        pause,
     };
     walk_unreachable(io, &expired.before, after, CANDIDATE_BATCH, &mut deleter).await?;
     let found = deleter.summary;
@@ -158,6 +165,8 @@ struct Deleter {
     /// The table's location; `None` only counts (a dry run).
     scope: Option<Location>,
     summary: MaintenanceSummary,
+    /// Test hook: wait this long after each batch.
+    pause: Option<std::time::Duration>,
 }
 
 impl UnreachableSink for Deleter {
@@ -177,6 +186,10 @@ impl UnreachableSink for Deleter {
                 .await
                 .map_err(|e| loch_table::TableError::Invalid(format!("deleting expired files: {e}")))?;
             s.files_skipped += deleted.skipped;
+        }
+        if let Some(pause) = self.pause {
+            tracing::warn!(?pause, ?kind, "test hook: pausing after deleting a batch");
+            tokio::time::sleep(pause).await;
         }
         Ok(())
     }

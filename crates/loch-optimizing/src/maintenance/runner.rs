@@ -47,6 +47,8 @@ pub struct MaintenanceConfig {
     pub threads: usize,
     /// How often the runner looks for due tables (30 s).
     pub tick: Duration,
+    /// Test hook: a pause after each batch of deletions (so a test can stop the server midway).
+    pub test_delete_pause: Option<Duration>,
 }
 
 impl Default for MaintenanceConfig {
@@ -56,6 +58,7 @@ impl Default for MaintenanceConfig {
             dangling_interval: Some(Duration::from_secs(24 * 3600)),
             threads: 2,
             tick: Duration::from_secs(30),
+            test_delete_pause: None,
         }
     }
 }
@@ -159,7 +162,8 @@ impl OptimizingService {
                 // Committed: record the two versions first, so a restart can finish the deletion.
                 process.summary = Summary::Maintenance(summary.clone());
                 self.store.update_process_summary(id, &process.to_row()?.summary).await?;
-                delete_expired(&expired, &mut summary).await.map(|()| summary)
+                let pause = self.config.maintenance.test_delete_pause;
+                delete_expired(&expired, &mut summary, pause).await.map(|()| summary)
             }
             Ok((summary, None)) => Ok(summary),
             Err(e) => Err(e),
@@ -228,7 +232,7 @@ impl OptimizingService {
         let before = self.catalogs.metadata_at(&table.catalog, before).await?.metadata.clone();
         let after = self.catalogs.metadata_at(&table.catalog, after).await?.metadata.clone();
         let mut summary = summary.clone();
-        delete_expired(&Expired { table, before, after }, &mut summary).await?;
+        delete_expired(&Expired { table, before, after }, &mut summary, None).await?;
         Ok(Some(summary))
     }
 

@@ -91,7 +91,7 @@ async fn fifty_snapshots_with_refs_keep_exactly_what_iceberg_s_rules_keep() {
     let (summary, expired) = expire_snapshots(&env.catalogs, &store, env.table_id, now, false).await.unwrap();
     let expired = expired.expect("snapshots expire");
     let mut summary = summary;
-    delete_expired(&expired, &mut summary).await.unwrap();
+    delete_expired(&expired, &mut summary, None).await.unwrap();
 
     // The oracle, rule by rule: main keeps its 2 newest and everything at or after the cutoff,
     // which the process moves back to #30; the branch keeps #20 and its 2 parents; the tag
