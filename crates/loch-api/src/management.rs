@@ -72,6 +72,9 @@ pub struct CatalogTable {
     pub last_commit_time: Option<i64>,
     /// Current metadata file.
     pub metadata_location: String,
+    /// The last run of each maintenance action, by action; absent when none ran.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub maintenance: std::collections::BTreeMap<String, crate::optimizing::MaintenanceRun>,
 }
 
 /// A dropped table whose files are still being deleted (`purgeRequested`); its location stays

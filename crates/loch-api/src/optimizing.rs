@@ -108,6 +108,9 @@ pub struct TableOptimizing {
     /// a process that failed); absent when it does not.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub blocked: Option<String>,
+    /// The last run of each maintenance action, by action; absent when none ran.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty", default)]
+    pub maintenance: std::collections::BTreeMap<String, MaintenanceRun>,
 }
 
 /// A process run on a table.
@@ -150,7 +153,7 @@ pub struct Process {
 }
 
 /// A maintenance run on a table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceRun {
     /// Run id (a process id).

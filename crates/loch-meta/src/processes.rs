@@ -307,6 +307,21 @@ impl MetaStore {
         })?)
     }
 
+    /// The latest process of each type of `kind` of each table (of table `table_id` only, when
+    /// given).
+    pub async fn latest_processes(&self, kind: &str, table_id: Option<i64>) -> Result<Vec<ProcessRecord>> {
+        Ok(on_pool!(self, read, |pool| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT {PROCESS_COLUMNS} FROM processes WHERE id IN (SELECT MAX(id) FROM processes \
+                 WHERE kind = $1 AND ($2 < 0 OR table_id = $2) GROUP BY table_id, process_type) ORDER BY id"
+            )))
+            .bind(kind)
+            .bind(table_id.unwrap_or(-1))
+            .fetch_all(pool)
+            .await
+        })?)
+    }
+
     /// When each table last started a process of each type of `kind`: `(table, type, time)`.
     pub async fn latest_starts(&self, kind: &str) -> Result<Vec<(i64, String, i64)>> {
         Ok(on_pool!(self, read, |pool| {

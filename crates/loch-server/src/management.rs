@@ -103,6 +103,7 @@ fn table_dto(record: TableRecord) -> CatalogTable {
         total_records: record.stats.total_records,
         last_commit_time: record.stats.last_commit_ms,
         metadata_location: record.metadata_location,
+        maintenance: Default::default(),
     }
 }
 
@@ -167,7 +168,22 @@ pub async fn list_catalog_tables(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Vec<CatalogTable>>, ApiError> {
-    Ok(Json(state.catalogs.catalog_tables(&name).await?.into_iter().map(table_dto).collect()))
+    let tables = state.catalogs.catalog_tables(&name).await?;
+    let mut runs: std::collections::HashMap<i64, Vec<loch_optimizing::TableProcess>> = Default::default();
+    if !tables.is_empty() {
+        for run in state.optimizing.last_maintenance_runs(None).await? {
+            runs.entry(run.table_id).or_default().push(run);
+        }
+    }
+    Ok(Json(
+        tables
+            .into_iter()
+            .map(|t| {
+                let last = runs.remove(&t.id).unwrap_or_default();
+                CatalogTable { maintenance: api::last_runs(last), ..table_dto(t) }
+            })
+            .collect(),
+    ))
 }
 
 /// List a catalog's purges in progress: dropped tables whose files are still being deleted, with

@@ -126,6 +126,12 @@ impl OptimizingService {
         outcome
     }
 
+    /// The last run of each action of table `table_id`, or of every table.
+    pub async fn last_maintenance_runs(&self, table_id: Option<i64>) -> Result<Vec<TableProcess>> {
+        let rows = self.store.latest_processes(KIND_MAINTENANCE, table_id).await?;
+        rows.into_iter().map(TableProcess::try_from).collect()
+    }
+
     /// A table's maintenance runs, newest first.
     pub async fn maintenance_runs(&self, table_id: i64, limit: i64, offset: i64) -> Result<Vec<TableProcess>> {
         Processes(&self.store).of_table(table_id, KIND_MAINTENANCE, limit, offset).await

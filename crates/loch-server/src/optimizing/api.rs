@@ -91,6 +91,7 @@ fn table_dto(named: NamedRuntime) -> TableOptimizing {
         last_major_at: runtime.last_major_at,
         last_full_at: runtime.last_full_at,
         blocked: runtime.blocked,
+        maintenance: Default::default(),
     }
 }
 
@@ -271,7 +272,9 @@ pub async fn table_optimizing(
 ) -> Result<Json<TableOptimizing>, ApiError> {
     let id = table_id(&state, &path.catalog, &path.namespace, &path.table).await?;
     let runtime = state.optimizing.table_runtime(id).await?;
-    Ok(Json(table_dto(runtime)))
+    let mut dto = table_dto(runtime);
+    dto.maintenance = last_runs(state.optimizing.last_maintenance_runs(Some(id)).await?);
+    Ok(Json(dto))
 }
 
 /// Paging of process lists.
@@ -391,6 +394,11 @@ pub async fn list_maintenance_runs(
     let offset = query.offset.unwrap_or(0).max(0);
     let runs = state.optimizing.maintenance_runs(id, limit, offset).await?;
     Ok(Json(runs.into_iter().map(run_dto).collect()))
+}
+
+/// Last runs by action.
+pub(crate) fn last_runs(runs: Vec<TableProcess>) -> std::collections::BTreeMap<String, MaintenanceRun> {
+    runs.into_iter().map(|r| (r.action.type_name().to_string(), run_dto(r))).collect()
 }
 
 fn run_dto(record: TableProcess) -> MaintenanceRun {

@@ -123,6 +123,13 @@ async fn expiry_keeps_the_head_and_tags(server: TestServer) {
     assert_eq!(paged, runs[1..].to_vec());
     let optimizing = call(&server, Method::GET, "/api/v1/tables/local/mnt/t/optimizing/processes", None).await.1;
     assert_eq!(optimizing, json!([]), "maintenance runs are not optimizing processes");
+
+    // The table's state and the catalog's table listing show the last run of each action.
+    let state = call(&server, Method::GET, "/api/v1/tables/local/mnt/t/optimizing", None).await.1;
+    assert_eq!(state["maintenance"]["expire-snapshots"], runs[0], "{state}");
+    let listing = call(&server, Method::GET, "/api/v1/catalogs/local/tables", None).await.1;
+    let listed = listing.as_array().unwrap().iter().find(|t| t["name"] == "t").unwrap();
+    assert_eq!(listed["maintenance"]["expire-snapshots"]["id"], runs[0]["id"], "{listed}");
 }
 
 async fn runs_of(server: &TestServer, table: &str, query: &str) -> Vec<Value> {
