@@ -19,6 +19,7 @@ use loch_testkit::data::{arrow_schema, rows, scan_all, write_data_files};
 use loch_testkit::local::{LocalTable, write_equality_deletes};
 
 mod expire;
+mod expire_props;
 mod parquet_writer;
 
 fn schema() -> Schema {
