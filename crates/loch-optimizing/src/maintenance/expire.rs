@@ -67,7 +67,10 @@ pub async fn expire_snapshots(
 
     let keep_ms = i64::try_from(props.expire.keep.as_millis()).unwrap_or(i64::MAX);
     let mut older_than = now_ms.saturating_sub(keep_ms);
-    for process in Processes(store).running().await?.into_iter().filter(|p| p.table_id == table_id) {
+    let optimizing = |p: &crate::record::TableProcess| {
+        p.table_id == table_id && matches!(p.action, crate::record::ProcessAction::Optimizing(_))
+    };
+    for process in Processes(store).running().await?.into_iter().filter(optimizing) {
         if let Some(base) = process.target_snapshot_id.and_then(|id| metadata.snapshot_by_id(id)) {
             older_than = older_than.min(base.timestamp_ms());
         }
@@ -121,6 +124,19 @@ pub async fn expire_snapshots(
         "snapshots expired"
     );
     let after = committed.metadata.metadata.clone();
+    // The commit path re-applies a change that lost a race to the newer metadata, and removing
+    // snapshots silently drops any ref a concurrent commit (on another server) pointed at one
+    // of them. Files are deleted only when nothing came in between; otherwise orphan cleaning
+    // gets them later.
+    let base = after.metadata_log().last().map(|entry| entry.metadata_file.as_str());
+    if base != summary.metadata_before.as_deref() {
+        tracing::warn!(
+            table = %table.display_name(),
+            "another commit came in between the expiry's read and its commit; its files are left in place"
+        );
+        summary.skipped = Some("another commit came in between; expired files are left for orphan cleaning".into());
+        return Ok((summary, None));
+    }
     Ok((summary, Some(Expired { table, before: metadata, after })))
 }
 
