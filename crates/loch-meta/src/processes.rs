@@ -131,6 +131,24 @@ const TASK_COLUMNS: &str = "process_id, task_id, status, attempt, retries, parti
 
 /// Runs `$body` inside a write transaction bound to `$tx`; the body returns
 /// `Ok(Result<T, MetaError>)` and commits only on `Ok(Ok(_))`.
+/// The insert of a new process row (its id comes back), for either backend.
+macro_rules! insert_process {
+    ($process:expr, $now:expr) => {
+        sqlx::query_scalar::<_, i64>(
+            "INSERT INTO processes (table_id, kind, process_type, status, group_name, target_snapshot_id, created_at, summary) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .bind($process.table_id)
+        .bind(&$process.kind)
+        .bind(&$process.process_type)
+        .bind(&$process.status)
+        .bind(&$process.group_name)
+        .bind($process.target_snapshot_id)
+        .bind($now)
+        .bind(&$process.summary)
+    };
+}
+
 macro_rules! in_write_tx {
     ($store:expr, |$tx:ident| $body:block) => {
         on_pool!($store, write, |pool| {
@@ -160,20 +178,7 @@ impl MetaStore {
     ) -> Result<i64> {
         let now = crate::now_ms();
         in_write_tx!(self, |tx| {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO processes (table_id, kind, process_type, status, group_name, target_snapshot_id, created_at, summary) \
-                 VALUES ($1, $2, $3, $8, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(process.table_id)
-            .bind(&process.kind)
-            .bind(&process.process_type)
-            .bind(&process.group_name)
-            .bind(process.target_snapshot_id)
-            .bind(now)
-            .bind(&process.summary)
-            .bind(&process.status)
-            .fetch_one(&mut *tx)
-            .await?;
+            let id: i64 = insert_process!(process, now).fetch_one(&mut *tx).await?;
             for task in tasks {
                 sqlx::query(
                     "INSERT INTO tasks (process_id, task_id, status, attempt, retries, partition_name, input, status_since, cost_ms, \
@@ -248,22 +253,7 @@ impl MetaStore {
     /// Starts a process that has no tasks and moves no runtime (a maintenance run); its id.
     pub async fn start_process(&self, process: &NewProcess) -> Result<i64> {
         let now = crate::now_ms();
-        Ok(on_pool!(self, write, |pool| {
-            sqlx::query_scalar(
-                "INSERT INTO processes (table_id, kind, process_type, status, group_name, target_snapshot_id, created_at, summary) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-            )
-            .bind(process.table_id)
-            .bind(&process.kind)
-            .bind(&process.process_type)
-            .bind(&process.status)
-            .bind(&process.group_name)
-            .bind(process.target_snapshot_id)
-            .bind(now)
-            .bind(&process.summary)
-            .fetch_one(pool)
-            .await
-        })?)
+        Ok(on_pool!(self, write, |pool| insert_process!(process, now).fetch_one(pool).await)?)
     }
 
     /// Writes a process without tasks or runtime (its status, end, message and summary), if it
@@ -317,18 +307,6 @@ impl MetaStore {
             )))
             .bind(kind)
             .bind(table_id.unwrap_or(-1))
-            .fetch_all(pool)
-            .await
-        })?)
-    }
-
-    /// When each table last started a process of each type of `kind`: `(table, type, time)`.
-    pub async fn latest_starts(&self, kind: &str) -> Result<Vec<(i64, String, i64)>> {
-        Ok(on_pool!(self, read, |pool| {
-            sqlx::query_as(
-                "SELECT table_id, process_type, MAX(created_at) FROM processes WHERE kind = $1 GROUP BY table_id, process_type",
-            )
-            .bind(kind)
             .fetch_all(pool)
             .await
         })?)

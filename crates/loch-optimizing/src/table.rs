@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use iceberg::table::Table;
 use iceberg::{NamespaceIdent, Runtime, TableIdent};
-use loch_catalog::{CatalogService, ResolvedCatalog, TableName};
+use loch_catalog::{CatalogService, ResolvedCatalog, TableLock, TableName};
 use loch_meta::TableRecord;
 
 use crate::error::{OptimizingError, Result};
@@ -54,6 +54,23 @@ impl ManagedTable {
             .runtime(Runtime::current())
             .build()?;
         Ok(Some(Self { record, catalog, name, table, props }))
+    }
+
+    /// Loads table `table_id` under its commit lock, so that no commit through this server
+    /// comes in between reading it and committing a change built on it (404 when it is gone).
+    /// A rename between taking the lock and reading again takes the lock of the new name.
+    pub async fn load_locked(catalogs: &CatalogService, table_id: i64) -> Result<(TableLock<'_>, Self)> {
+        let dropped = || OptimizingError::NotFound(format!("table {table_id}"));
+        let mut named = Self::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+        loop {
+            let lock = catalogs.lock_table(&named.catalog, &named.name).await;
+            let table = Self::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+            if table.name == named.name && table.catalog.record.id == named.catalog.record.id {
+                return Ok((lock, table));
+            }
+            drop(lock);
+            named = table;
+        }
     }
 
     /// `catalog.namespace.table`, for logs and task inputs.

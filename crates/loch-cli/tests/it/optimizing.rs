@@ -244,16 +244,8 @@ fn sixty_appends_compacted_and_expired_leave_only_live_files() {
     let table_dir = data.join("warehouse/ns/events");
     let deadline = Instant::now() + Duration::from_secs(60);
     let (on_disk, reachable) = loop {
-        let reachable = tables.run(&["reachable", "ns.events"]);
-        let live: std::collections::BTreeSet<String> = reachable["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().trim_start_matches("file://").to_string())
-            .collect();
+        let (reachable, live, stray) = stray_files(&tables, "ns.events", &table_dir);
         let on_disk = files_under(&table_dir);
-        let stray: Vec<&String> =
-            on_disk.iter().filter(|f| !f.ends_with(".metadata.json") && !live.contains(*f)).collect();
         if stray.is_empty() && reachable["snapshots"] == 1 {
             assert!(live.iter().all(|f| on_disk.contains(f)), "a live file is missing: {live:?}");
             break (on_disk, reachable);
@@ -277,6 +269,24 @@ fn sixty_appends_compacted_and_expired_leave_only_live_files() {
     let deleted: u64 = runs.as_array().unwrap().iter().filter_map(|r| r["summary"]["contentFiles"].as_u64()).sum();
     assert!(deleted >= 60, "the runs deleted the appended files: {runs}");
     server.stop("TERM");
+}
+
+/// What PyIceberg says table `name` reaches (its answer and the local paths), and the files
+/// under `dir` that are neither reached nor metadata JSON.
+fn stray_files(
+    tables: &Tables,
+    name: &str,
+    dir: &std::path::Path,
+) -> (Value, std::collections::BTreeSet<String>, Vec<String>) {
+    let reachable = tables.run(&["reachable", name]);
+    let live: std::collections::BTreeSet<String> = reachable["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().trim_start_matches("file://").to_string())
+        .collect();
+    let stray = files_under(dir).into_iter().filter(|f| !f.ends_with(".metadata.json") && !live.contains(f)).collect();
+    (reachable, live, stray)
 }
 
 /// Every file below `dir`, as absolute paths.
@@ -331,15 +341,7 @@ fn a_server_killed_while_expiry_deletes_finishes_after_restart() {
     let runs = server.get("/api/v1/tables/local/ns/t/maintenance/runs");
     assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
     assert_eq!(runs[0]["status"], "success", "{runs}");
-    let reachable = tables.run(&["reachable", "ns.t"]);
-    let live: std::collections::BTreeSet<String> = reachable["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().trim_start_matches("file://").to_string())
-        .collect();
-    let stray: Vec<String> =
-        files_under(&table_dir).into_iter().filter(|f| !f.ends_with(".metadata.json") && !live.contains(f)).collect();
+    let (_, _, stray) = stray_files(&tables, "ns.t", &table_dir);
     assert!(stray.is_empty(), "left behind: {stray:?}");
     assert_eq!(manifest_lists(&table_dir), 1);
     let digest = tables.run(&["digest", "ns.t"]);

@@ -9,7 +9,7 @@ use loch_catalog::{CatalogService, TableChange};
 use loch_table::scan::{LiveFile, live_files};
 use loch_table::snapshot::{RewriteFiles, SnapshotAction};
 
-use crate::error::{OptimizingError, Result};
+use crate::error::Result;
 use crate::maintenance::MaintenanceSummary;
 use crate::maintenance::properties::MaintenanceProperties;
 use crate::plan::partition::applies;
@@ -31,10 +31,7 @@ pub async fn clean_dangling_deletes(
     table_id: i64,
     dry_run: bool,
 ) -> Result<MaintenanceSummary> {
-    let dropped = || OptimizingError::NotFound(format!("table {table_id}"));
-    let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
-    let lock = catalogs.lock_table(&named.catalog, &named.name).await;
-    let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+    let (lock, table) = ManagedTable::load_locked(catalogs, table_id).await?;
     let metadata = table.table.metadata_ref();
     let props = MaintenanceProperties::resolve(&table.catalog.record.properties, metadata.properties())?;
     let mut summary = MaintenanceSummary { dry_run, ..MaintenanceSummary::default() };

@@ -52,11 +52,7 @@ pub async fn expire_snapshots(
     now_ms: i64,
     dry_run: bool,
 ) -> Result<(MaintenanceSummary, Option<Expired>)> {
-    let dropped = || OptimizingError::NotFound(format!("table {table_id}"));
-    let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
-    let lock = catalogs.lock_table(&named.catalog, &named.name).await;
-    // Read again under the lock: no commit through this server can come in between.
-    let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+    let (lock, table) = ManagedTable::load_locked(catalogs, table_id).await?;
     let metadata = table.table.metadata_ref();
     let props = MaintenanceProperties::resolve(&table.catalog.record.properties, metadata.properties())?;
     let mut summary = MaintenanceSummary { dry_run, ..MaintenanceSummary::default() };

@@ -254,13 +254,13 @@ impl OptimizingService {
             let interval_of: HashMap<MaintenanceAction, i64> = scheduled.iter().copied().collect();
             let permits = Arc::new(Semaphore::new(config.threads.max(1)));
             let mut due: HashMap<(i64, MaintenanceAction), Due> = HashMap::new();
-            match service.store.latest_starts(KIND_MAINTENANCE).await {
-                Ok(starts) => {
-                    for (table_id, name, at) in starts {
-                        if let Ok(action) = MaintenanceAction::parse(&name)
+            match service.last_maintenance_runs(None).await {
+                Ok(runs) => {
+                    for run in runs {
+                        if let ProcessAction::Maintenance(action) = run.action
                             && let Some(interval) = interval_of.get(&action)
                         {
-                            due.insert((table_id, action), Due { at: at + interval, failures: 0 });
+                            due.insert((run.table_id, action), Due { at: run.created_at + interval, failures: 0 });
                         }
                     }
                 }

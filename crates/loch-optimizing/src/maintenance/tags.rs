@@ -145,10 +145,7 @@ pub async fn auto_create_tags(
     now_ms: i64,
     dry_run: bool,
 ) -> Result<MaintenanceSummary> {
-    let dropped = || OptimizingError::NotFound(format!("table {table_id}"));
-    let named = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
-    let lock = catalogs.lock_table(&named.catalog, &named.name).await;
-    let table = ManagedTable::load(catalogs, table_id).await?.ok_or_else(dropped)?;
+    let (lock, table) = ManagedTable::load_locked(catalogs, table_id).await?;
     let metadata = table.table.metadata();
     let props = TagProperties::parse(&merge(&table.catalog.record.properties, metadata.properties()))?;
     let mut summary = MaintenanceSummary { dry_run, ..MaintenanceSummary::default() };

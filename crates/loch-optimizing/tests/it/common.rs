@@ -121,17 +121,22 @@ impl Env {
         rows(&scan_all(&self.table().await.table).await.unwrap())
     }
 
-    /// Counts of live (data, position delete, equality delete) files.
-    pub async fn file_counts(&self) -> (usize, usize, usize) {
+    /// The live files of the current snapshot.
+    pub async fn live_files(&self) -> Vec<loch_table::scan::LiveFile> {
         let t = self.table().await;
         let snapshot = t.table.metadata().current_snapshot().unwrap().clone();
-        let files: Vec<loch_table::scan::LiveFile> = futures::TryStreamExt::try_collect(loch_table::scan::live_files(
+        futures::TryStreamExt::try_collect(loch_table::scan::live_files(
             t.table.file_io().clone(),
             t.table.metadata_ref(),
             snapshot,
         ))
         .await
-        .unwrap();
+        .unwrap()
+    }
+
+    /// Counts of live (data, position delete, equality delete) files.
+    pub async fn file_counts(&self) -> (usize, usize, usize) {
+        let files = self.live_files().await;
         let count = |c| files.iter().filter(|f| f.content() == c).count();
         (
             count(iceberg::spec::DataContentType::Data),

@@ -120,22 +120,13 @@ async fn fifty_snapshots_with_refs_keep_exactly_what_iceberg_s_rules_keep() {
 
     // The process's commit, planned from #30, still validates and succeeds: it compacts the
     // files of #1 and #2, live since before #30.
-    let live = futures::TryStreamExt::try_collect::<Vec<_>>(loch_table::scan::live_files(
-        t.table.file_io().clone(),
-        t.table.metadata_ref(),
-        t.table.metadata().current_snapshot().unwrap().clone(),
-    ))
-    .await
-    .unwrap();
-    let ordered = |f: &loch_table::scan::LiveFile| f.file.lower_bounds().get(&1).cloned();
-    let mut firsts: Vec<_> = live.into_iter().collect();
-    firsts.sort_by_key(|f| format!("{:?}", ordered(f)));
+    let first_two = [iceberg::spec::Datum::long(0), iceberg::spec::Datum::long(1)];
     let merged = write_data_files(&t.table, &batch(&t.table, [0, 1], "a")).await.unwrap();
     let mut rewrite = RewriteFiles::new(nth(30)).set_property("snapshot.producer", "OPTIMIZE");
-    for f in firsts.into_iter().filter(|f| {
-        ordered(f).is_some_and(|b| b == iceberg::spec::Datum::long(0) || b == iceberg::spec::Datum::long(1))
-    }) {
-        rewrite = rewrite.rewrite_data_file(f);
+    for f in env.live_files().await {
+        if f.file.lower_bounds().get(&1).is_some_and(|b| first_two.contains(b)) {
+            rewrite = rewrite.rewrite_data_file(f);
+        }
     }
     for f in merged {
         rewrite = rewrite.add_data_file(f);
@@ -166,13 +157,7 @@ async fn dangling_delete_files_are_removed_and_rows_stay() {
     // Rewrite `a` with its deletes applied, leaving the position delete behind.
     let t = env.table().await;
     let head = t.table.metadata().current_snapshot_id().unwrap();
-    let live = futures::TryStreamExt::try_collect::<Vec<_>>(loch_table::scan::live_files(
-        t.table.file_io().clone(),
-        t.table.metadata_ref(),
-        t.table.metadata().current_snapshot().unwrap().clone(),
-    ))
-    .await
-    .unwrap();
+    let live = env.live_files().await;
     let old_a = live.iter().find(|f| f.path() == a.file_path()).unwrap().clone();
     let kept: Vec<i64> = (0..10).filter(|i| *i != 1 && *i != 2).collect();
     let mut rewrite = RewriteFiles::new(head).rewrite_data_file(old_a);

@@ -23,6 +23,21 @@ async fn ids_at(table: &Table, snapshot_id: i64) -> Vec<i64> {
     ids(&scan_snapshot(table, snapshot_id).await.unwrap())
 }
 
+/// Namespace `mnt` and in it table `t`, not optimized, whose snapshots expire as soon as they
+/// are not the newest.
+async fn expiring_table(server: &TestServer) -> (iceberg_catalog_rest::RestCatalog, NamespaceIdent, Table) {
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("mnt".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let props = HashMap::from([
+        ("self-optimizing.enabled".to_string(), "false".to_string()),
+        ("snapshot.keep.duration".to_string(), "0ms".to_string()),
+    ]);
+    let creation = TableCreation::builder().name("t".into()).schema(simple_schema()).properties(props).build();
+    let table = catalog.create_table(&ns, creation).await.unwrap();
+    (catalog, ns, table)
+}
+
 async fn expire(server: &TestServer, table: &str, query: &str) -> (u16, Value) {
     let path = format!("/api/v1/tables/local/mnt/{table}/maintenance/expire-snapshots{query}");
     call(server, Method::POST, &path, None).await
@@ -33,15 +48,7 @@ async fn expire(server: &TestServer, table: &str, query: &str) -> (u16, Value) {
 /// appends 3–6, which only expired snapshots reached. A dry run first reports the same and
 /// changes nothing.
 async fn expiry_keeps_the_head_and_tags(server: TestServer) {
-    let catalog = server.rest_catalog().await;
-    let ns = NamespaceIdent::new("mnt".into());
-    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
-    let props = HashMap::from([
-        ("self-optimizing.enabled".to_string(), "false".to_string()),
-        ("snapshot.keep.duration".to_string(), "0ms".to_string()),
-    ]);
-    let creation = TableCreation::builder().name("t".into()).schema(simple_schema()).properties(props).build();
-    let mut table = catalog.create_table(&ns, creation).await.unwrap();
+    let (catalog, ns, mut table) = expiring_table(&server).await;
     let mut files_of_append = Vec::new();
     for i in 0..6 {
         let before: Vec<String> = data_file_paths(&table).await.unwrap_or_default();
@@ -252,15 +259,7 @@ async fn the_runner_expires_snapshots_on_its_own() {
 async fn a_restart_finishes_an_interrupted_deletion() {
     use iceberg::transaction::{ApplyTransactionAction, Transaction};
     let Some(mut server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
-    let catalog = server.rest_catalog().await;
-    let ns = NamespaceIdent::new("mnt".into());
-    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
-    let props = HashMap::from([
-        ("self-optimizing.enabled".to_string(), "false".to_string()),
-        ("snapshot.keep.duration".to_string(), "0ms".to_string()),
-    ]);
-    let creation = TableCreation::builder().name("t".into()).schema(simple_schema()).properties(props).build();
-    let mut table = catalog.create_table(&ns, creation).await.unwrap();
+    let (catalog, ns, mut table) = expiring_table(&server).await;
     for i in 0..3 {
         table = append(&catalog, &table, &batch(&table, &[i], "a")).await.unwrap();
     }
