@@ -48,8 +48,11 @@ impl OptimizingService {
         let Some(table) = ManagedTable::load(&self.catalogs, table_id).await? else {
             self.tracker.forget(table_id);
             self.tracker.set_due(table_id, None);
+            self.lock_switches().remove(&table_id);
             return Ok(());
         };
+        let props = crate::properties::merge(&table.catalog.record.properties, table.table.metadata().properties());
+        self.lock_switches().insert(table_id, crate::maintenance::switched_on(&props));
         let location = table.table.metadata_location().unwrap_or_default().to_string();
         let catalog_updated_at = table.catalog.record.updated_at;
         let outcome = self.refresh_loaded(&table, due).await;

@@ -196,6 +196,27 @@ impl Props<'_> {
         }
     }
 
+    /// A duration whose bare number counts `unit`s (Amoro's `...-minutes`, `...-ms` properties);
+    /// an explicit unit overrides it (`30s`).
+    pub fn duration_in(
+        &self,
+        key: &str,
+        unit: std::time::Duration,
+        default: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        match self.get(key) {
+            Some(v) if !v.trim().is_empty() && v.trim().bytes().all(|b| b.is_ascii_digit()) => {
+                let n: u32 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| OptimizingError::InvalidProperty(format!("{key}={v:?} is out of range")))?;
+                unit.checked_mul(n)
+                    .ok_or_else(|| OptimizingError::InvalidProperty(format!("{key}={v:?} is out of range")))
+            }
+            _ => self.duration(key, default),
+        }
+    }
+
     /// A number.
     pub fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T> {
         match self.get(key) {

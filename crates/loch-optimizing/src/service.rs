@@ -79,6 +79,9 @@ pub struct OptimizingService {
     pub(crate) planning: Mutex<HashSet<String>>,
     pub(crate) committing: Mutex<HashSet<i64>>,
     pub(crate) tracker: crate::tracker::Tracker,
+    /// The maintenance actions each table's properties switch on, as of its last look: the
+    /// runner fires only those, without reading every table's metadata each tick.
+    pub(crate) switches: Mutex<HashMap<i64, Vec<crate::maintenance::MaintenanceAction>>>,
 }
 
 impl std::fmt::Debug for OptimizingService {
@@ -105,6 +108,7 @@ impl OptimizingService {
             planning: Mutex::new(HashSet::new()),
             committing: Mutex::new(HashSet::new()),
             tracker: crate::tracker::Tracker::default(),
+            switches: Mutex::new(HashMap::new()),
         }))
     }
 

@@ -180,6 +180,18 @@ pub struct MaintenanceConfig {
     /// often; `0s` turns the scheduled runs off.
     #[serde(with = "duration")]
     pub clean_dangling_delete_files_interval: Duration,
+    /// Orphan cleaning of every table with `clean-orphan-file.enabled` this often; `0s` turns
+    /// the scheduled runs off.
+    #[serde(with = "duration")]
+    pub clean_orphan_files_interval: Duration,
+    /// Data expiration of every table with `data-expire.enabled` this often; `0s` turns the
+    /// scheduled runs off.
+    #[serde(with = "duration")]
+    pub expire_data_interval: Duration,
+    /// Automatic tagging of every table with `tag.auto-create.enabled` this often; `0s` turns
+    /// the scheduled runs off.
+    #[serde(with = "duration")]
+    pub auto_create_tags_interval: Duration,
     /// Maintenance runs at once.
     pub threads: usize,
     /// Test hook (not configurable from files): maintenance pauses this long after each batch
@@ -188,11 +200,43 @@ pub struct MaintenanceConfig {
     pub test_delete_pause: Option<Duration>,
 }
 
+impl MaintenanceConfig {
+    /// The runner's settings: the non-zero intervals, and a tick no longer than the shortest.
+    fn runner(&self) -> loch_optimizing::maintenance::runner::MaintenanceConfig {
+        use loch_optimizing::maintenance::MaintenanceAction as A;
+        let intervals: Vec<(A, Duration)> = [
+            (A::ExpireSnapshots, self.expire_snapshots_interval),
+            (A::CleanOrphanFiles, self.clean_orphan_files_interval),
+            (A::CleanDanglingDeleteFiles, self.clean_dangling_delete_files_interval),
+            (A::ExpireData, self.expire_data_interval),
+            (A::AutoCreateTags, self.auto_create_tags_interval),
+        ]
+        .into_iter()
+        .filter(|(_, d)| !d.is_zero())
+        .collect();
+        let tick = intervals
+            .iter()
+            .map(|(_, d)| *d)
+            .min()
+            .unwrap_or(Duration::from_secs(30))
+            .clamp(Duration::from_millis(100), Duration::from_secs(30));
+        loch_optimizing::maintenance::runner::MaintenanceConfig {
+            intervals,
+            threads: self.threads.max(1),
+            tick,
+            test_delete_pause: self.test_delete_pause,
+        }
+    }
+}
+
 impl Default for MaintenanceConfig {
     fn default() -> Self {
         Self {
             expire_snapshots_interval: Duration::from_secs(3600),
             clean_dangling_delete_files_interval: Duration::from_secs(24 * 3600),
+            clean_orphan_files_interval: Duration::from_secs(24 * 3600),
+            expire_data_interval: Duration::from_secs(24 * 3600),
+            auto_create_tags_interval: Duration::from_secs(60),
             threads: 2,
             test_delete_pause: None,
         }
@@ -374,23 +418,7 @@ impl Config {
             execute_timeout: (!o.task_execute_timeout.is_zero()).then_some(o.task_execute_timeout),
             poll_timeout: o.polling_timeout,
             history_keep: self.process.history_data_keep_time,
-            maintenance: loch_optimizing::maintenance::runner::MaintenanceConfig {
-                expire_interval: (!self.maintenance.expire_snapshots_interval.is_zero())
-                    .then_some(self.maintenance.expire_snapshots_interval),
-                dangling_interval: (!self.maintenance.clean_dangling_delete_files_interval.is_zero())
-                    .then_some(self.maintenance.clean_dangling_delete_files_interval),
-                threads: self.maintenance.threads.max(1),
-                test_delete_pause: self.maintenance.test_delete_pause,
-                tick: [
-                    self.maintenance.expire_snapshots_interval,
-                    self.maintenance.clean_dangling_delete_files_interval,
-                ]
-                .into_iter()
-                .filter(|d| !d.is_zero())
-                .min()
-                .unwrap_or(Duration::from_secs(30))
-                .clamp(Duration::from_millis(100), Duration::from_secs(30)),
-            },
+            maintenance: self.maintenance.runner(),
         }
     }
 

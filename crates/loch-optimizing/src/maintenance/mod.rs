@@ -1,11 +1,12 @@
 //! Table maintenance beyond compaction (Amoro's actions, names and defaults): snapshot expiry
-//! and dangling-delete cleaning now; orphan cleaning, data expiration and automatic tags next. Each action
+//! dangling-delete and orphan cleaning, automatic tags; data expiration next. Each action
 //! reads its table properties (`properties`), works on one table under its commit lock, commits
 //! through the catalog's commit path and deletes only inside the table's location.
 
 pub mod dangling;
 pub mod duration;
 pub mod expire;
+pub mod orphans;
 pub mod properties;
 pub mod runner;
 pub mod tags;
@@ -43,9 +44,16 @@ pub struct MaintenanceSummary {
     pub metadata_before: Option<String>,
     /// See `metadata_before`.
     pub metadata_after: Option<String>,
+    /// Empty directories removed (orphan cleaning of a local table).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dirs_removed: usize,
     /// The tag an `auto-create-tags` run made (or in a dry run would make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_created: Option<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// A maintenance action, by Amoro's name.
@@ -84,6 +92,11 @@ impl MaintenanceAction {
         }
     }
 
+    /// True when the action is on for a table that sets none of its properties.
+    pub fn on_by_default(self) -> bool {
+        matches!(self, MaintenanceAction::ExpireSnapshots | MaintenanceAction::CleanDanglingDeleteFiles)
+    }
+
     /// Parses a name; a 400 naming the known actions for anything else.
     pub fn parse(name: &str) -> Result<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == name).ok_or_else(|| {
@@ -93,9 +106,46 @@ impl MaintenanceAction {
     }
 }
 
+/// The actions a table's (merged) properties switch on. A switch that does not parse counts as
+/// on, so that the action's run reports the bad value instead of the table going quiet.
+pub fn switched_on(props: &std::collections::HashMap<&str, &str>) -> Vec<MaintenanceAction> {
+    let flag = |key: &str, default: bool| match props.get(key).map(|v| v.to_ascii_lowercase()) {
+        Some(v) if v == "false" => false,
+        Some(v) if v == "true" => true,
+        Some(_) => true,
+        None => default,
+    };
+    let gc = flag("gc.enabled", true);
+    MaintenanceAction::ALL
+        .into_iter()
+        .filter(|action| match action {
+            MaintenanceAction::ExpireSnapshots => gc && flag("table-expire.enabled", true),
+            MaintenanceAction::CleanOrphanFiles => gc && flag("clean-orphan-file.enabled", false),
+            MaintenanceAction::CleanDanglingDeleteFiles => gc && flag("clean-dangling-delete-files.enabled", true),
+            MaintenanceAction::ExpireData => gc && flag("data-expire.enabled", false),
+            MaintenanceAction::AutoCreateTags => flag("tag.auto-create.enabled", false),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn switches_follow_amoro_s_defaults_and_gc() {
+        let on = |pairs: &[(&str, &str)]| switched_on(&pairs.iter().copied().collect());
+        let defaults: Vec<_> = MaintenanceAction::ALL.into_iter().filter(|a| a.on_by_default()).collect();
+        assert_eq!(on(&[]), defaults);
+        assert_eq!(
+            on(&[("gc.enabled", "false"), ("tag.auto-create.enabled", "true"), ("clean-orphan-file.enabled", "true")]),
+            vec![MaintenanceAction::AutoCreateTags]
+        );
+        assert!(
+            on(&[("data-expire.enabled", "yes")]).contains(&MaintenanceAction::ExpireData),
+            "reported, not ignored"
+        );
+    }
 
     #[test]
     fn actions_have_amoro_s_names() {

@@ -21,6 +21,16 @@ pub struct ExpireProperties {
     pub min_count: usize,
 }
 
+/// How a table's orphan files are cleaned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrphanProperties {
+    /// `clean-orphan-file.enabled` (false), and `gc.enabled`.
+    pub enabled: bool,
+    /// `clean-orphan-file.min-existing-time-minutes` (2880): younger files may belong to a
+    /// commit in flight and stay. A bare number is minutes; a unit may be given (`30s`).
+    pub min_existing: Duration,
+}
+
 /// A table's maintenance properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceProperties {
@@ -30,6 +40,8 @@ pub struct MaintenanceProperties {
     pub expire: ExpireProperties,
     /// `clean-dangling-delete-files.enabled` (true), and `gc.enabled`.
     pub clean_dangling_deletes: bool,
+    /// Orphan file cleaning.
+    pub orphans: OrphanProperties,
     /// Data expiration is on and counts from the last commit (`data-expire.enabled` with
     /// `data-expire.base-on-rule` `LAST_COMMIT_TIME`): expiry then keeps the newest snapshot a
     /// writer other than Loch committed, the time data expiration counts from.
@@ -55,6 +67,14 @@ impl MaintenanceProperties {
         Ok(Self {
             data_expire_from_last_commit: data_expire && base.eq_ignore_ascii_case("LAST_COMMIT_TIME"),
             clean_dangling_deletes: gc_enabled && p.bool("clean-dangling-delete-files.enabled", true)?,
+            orphans: OrphanProperties {
+                enabled: gc_enabled && p.bool("clean-orphan-file.enabled", false)?,
+                min_existing: p.duration_in(
+                    "clean-orphan-file.min-existing-time-minutes",
+                    Duration::from_secs(60),
+                    Duration::from_secs(2880 * 60),
+                )?,
+            },
             gc_enabled,
             expire: ExpireProperties {
                 enabled: gc_enabled && p.bool("table-expire.enabled", true)?,
@@ -79,6 +99,21 @@ mod tests {
         assert!(p.gc_enabled && p.expire.enabled);
         assert_eq!(p.expire.keep, Duration::from_secs(12 * 3600));
         assert_eq!(p.expire.min_count, 1);
+        assert!(!p.orphans.enabled);
+        assert_eq!(p.orphans.min_existing, Duration::from_secs(2880 * 60));
+    }
+
+    #[test]
+    fn orphan_age_is_minutes_unless_a_unit_says_otherwise() {
+        let p = parse(&[("clean-orphan-file.enabled", "true"), ("clean-orphan-file.min-existing-time-minutes", "90")]);
+        let p = p.unwrap();
+        assert!(p.orphans.enabled);
+        assert_eq!(p.orphans.min_existing, Duration::from_secs(90 * 60));
+        let p = parse(&[("clean-orphan-file.min-existing-time-minutes", "30s")]).unwrap();
+        assert_eq!(p.orphans.min_existing, Duration::from_secs(30));
+        let off = parse(&[("clean-orphan-file.enabled", "true"), ("gc.enabled", "false")]).unwrap();
+        assert!(!off.orphans.enabled, "gc.enabled=false turns orphan cleaning off");
+        assert!(parse(&[("clean-orphan-file.min-existing-time-minutes", "soon")]).is_err());
     }
 
     #[test]

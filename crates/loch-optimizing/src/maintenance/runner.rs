@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::error::{OptimizingError, Result};
 use crate::maintenance::dangling::clean_dangling_deletes;
 use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots};
+use crate::maintenance::orphans::clean_orphan_files;
 use crate::maintenance::tags::auto_create_tags;
 use crate::maintenance::{MaintenanceAction, MaintenanceSummary};
 use crate::record::{KIND_MAINTENANCE, ProcessAction, Processes, Summary, TableProcess};
@@ -23,8 +24,9 @@ use crate::status::ProcessStatus;
 use crate::table::ManagedTable;
 
 /// The actions built so far.
-const AVAILABLE: [MaintenanceAction; 3] = [
+const AVAILABLE: [MaintenanceAction; 4] = [
     MaintenanceAction::ExpireSnapshots,
+    MaintenanceAction::CleanOrphanFiles,
     MaintenanceAction::CleanDanglingDeleteFiles,
     MaintenanceAction::AutoCreateTags,
 ];
@@ -39,10 +41,10 @@ const LOCAL: &str = "local";
 /// Server-side settings of maintenance (Amoro's process-factory intervals).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceConfig {
-    /// `expire-snapshots` interval (1 h); `None` turns scheduled expiry off.
-    pub expire_interval: Option<Duration>,
-    /// `clean-dangling-delete-files` interval (1 d); `None` turns it off.
-    pub dangling_interval: Option<Duration>,
+    /// How often each action runs per table (`expire-snapshots` 1 h, `clean-orphan-files` 1 d,
+    /// `clean-dangling-delete-files` 1 d, `expire-data` 1 d, `auto-create-tags` 1 min); an
+    /// action left out runs only on request.
+    pub intervals: Vec<(MaintenanceAction, Duration)>,
     /// Runs at once (2).
     pub threads: usize,
     /// How often the runner looks for due tables (30 s).
@@ -51,11 +53,21 @@ pub struct MaintenanceConfig {
     pub test_delete_pause: Option<Duration>,
 }
 
+impl MaintenanceConfig {
+    /// Amoro's default interval of each action.
+    pub fn default_interval(action: MaintenanceAction) -> Duration {
+        match action {
+            MaintenanceAction::ExpireSnapshots => Duration::from_secs(3600),
+            MaintenanceAction::AutoCreateTags => Duration::from_secs(60),
+            _ => Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
 impl Default for MaintenanceConfig {
     fn default() -> Self {
         Self {
-            expire_interval: Some(Duration::from_secs(3600)),
-            dangling_interval: Some(Duration::from_secs(24 * 3600)),
+            intervals: MaintenanceAction::ALL.into_iter().map(|a| (a, Self::default_interval(a))).collect(),
             threads: 2,
             tick: Duration::from_secs(30),
             test_delete_pause: None,
@@ -64,16 +76,14 @@ impl Default for MaintenanceConfig {
 }
 
 impl MaintenanceConfig {
-    /// The scheduled actions and their intervals in ms.
+    /// The scheduled actions (those built so far) and their intervals in ms.
     fn scheduled(&self) -> Vec<(MaintenanceAction, i64)> {
         let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1);
-        [
-            (MaintenanceAction::ExpireSnapshots, self.expire_interval),
-            (MaintenanceAction::CleanDanglingDeleteFiles, self.dangling_interval),
-        ]
-        .into_iter()
-        .filter_map(|(action, interval)| Some((action, ms(interval?))))
-        .collect()
+        self.intervals
+            .iter()
+            .filter(|(action, interval)| AVAILABLE.contains(action) && !interval.is_zero())
+            .map(|&(action, interval)| (action, ms(interval)))
+            .collect()
     }
 }
 
@@ -103,17 +113,10 @@ impl OptimizingService {
             )));
         }
         let started = std::time::Instant::now();
-        let outcome = match (dry_run, action) {
-            (true, MaintenanceAction::CleanDanglingDeleteFiles) => {
-                clean_dangling_deletes(&self.catalogs, table_id, true).await
-            }
-            (true, MaintenanceAction::AutoCreateTags) => {
-                auto_create_tags(&self.catalogs, table_id, now_ms(), true).await
-            }
-            (true, _) => expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), true)
-                .await
-                .map(|(summary, _)| summary),
-            (false, _) => self.recorded_run(table_id, action).await,
+        let outcome = if dry_run {
+            self.execute(table_id, action, true).await.map(|(summary, _)| summary)
+        } else {
+            self.recorded_run(table_id, action).await
         };
         let result = match &outcome {
             Ok(_) => ProcessStatus::Success.as_str(),
@@ -150,19 +153,7 @@ impl OptimizingService {
         let Some(mut process) = Processes(&self.store).get(id).await? else {
             return Err(OptimizingError::NotFound(format!("process {id}")));
         };
-        let expiry = match action {
-            MaintenanceAction::CleanDanglingDeleteFiles => {
-                let outcome = clean_dangling_deletes(&self.catalogs, table_id, false).await;
-                self.end_run(process, &outcome).await?;
-                return outcome;
-            }
-            MaintenanceAction::AutoCreateTags => {
-                let outcome = auto_create_tags(&self.catalogs, table_id, now_ms(), false).await;
-                self.end_run(process, &outcome).await?;
-                return outcome;
-            }
-            _ => expire_snapshots(&self.catalogs, &self.store, table_id, now_ms(), false).await,
-        };
+        let expiry = self.execute(table_id, action, false).await;
         let outcome = match expiry {
             Ok((mut summary, Some(expired))) => {
                 // Committed: record the two versions first, so a restart can finish the deletion.
@@ -176,6 +167,32 @@ impl OptimizingService {
         };
         self.end_run(process, &outcome).await?;
         outcome
+    }
+
+    /// Runs `action` once on a table; what an expiry leaves to delete comes back with its summary.
+    async fn execute(
+        &self,
+        table_id: i64,
+        action: MaintenanceAction,
+        dry_run: bool,
+    ) -> Result<(MaintenanceSummary, Option<Expired>)> {
+        let now = now_ms();
+        let alone = |summary: MaintenanceSummary| (summary, None);
+        match action {
+            MaintenanceAction::ExpireSnapshots => {
+                expire_snapshots(&self.catalogs, &self.store, table_id, now, dry_run).await
+            }
+            MaintenanceAction::CleanOrphanFiles => {
+                clean_orphan_files(&self.catalogs, table_id, now, dry_run).await.map(alone)
+            }
+            MaintenanceAction::CleanDanglingDeleteFiles => {
+                clean_dangling_deletes(&self.catalogs, table_id, dry_run).await.map(alone)
+            }
+            MaintenanceAction::AutoCreateTags => {
+                auto_create_tags(&self.catalogs, table_id, now, dry_run).await.map(alone)
+            }
+            MaintenanceAction::ExpireData => Err(OptimizingError::Invalid("expire-data is not available yet".into())),
+        }
     }
 
     /// Ends a maintenance run with its summary, or as failed with the error's message.
@@ -284,11 +301,16 @@ impl OptimizingService {
                 let known: std::collections::HashSet<i64> = tables.iter().copied().collect();
                 due.retain(|(id, _), _| known.contains(id));
                 let mut runs = Vec::new();
+                let switches = service.lock_switches().clone();
                 for table_id in tables {
                     for &(action, interval_ms) in &scheduled {
                         let first = || Due { at: now + spread(table_id, interval_ms), failures: 0 };
                         let entry = due.entry((table_id, action)).or_insert_with(first);
-                        if entry.at <= now {
+                        let on = switches.get(&table_id).map_or(action.on_by_default(), |on| on.contains(&action));
+                        if entry.at <= now && !on {
+                            // Switched off: no run and no record; looked at again next interval.
+                            entry.at = now + interval_ms;
+                        } else if entry.at <= now {
                             // Not again until this run ends and sets the next time.
                             entry.at = i64::MAX;
                             runs.push((table_id, action));
@@ -325,6 +347,13 @@ impl OptimizingService {
                 }
             }
         })
+    }
+}
+
+impl OptimizingService {
+    /// The maintenance switches of every table looked at so far.
+    pub(crate) fn lock_switches(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Vec<MaintenanceAction>>> {
+        self.switches.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

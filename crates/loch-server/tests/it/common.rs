@@ -68,6 +68,9 @@ impl TestServer {
         config.optimizer.local_threads = 0;
         config.maintenance.expire_snapshots_interval = std::time::Duration::ZERO;
         config.maintenance.clean_dangling_delete_files_interval = std::time::Duration::ZERO;
+        config.maintenance.clean_orphan_files_interval = std::time::Duration::ZERO;
+        config.maintenance.expire_data_interval = std::time::Duration::ZERO;
+        config.maintenance.auto_create_tags_interval = std::time::Duration::ZERO;
         if backend == Backend::Postgres {
             config.database.url = loch_testkit::postgres()?.create_database();
         }

@@ -204,11 +204,13 @@ async fn maintenance_refuses_bad_input_clearly() {
 
 /// Scheduled expiry: with a one-second interval the runner expires a table's old snapshots by
 /// itself and records the run; a table whose property is broken is retried and its runs say
-/// why, without stopping the others.
+/// why, without stopping the others. Scheduled tagging fires only where a table switches it on:
+/// that table gets its hourly tag, the others get no run at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_runner_expires_snapshots_on_its_own() {
     let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
         config.maintenance.expire_snapshots_interval = std::time::Duration::from_secs(1);
+        config.maintenance.auto_create_tags_interval = std::time::Duration::from_secs(1);
     })
     .await
     else {
@@ -230,6 +232,15 @@ async fn the_runner_expires_snapshots_on_its_own() {
         good = append(&catalog, &good, &batch(&good, &[i], "a")).await.unwrap();
         bad = append(&catalog, &bad, &batch(&bad, &[i], "a")).await.unwrap();
     }
+    let tag_props = HashMap::from([
+        ("self-optimizing.enabled".to_string(), "false".to_string()),
+        ("tag.auto-create.enabled".to_string(), "true".to_string()),
+        ("tag.auto-create.trigger.period".to_string(), "hourly".to_string()),
+    ]);
+    let creation = TableCreation::builder().name("tagged".into()).schema(simple_schema()).properties(tag_props).build();
+    let tagged = catalog.create_table(&ns, creation).await.unwrap();
+    let tagged = append(&catalog, &tagged, &batch(&tagged, &[1], "a")).await.unwrap();
+    let head = tagged.metadata().current_snapshot_id();
     let rows_before = ids(&scan_all(&good).await.unwrap());
     let ident = TableIdent::new(ns.clone(), "good".into());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -250,6 +261,23 @@ async fn the_runner_expires_snapshots_on_its_own() {
     assert!(runs.iter().any(|r| r["summary"]["snapshotsExpired"] == 2), "{runs:?}");
     let table = catalog.load_table(&ident).await.unwrap();
     assert_eq!(ids(&scan_all(&table).await.unwrap()), rows_before);
+
+    loop {
+        let path = "/api/iceberg/rest/v1/catalogs/local/namespaces/mnt/tables/tagged";
+        let (_, loaded) = call(&server, Method::GET, path, None).await;
+        let refs = loaded["metadata"]["refs"].as_object().unwrap().clone();
+        if let Some((name, reference)) = refs.iter().find(|(name, _)| name.starts_with("tag-")) {
+            assert_eq!(reference["snapshot-id"].as_i64(), head, "{name} tags the hour's first snapshot");
+            assert_eq!(reference["type"], "tag");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scheduled tag");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    for name in ["good", "bad"] {
+        let runs = runs_of(&server, name, "").await;
+        assert!(runs.iter().all(|r| r["action"] == "expire-snapshots"), "tagging is off on {name}: {runs:?}");
+    }
 }
 
 /// A server that stopped after an expiry committed but before its files were deleted finishes
@@ -317,4 +345,103 @@ async fn a_restart_finishes_an_interrupted_deletion() {
     }
     let table = catalog.load_table(&ident).await.unwrap();
     assert_eq!(ids(&scan_all(&table).await.unwrap()), vec![9]);
+}
+
+/// Every file under a location, canonical path → size.
+async fn files_under(io: &iceberg::io::FileIO, location: &str) -> std::collections::BTreeMap<String, u64> {
+    let root = loch_table::location::Location::parse(location).unwrap();
+    let listed = loch_table::orphans::list_files(io, &root).await.unwrap();
+    listed.into_iter().map(|f| (f.path, f.size)).collect()
+}
+
+/// Orphan cleaning through the API: a commit that failed (a stale writer lost the race; its
+/// data file, manifest and manifest list stay behind) is cleaned once older than the threshold,
+/// while a file of a commit in flight (younger), every referenced file and a file beside the
+/// table survive; the warehouse is listed before and after and the table reads the same.
+async fn orphans_of_a_failed_commit_are_cleaned(server: TestServer) {
+    let (catalog, ns, mut table) = expiring_table(&server).await;
+    let ident = TableIdent::new(ns.clone(), "t".into());
+    for i in 0..3 {
+        table = append(&catalog, &table, &batch(&table, &[i], "a")).await.unwrap();
+    }
+    let stale = table.clone();
+    table = append(&catalog, &table, &batch(&table, &[3], "a")).await.unwrap();
+    let io = table.file_io().clone();
+    let location = table.metadata().location().to_string();
+    let warehouse = location.rsplit_once("/mnt/").unwrap().0.to_string();
+    let beside = format!("{warehouse}/mnt/t-beside/data/old.parquet");
+    io.new_output(&beside).unwrap().write(bytes::Bytes::from_static(b"not the table's")).await.unwrap();
+
+    let before_failure = files_under(&io, &location).await;
+    let pending = plan_replace_all(&stale, &batch(&stale, &[100], "b")).await.unwrap();
+    let (status, body) =
+        commit_over_rest(&server.http, &server.catalog_url(), &ident, &pending, server.token.as_deref()).await.unwrap();
+    assert_eq!(status, 409, "the stale writer's commit fails: {body}");
+    let failed: Vec<String> =
+        files_under(&io, &location).await.into_keys().filter(|f| !before_failure.contains_key(f)).collect();
+    assert!(failed.len() >= 3, "a data file, a manifest and a manifest list: {failed:?}");
+
+    let props = json!({"action": "set-properties", "updates": {
+        "clean-orphan-file.enabled": "true",
+        "clean-orphan-file.min-existing-time-minutes": "4s",
+    }});
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/iceberg/rest/v1/catalogs/local/namespaces/mnt/tables/t",
+        Some(json!({"requirements": [], "updates": [props]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let table = catalog.load_table(&ident).await.unwrap();
+    let rows_before = ids(&scan_all(&table).await.unwrap());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // A writer's file, not yet committed: younger than the threshold.
+    let in_flight = format!("{location}/data/in-flight.parquet");
+    io.new_output(&in_flight).unwrap().write(bytes::Bytes::from_static(b"in flight")).await.unwrap();
+    let listed_before = files_under(&io, &location).await;
+
+    let path = "/api/v1/tables/local/mnt/t/maintenance/clean-orphan-files";
+    let (status, dry) = call(&server, Method::POST, &format!("{path}?dry_run=true"), None).await;
+    assert_eq!(status, 200, "{dry}");
+    let mut listed: Vec<String> =
+        dry["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    listed.sort();
+    assert_eq!(listed, failed, "the dry run finds exactly the failed commit's files");
+    assert_eq!(files_under(&io, &location).await, listed_before, "a dry run deletes nothing");
+
+    let (status, run) = call(&server, Method::POST, path, None).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["paths"], dry["paths"], "{run}");
+    assert_eq!(
+        run["contentFiles"].as_u64().unwrap() + run["metadataFiles"].as_u64().unwrap(),
+        failed.len() as u64,
+        "{run}"
+    );
+    let mut expected = listed_before.clone();
+    expected.retain(|f, _| !failed.contains(f));
+    assert_eq!(files_under(&io, &location).await, expected, "only the failed commit's files went");
+    assert!(io.exists(&in_flight).await.unwrap(), "the in-flight file survives");
+    assert!(io.exists(&beside).await.unwrap(), "a file beside the table is never touched");
+    let table = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(ids(&scan_all(&table).await.unwrap()), rows_before, "the table reads the same");
+    for s in table.metadata().snapshots() {
+        for file in loch_testkit::data::reached_by(&table, s.snapshot_id()).await.unwrap() {
+            assert!(io.exists(&file).await.unwrap(), "{file} of snapshot {} survives", s.snapshot_id());
+        }
+    }
+    let runs = runs_of(&server, "t", "").await;
+    assert_eq!((runs.len(), runs[0]["action"].as_str()), (1, Some("clean-orphan-files")), "{runs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_of_a_failed_commit_are_cleaned_sqlite_file() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    orphans_of_a_failed_commit_are_cleaned(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_of_a_failed_commit_are_cleaned_postgres_s3() {
+    let Some(server) = TestServer::start(Backend::Postgres, Storage::S3).await else { return };
+    orphans_of_a_failed_commit_are_cleaned(server).await;
 }
