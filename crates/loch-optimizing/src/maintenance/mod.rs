@@ -1,9 +1,10 @@
 //! Table maintenance beyond compaction (Amoro's actions, names and defaults): snapshot expiry
-//! dangling-delete and orphan cleaning, automatic tags; data expiration next. Each action
+//! dangling-delete and orphan cleaning, data expiration, automatic tags. Each action
 //! reads its table properties (`properties`), works on one table under its commit lock, commits
 //! through the catalog's commit path and deletes only inside the table's location.
 
 pub mod dangling;
+pub mod data_expire;
 pub mod duration;
 pub mod expire;
 pub mod orphans;
@@ -44,6 +45,9 @@ pub struct MaintenanceSummary {
     pub metadata_before: Option<String>,
     /// See `metadata_before`.
     pub metadata_after: Option<String>,
+    /// Rows data expiration removed (whole files and rows given position deletes).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub rows_expired: u64,
     /// Empty directories removed (orphan cleaning of a local table).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dirs_removed: usize,
@@ -53,6 +57,10 @@ pub struct MaintenanceSummary {
 }
 
 fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 

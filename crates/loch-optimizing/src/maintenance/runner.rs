@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::error::{OptimizingError, Result};
 use crate::maintenance::dangling::clean_dangling_deletes;
+use crate::maintenance::data_expire::expire_data;
 use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots};
 use crate::maintenance::orphans::clean_orphan_files;
 use crate::maintenance::tags::auto_create_tags;
@@ -24,12 +25,7 @@ use crate::status::ProcessStatus;
 use crate::table::ManagedTable;
 
 /// The actions built so far.
-const AVAILABLE: [MaintenanceAction; 4] = [
-    MaintenanceAction::ExpireSnapshots,
-    MaintenanceAction::CleanOrphanFiles,
-    MaintenanceAction::CleanDanglingDeleteFiles,
-    MaintenanceAction::AutoCreateTags,
-];
+const AVAILABLE: [MaintenanceAction; 5] = MaintenanceAction::ALL;
 
 /// Attempts of a failing run before the table waits for the next interval.
 const ATTEMPTS: u32 = 3;
@@ -191,7 +187,7 @@ impl OptimizingService {
             MaintenanceAction::AutoCreateTags => {
                 auto_create_tags(&self.catalogs, table_id, now, dry_run).await.map(alone)
             }
-            MaintenanceAction::ExpireData => Err(OptimizingError::Invalid("expire-data is not available yet".into())),
+            MaintenanceAction::ExpireData => expire_data(&self.catalogs, table_id, now, dry_run).await.map(alone),
         }
     }
 

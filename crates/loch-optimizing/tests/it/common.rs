@@ -48,6 +48,17 @@ impl Env {
         Self::create(self.catalogs.clone(), self.dir.clone(), name, partitioned, properties).await
     }
 
+    /// Another table `name` with its own schema and partition spec.
+    pub async fn custom_table(
+        &self,
+        name: &str,
+        schema: Schema,
+        spec: Option<UnboundPartitionSpec>,
+        properties: &[(&str, &str)],
+    ) -> Self {
+        Self::create_with(self.catalogs.clone(), self.dir.clone(), name, schema, spec, properties).await
+    }
+
     async fn create(
         catalogs: Arc<CatalogService>,
         dir: Arc<tempfile::TempDir>,
@@ -55,7 +66,6 @@ impl Env {
         partitioned: bool,
         properties: &[(&str, &str)],
     ) -> Self {
-        let catalog = catalogs.resolve("local").await.unwrap();
         let spec = if partitioned {
             Some(
                 UnboundPartitionSpec::builder()
@@ -66,10 +76,22 @@ impl Env {
         } else {
             None
         };
+        Self::create_with(catalogs, dir, name, schema(), spec, properties).await
+    }
+
+    async fn create_with(
+        catalogs: Arc<CatalogService>,
+        dir: Arc<tempfile::TempDir>,
+        name: &str,
+        schema: Schema,
+        spec: Option<UnboundPartitionSpec>,
+        properties: &[(&str, &str)],
+    ) -> Self {
+        let catalog = catalogs.resolve("local").await.unwrap();
         let create = CreateTable {
             name: name.into(),
             location: None,
-            schema: schema(),
+            schema,
             partition_spec: spec,
             write_order: None,
             stage_create: false,

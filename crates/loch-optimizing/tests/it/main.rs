@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
+mod data_expire;
 mod expiry;
 mod rewrite;
 mod service;

@@ -31,6 +31,7 @@ pub struct RewriteFiles {
     added_data: Vec<DataFile>,
     added_deletes: Vec<DataFile>,
     properties: HashMap<String, String>,
+    operation: Operation,
 }
 
 impl RewriteFiles {
@@ -43,6 +44,7 @@ impl RewriteFiles {
             added_data: Vec::new(),
             added_deletes: Vec::new(),
             properties: HashMap::new(),
+            operation: Operation::Replace,
         }
     }
 
@@ -73,6 +75,13 @@ impl RewriteFiles {
     /// Sets a snapshot summary property (e.g. `snapshot.producer`).
     pub fn set_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Records the snapshot as `operation` instead of `replace`: a removal that changes the
+    /// table's rows (data expiration) is a `delete`, so incremental readers see it.
+    pub fn with_operation(mut self, operation: Operation) -> Self {
+        self.operation = operation;
         self
     }
 
@@ -137,7 +146,7 @@ impl SnapshotAction for RewriteFiles {
         let removed_paths: HashSet<String> =
             self.rewritten_data.iter().chain(&self.removed_deletes).map(|f| f.path().to_string()).collect();
         let changes = SnapshotChanges {
-            operation: Operation::Replace,
+            operation: self.operation,
             added_data_files: self.added_data,
             added_delete_files: self.added_deletes,
             removed_paths,
