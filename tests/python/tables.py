@@ -1,7 +1,7 @@
 """Table helper for Loch's process-level tests, run with the test venv's Python.
 
     tables.py append NS.TABLE --appends N [--rows R] [--partitions P] [--start S] [--prop KEY=VALUE ...]
-    tables.py digest NS.TABLE
+    tables.py digest NS.TABLE [--ref NAME]
     tables.py set-props NS.TABLE[,NS.TABLE...] KEY=VALUE ...
     tables.py reachable NS.TABLE
     tables.py overwrite NS.TABLE --rows R
@@ -10,7 +10,8 @@
 commits N appends of R rows spread over P categories; ids continue from --start. It prints the
 SHA-256 of the rows it wrote, computed as `digest` does, so a test can check a read against it.
 `digest` prints the table's rows as a count and a SHA-256 of the sorted rows, its live data and
-delete file counts, and the current snapshot's summary, as one JSON line.
+delete file counts, and the current snapshot's summary, as one JSON line; with --ref, those of the
+snapshot a branch or tag names.
 `overwrite` replaces every row with R new ones (ids from 0) and prints their SHA-256.
 `reachable` prints every file the table's snapshots reach (manifest lists, manifests, live data
 and delete files), its current metadata file, and its snapshot count, as one JSON line.
@@ -100,10 +101,16 @@ def rows_sha256(rows):
 
 def digest(args):
     table = catalog().load_table(args.table)
-    rows = table.scan().to_arrow().to_pylist()
+    snapshot = table.current_snapshot()
+    if args.ref:
+        snapshot = table.snapshot_by_name(args.ref)
+        if snapshot is None:
+            sys.exit(f"no ref {args.ref!r}")
+        rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow().to_pylist()
+    else:
+        rows = table.scan().to_arrow().to_pylist()
     sha = rows_sha256(rows)
     data_files = delete_files = 0
-    snapshot = table.current_snapshot()
     if snapshot is not None:
         for manifest in snapshot.manifests(table.io):
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
@@ -168,6 +175,7 @@ def main():
     p.set_defaults(run=append)
     p = commands.add_parser("digest")
     p.add_argument("table")
+    p.add_argument("--ref")
     p.set_defaults(run=digest)
     p = commands.add_parser("set-props")
     p.add_argument("table")

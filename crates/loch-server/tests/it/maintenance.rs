@@ -38,6 +38,25 @@ async fn expiring_table(server: &TestServer) -> (iceberg_catalog_rest::RestCatal
     (catalog, ns, table)
 }
 
+/// PyIceberg's digest of table `mnt.{table}` (its head, or the snapshot `reference` names):
+/// rows, their SHA-256, file counts. `None` when the test venv is missing (after a loud message).
+async fn pyiceberg_digest(server: &TestServer, table: &str, reference: Option<&str>) -> Option<Value> {
+    let python = loch_testkit::python()?;
+    let script = loch_testkit::workspace_root().join("tests/python/tables.py");
+    let mut command = tokio::process::Command::new(python);
+    command.arg(script).args(["digest", &format!("mnt.{table}")]);
+    if let Some(reference) = reference {
+        command.args(["--ref", reference]);
+    }
+    command.env("LOCH_URI", format!("{}/api/iceberg/rest", server.url)).env("LOCH_WAREHOUSE", "local");
+    let output = command.output().await.expect("tables.py runs");
+    assert!(output.status.success(), "tables.py digest failed: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut digest: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    digest.as_object_mut().unwrap().remove("summary");
+    Some(digest)
+}
+
 async fn expire(server: &TestServer, table: &str, query: &str) -> (u16, Value) {
     let path = format!("/api/v1/tables/local/mnt/{table}/maintenance/expire-snapshots{query}");
     call(server, Method::POST, &path, None).await
@@ -84,6 +103,9 @@ async fn expiry_keeps_the_head_and_tags(server: TestServer) {
         async move { io.exists(&path).await.unwrap() }
     };
 
+    let py_head = pyiceberg_digest(&server, "t", None).await;
+    let py_tag = pyiceberg_digest(&server, "t", Some("second")).await;
+
     let (status, dry) = expire(&server, "t", "?dry_run=true").await;
     assert_eq!(status, 200, "{dry}");
     assert_eq!(dry["dryRun"], true);
@@ -113,6 +135,14 @@ async fn expiry_keeps_the_head_and_tags(server: TestServer) {
     }
     assert_eq!(ids(&scan_all(&table).await.unwrap()), rows_now, "the table reads the same");
     assert_eq!(ids_at(&table, tagged).await, vec![0, 1], "and so does its tag");
+    if let Some(before) = py_head {
+        assert_eq!(before["rows"], 2);
+        assert_eq!(pyiceberg_digest(&server, "t", None).await, Some(before), "PyIceberg reads the head the same");
+    }
+    if let Some(before) = py_tag {
+        assert_eq!(before["rows"], 2);
+        assert_eq!(pyiceberg_digest(&server, "t", Some("second")).await, Some(before), "and the tag");
+    }
 
     let (status, again) = expire(&server, "t", "").await;
     assert_eq!((status, again["snapshotsExpired"].as_u64()), (200, Some(0)), "nothing left to expire: {again}");
