@@ -2,7 +2,9 @@
 //! optimizer threads execute, then committed as one change. The generic part — table and task
 //! states, claiming, retries, quotas, failing, canceling, recovery — lives in the scheduler,
 //! lifecycle and keeper; what a kind of process does lives behind [`ProcessKind`]. Optimizing
-//! (minor, major, full) is the first kind; the maintenance actions plug in beside it.
+//! (minor, major, full) is the kind planned into tasks. Maintenance actions are processes of
+//! kind `maintenance` in the same records, states and API, run inside the server by the
+//! maintenance runner (`maintenance::runner`) rather than planned into tasks.
 
 use std::future::Future;
 

@@ -143,6 +143,9 @@ impl OptimizingService {
         let table = ManagedTable::load(&self.catalogs, table_id)
             .await?
             .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id}")))?;
+        if action == MaintenanceAction::ExpireSnapshots {
+            self.finish_failed_deletion(table_id).await;
+        }
         let snapshot = table.table.metadata().current_snapshot_id();
         let row = TableProcess::new_row(table_id, action_of, LOCAL, snapshot, &Summary::empty(action_of))?;
         let id = self.store.start_process(&row).await?;
@@ -236,6 +239,33 @@ impl OptimizingService {
             self.end_run(process, &outcome).await?;
         }
         Ok(())
+    }
+
+    /// The last expiry of a table committed but failed while deleting (storage refused a file):
+    /// its retry finishes that deletion first, so its files do not leak.
+    async fn finish_failed_deletion(&self, table_id: i64) {
+        let expiry = ProcessAction::Maintenance(MaintenanceAction::ExpireSnapshots);
+        let runs = match self.last_maintenance_runs(Some(table_id)).await {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!(table_id, error = %e, "cannot read the last expiry");
+                return;
+            }
+        };
+        for run in runs.iter().filter(|r| r.action == expiry && r.status == ProcessStatus::Failed) {
+            match self.resume_deletion(run).await {
+                Ok(Some(summary)) => tracing::info!(
+                    process = run.id,
+                    table_id,
+                    files = summary.content_files + summary.metadata_files,
+                    "finished the deletion a failed expiry left"
+                ),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(process = run.id, table_id, error = %e, "the deletion a failed expiry left still fails")
+                }
+            }
+        }
     }
 
     /// Deletes again what a committed run left, from the two versions its summary names;

@@ -475,3 +475,47 @@ async fn orphans_of_a_failed_commit_are_cleaned_postgres_s3() {
     let Some(server) = TestServer::start(Backend::Postgres, Storage::S3).await else { return };
     orphans_of_a_failed_commit_are_cleaned(server).await;
 }
+
+/// An expiry that committed but whose deletion failed (storage refused a file: a directory
+/// stands where a data file was) is recorded as failed with the reason; once the obstacle is
+/// gone, the next expiry finishes that deletion, so nothing leaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_deletion_is_finished_by_the_next_run() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let (catalog, ns, mut table) = expiring_table(&server).await;
+    for i in 0..3 {
+        table = append(&catalog, &table, &batch(&table, &[i], "a")).await.unwrap();
+    }
+    let ident = TableIdent::new(ns.clone(), "t".into());
+    let pending = plan_replace_all(&table, &batch(&table, &[9], "b")).await.unwrap();
+    let (status, body) =
+        commit_over_rest(&server.http, &server.catalog_url(), &ident, &pending, server.token.as_deref()).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (_, dry) = expire(&server, "t", "?dry_run=true").await;
+    let doomed: Vec<String> =
+        dry["paths"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+    assert!(doomed.len() > 3, "{dry}");
+    let local = |p: &str| loch_table::location::Location::parse(p).unwrap().local_path().unwrap();
+    let blocked = local(&doomed[0]);
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir(&blocked).unwrap();
+    std::fs::write(blocked.join("inside"), b"x").unwrap();
+
+    let (status, body) = expire(&server, "t", "").await;
+    assert_ne!(status, 200, "the deletion fails: {body}");
+    let runs = runs_of(&server, "t", "").await;
+    assert_eq!(runs[0]["status"], "failed", "{runs:?}");
+    assert!(runs[0]["failMessage"].as_str().unwrap().contains("delet"), "{runs:?}");
+    assert_eq!(runs[0]["summary"]["snapshotsExpired"], 3, "it had committed: {runs:?}");
+    assert_eq!(catalog.load_table(&ident).await.unwrap().metadata().snapshots().len(), 1);
+
+    std::fs::remove_dir_all(&blocked).unwrap();
+    let (status, body) = expire(&server, "t", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["snapshotsExpired"], 0, "{body}");
+    for path in &doomed {
+        assert!(!local(path).exists(), "{path} was left behind");
+    }
+    let table = catalog.load_table(&ident).await.unwrap();
+    assert_eq!(ids(&scan_all(&table).await.unwrap()), vec![9]);
+}
