@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use loch_meta::now_ms;
 use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::error::{OptimizingError, Result};
 use crate::maintenance::dangling::clean_dangling_deletes;
@@ -311,10 +312,36 @@ impl OptimizingService {
             }
             let mut tick = tokio::time::interval(config.tick);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Runs in flight: a long one (orphan listing of a large table) holds one permit and
+            // its own table's slot, never the scheduling of the others. Stopping aborts them,
+            // as a crash would; recovery finishes what they committed.
+            let mut running: JoinSet<(i64, MaintenanceAction, Result<MaintenanceSummary>)> = JoinSet::new();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    _ = stop.changed() => break,
+                    Some(ended) = running.join_next(), if !running.is_empty() => {
+                        let Ok((table_id, action, outcome)) = ended else { continue };
+                        let interval_ms = interval_of.get(&action).copied().unwrap_or(i64::MAX);
+                        let entry = due.entry((table_id, action)).or_insert(Due { at: 0, failures: 0 });
+                        let ended = now_ms();
+                        match outcome {
+                            Ok(_) => *entry = Due { at: ended + interval_ms, failures: 0 },
+                            Err(e) => {
+                                entry.failures += 1;
+                                let retry = entry.failures < ATTEMPTS;
+                                entry.at = ended + if retry { RETRY_WAIT_MS.min(interval_ms) } else { interval_ms };
+                                if !retry {
+                                    entry.failures = 0;
+                                }
+                                tracing::warn!(table_id, action = action.as_str(), error = %e, retry, "maintenance run failed");
+                            }
+                        }
+                        continue;
+                    }
+                    _ = stop.changed() => {
+                        running.shutdown().await;
+                        break;
+                    }
                 }
                 let tables = match service.store.list_table_ids().await {
                     Ok(tables) => tables,
@@ -326,7 +353,6 @@ impl OptimizingService {
                 let now = now_ms();
                 let known: std::collections::HashSet<i64> = tables.iter().copied().collect();
                 due.retain(|(id, _), _| known.contains(id));
-                let mut runs = Vec::new();
                 let switches = service.lock_switches().clone();
                 for table_id in tables {
                     for &(action, interval_ms) in &scheduled {
@@ -339,35 +365,14 @@ impl OptimizingService {
                         } else if entry.at <= now {
                             // Not again until this run ends and sets the next time.
                             entry.at = i64::MAX;
-                            runs.push((table_id, action));
-                        }
-                    }
-                }
-                let mut handles = Vec::with_capacity(runs.len());
-                for (table_id, action) in runs {
-                    let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                    let service = service.clone();
-                    handles.push(tokio::spawn(async move {
-                        let outcome = service.run_maintenance(table_id, action, false).await;
-                        drop(permit);
-                        (table_id, action, outcome)
-                    }));
-                }
-                for handle in handles {
-                    let Ok((table_id, action, outcome)) = handle.await else { continue };
-                    let interval_ms = interval_of.get(&action).copied().unwrap_or(i64::MAX);
-                    let entry = due.entry((table_id, action)).or_insert(Due { at: 0, failures: 0 });
-                    let ended = now_ms();
-                    match outcome {
-                        Ok(_) => *entry = Due { at: ended + interval_ms, failures: 0 },
-                        Err(e) => {
-                            entry.failures += 1;
-                            let retry = entry.failures < ATTEMPTS;
-                            entry.at = ended + if retry { RETRY_WAIT_MS.min(interval_ms) } else { interval_ms };
-                            if !retry {
-                                entry.failures = 0;
-                            }
-                            tracing::warn!(table_id, action = action.as_str(), error = %e, retry, "maintenance run failed");
+                            let (service, permits) = (service.clone(), permits.clone());
+                            running.spawn(async move {
+                                let outcome = match permits.acquire_owned().await {
+                                    Ok(_permit) => service.run_maintenance(table_id, action, false).await,
+                                    Err(_) => Err(OptimizingError::Rejected("the maintenance runner stopped".into())),
+                                };
+                                (table_id, action, outcome)
+                            });
                         }
                     }
                 }
