@@ -407,9 +407,15 @@ async fn orphans_of_a_failed_commit_are_cleaned(server: TestServer) {
     let (status, body) =
         commit_over_rest(&server.http, &server.catalog_url(), &ident, &pending, server.token.as_deref()).await.unwrap();
     assert_eq!(status, 409, "the stale writer's commit fails: {body}");
-    let failed: Vec<String> =
+    let mut failed: Vec<String> =
         files_under(&io, &location).await.into_keys().filter(|f| !before_failure.contains_key(f)).collect();
     assert!(failed.len() >= 3, "a data file, a manifest and a manifest list: {failed:?}");
+    // A crashed writer's file alone in its own directory: the file goes, then the directory.
+    let lone = format!("{location}/data/crashed=1/part-0.parquet");
+    io.new_output(&lone).unwrap().write(bytes::Bytes::from_static(b"half a file")).await.unwrap();
+    let lone = loch_table::location::Location::parse(&lone).unwrap();
+    failed.push(lone.canonical());
+    failed.sort();
 
     let props = json!({"action": "set-properties", "updates": {
         "clean-orphan-file.enabled": "true",
@@ -452,6 +458,11 @@ async fn orphans_of_a_failed_commit_are_cleaned(server: TestServer) {
     expected.retain(|f, _| !failed.contains(f));
     assert_eq!(files_under(&io, &location).await, expected, "only the failed commit's files went");
     assert!(io.exists(&in_flight).await.unwrap(), "the in-flight file survives");
+    if let Some(file) = lone.local_path() {
+        assert!(!file.parent().unwrap().exists(), "the emptied directory is removed");
+        assert_eq!(run["dirsRemoved"], 1, "{run}");
+        assert!(file.parent().unwrap().parent().unwrap().exists(), "but never the data directory");
+    }
     assert!(io.exists(&beside).await.unwrap(), "a file beside the table is never touched");
     let table = catalog.load_table(&ident).await.unwrap();
     assert_eq!(ids(&scan_all(&table).await.unwrap()), rows_before, "the table reads the same");
