@@ -96,7 +96,7 @@ async fn commit_once(catalogs: &CatalogService, output: ProcessOutput<'_>) -> Re
             rewrite = rewrite.add_data_file(decode_file(metadata, &f.file, f.spec_id)?);
         }
         for f in &output.delete_files {
-            rewrite = rewrite.add_delete_file(decode_file(metadata, &f.file, f.spec_id)?);
+            rewrite = rewrite.add_delete_file_in_spec(decode_file(metadata, &f.file, f.spec_id)?, f.spec_id);
         }
     }
     let pending = rewrite.prepare(&table.table).await?;
@@ -108,13 +108,23 @@ async fn commit_once(catalogs: &CatalogService, output: ProcessOutput<'_>) -> Re
     match catalogs.commit_table_locked(&lock, &table.catalog, change).await {
         Ok(_) => Ok(Committed { snapshot_id: pending.snapshot_id, already: false }),
         Err(e) => {
-            for path in &pending.written_files {
-                let _ = table.table.file_io().delete(path).await;
-            }
+            discard_written(table.table.file_io(), &pending.written_files, &e).await;
             if let CatalogError::CommitFailed(reason) = &e {
                 tracing::debug!(table_id, process_id, %reason, "optimizing commit lost a race; validating again");
             }
             Err(e.into())
         }
+    }
+}
+
+/// Deletes the files a refused commit wrote — unless its outcome is unknown: the store may have
+/// applied it, and its snapshot would then need them (orphan cleaning takes them otherwise).
+pub(crate) async fn discard_written(io: &iceberg::io::FileIO, written: &[String], error: &CatalogError) {
+    if matches!(error, CatalogError::CommitStateUnknown(_)) {
+        tracing::warn!(files = written.len(), %error, "commit outcome unknown; keeping the files it wrote");
+        return;
+    }
+    for path in written {
+        let _ = io.delete(path).await;
     }
 }

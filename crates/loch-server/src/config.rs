@@ -192,6 +192,10 @@ pub struct MaintenanceConfig {
     /// the scheduled runs off.
     #[serde(with = "duration")]
     pub auto_create_tags_interval: Duration,
+    /// Orphan cleaning never deletes a file younger than this, whatever the table's
+    /// `clean-orphan-file.min-existing-time-minutes`: long jobs commit files written hours before.
+    #[serde(with = "duration")]
+    pub orphan_min_age_floor: Duration,
     /// Maintenance runs at once.
     pub threads: usize,
     /// Test hook (not configurable from files): maintenance pauses this long after each batch
@@ -225,6 +229,7 @@ impl MaintenanceConfig {
             threads: self.threads.max(1),
             tick,
             test_delete_pause: self.test_delete_pause,
+            orphan_min_age_floor: self.orphan_min_age_floor,
         }
     }
 }
@@ -237,6 +242,7 @@ impl Default for MaintenanceConfig {
             clean_orphan_files_interval: Duration::from_secs(24 * 3600),
             expire_data_interval: Duration::from_secs(24 * 3600),
             auto_create_tags_interval: Duration::from_secs(60),
+            orphan_min_age_floor: Duration::from_secs(3600),
             threads: 2,
             test_delete_pause: None,
         }

@@ -33,11 +33,20 @@ pub struct ListedFile {
     pub modified_ms: Option<i64>,
 }
 
-/// The canonical spelling of a path a table's metadata names; an error when it does not parse.
-fn canonical(path: &str) -> Result<String> {
-    Location::parse(path)
-        .map(|l| l.canonical())
-        .map_err(|e| TableError::Invalid(format!("the table's metadata references an unusable path: {e}")))
+/// The spellings under which storage may list a path a table's metadata names: its canonical
+/// form and, for an S3 key with empty segments (`data//f`, from a `write.data.path` ending in
+/// a slash), the key OpenDAL actually stores (`data/f`). An error when the path does not parse.
+fn spellings(path: &str) -> Result<Vec<String>> {
+    let location = Location::parse(path)
+        .map_err(|e| TableError::Invalid(format!("the table's metadata references an unusable path: {e}")))?;
+    let mut out = vec![location.canonical()];
+    if let Store::S3 { bucket } = location.store()
+        && location.has_empty_segments()
+    {
+        let key: Vec<&str> = location.segments().iter().map(String::as_str).filter(|s| !s.is_empty()).collect();
+        out.push(format!("s3://{bucket}/{}", key.join("/")));
+    }
+    Ok(out)
 }
 
 /// Every path a table's metadata references, canonical, gathered from one or more versions of
@@ -105,7 +114,7 @@ impl Referenced {
     }
 
     fn insert(&mut self, path: &str) -> Result<()> {
-        self.files.insert(canonical(path)?);
+        self.files.extend(spellings(path)?);
         Ok(())
     }
 
@@ -114,7 +123,7 @@ impl Referenced {
         Location::parse(path).is_ok_and(|l| self.files.contains(&l.canonical()))
     }
 
-    /// How many distinct files are referenced.
+    /// How many distinct spellings of referenced files are known.
     pub fn len(&self) -> usize {
         self.files.len()
     }
@@ -340,4 +349,21 @@ pub async fn remove_empty_dirs(root: &Location) -> usize {
     })
     .await
     .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_s3_key_with_empty_segments_is_also_known_as_storage_keeps_it() {
+        let mut referenced = Referenced::default();
+        referenced.insert("s3a://b/wh/t/data//f.parquet").unwrap();
+        assert!(referenced.contains("s3://b/wh/t/data/f.parquet"), "OpenDAL stores data//f as data/f");
+        assert!(referenced.contains("s3://b/wh/t/data//f.parquet"));
+        assert!(!referenced.contains("s3://b/wh/t/data/g.parquet"));
+        referenced.insert("file:/wh/t/data/x.parquet").unwrap();
+        assert!(referenced.contains("file:///wh/t/data/x.parquet"));
+        assert!(referenced.insert("ftp://elsewhere/x").is_err(), "an unusable path stops the search");
+    }
 }

@@ -57,9 +57,7 @@ pub async fn clean_dangling_deletes(
     let change =
         TableChange { ident: table.name.clone(), requirements: pending.requirements, updates: pending.updates };
     if let Err(e) = catalogs.commit_table_locked(&lock, &table.catalog, change).await {
-        for path in &pending.written_files {
-            let _ = table.table.file_io().delete(path).await;
-        }
+        crate::committer::discard_written(table.table.file_io(), &pending.written_files, &e).await;
         return Err(e.into());
     }
     tracing::info!(table = %table.display_name(), removed = summary.content_files, "dangling delete files removed");

@@ -10,7 +10,7 @@
 //! and nothing else changes. Delete files left applying to nothing go in the same snapshot
 //! (`operation=delete`, `snapshot.producer=DATA_EXPIRATION`). Null times never expire.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use arrow_array::cast::AsArray;
@@ -27,6 +27,7 @@ use loch_table::position_delete::write_position_deletes;
 use loch_table::scan::{LiveFile, live_files};
 use loch_table::snapshot::{RewriteFiles, SnapshotAction};
 
+use crate::committer::discard_written;
 use crate::error::{OptimizingError, Result};
 use crate::maintenance::MaintenanceSummary;
 use crate::maintenance::dangling::dangling;
@@ -204,13 +205,18 @@ impl StringTimes {
     }
 
     /// The value's time: its day's start (date patterns) or its instant, ms since the epoch, UTC.
+    /// Only values written exactly as the pattern writes them count (`2024-9-01` is no
+    /// `yyyy-MM-dd` time: it would break the order column bounds rely on).
     fn parse(&self, value: &str) -> Option<i64> {
         if self.date_only {
             let date = NaiveDate::parse_from_str(value, &self.format).ok()?;
+            (date.format(&self.format).to_string() == value).then_some(())?;
             Some(date.and_hms_opt(0, 0, 0)?.and_utc().timestamp_millis())
         } else {
             let value = format!("{value}{}", self.missing);
-            Some(NaiveDateTime::parse_from_str(&value, &self.format).ok()?.and_utc().timestamp_millis())
+            let at = NaiveDateTime::parse_from_str(&value, &self.format).ok()?;
+            (at.format(&self.format).to_string() == value).then_some(())?;
+            Some(at.and_utc().timestamp_millis())
         }
     }
 }
@@ -218,8 +224,9 @@ impl StringTimes {
 /// The line: which values of the column expired.
 #[derive(Debug, Clone)]
 enum Cutoff {
-    /// Integer values below `bound` expired (µs, ns, ms or s since the epoch; days).
-    Below(i64),
+    /// Integer values below `bound` expired (µs, ns, ms or s since the epoch, or days when
+    /// `days`, whose bounds are ints).
+    Below { bound: i64, days: bool },
     /// Strings whose time lies before `expire_ms` expired (for dates: the whole day).
     Strings { times: StringTimes, expire_ms: i64 },
 }
@@ -230,13 +237,19 @@ impl Cutoff {
         let scaled =
             |factor: i64| expire_ms.checked_mul(factor).unwrap_or(if expire_ms < 0 { i64::MIN } else { i64::MAX });
         Ok(match ty {
-            PrimitiveType::Timestamp | PrimitiveType::Timestamptz => Cutoff::Below(scaled(1_000)),
-            PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => Cutoff::Below(scaled(1_000_000)),
+            PrimitiveType::Timestamp | PrimitiveType::Timestamptz => {
+                Cutoff::Below { bound: scaled(1_000), days: false }
+            }
+            PrimitiveType::TimestampNs | PrimitiveType::TimestamptzNs => {
+                Cutoff::Below { bound: scaled(1_000_000), days: false }
+            }
             // v s expired when v * 1000 < expire_ms, i.e. v < ceil(expire_ms / 1000).
-            PrimitiveType::Long if props.seconds => Cutoff::Below(expire_ms.saturating_add(999).div_euclid(1_000)),
-            PrimitiveType::Long => Cutoff::Below(expire_ms),
+            PrimitiveType::Long if props.seconds => {
+                Cutoff::Below { bound: expire_ms.saturating_add(999).div_euclid(1_000), days: false }
+            }
+            PrimitiveType::Long => Cutoff::Below { bound: expire_ms, days: false },
             // A day expired when all of it lies before the line.
-            PrimitiveType::Date => Cutoff::Below(expire_ms.div_euclid(DAY_MS)),
+            PrimitiveType::Date => Cutoff::Below { bound: expire_ms.div_euclid(DAY_MS), days: true },
             PrimitiveType::String => Cutoff::Strings { times: StringTimes::new(&props.string_pattern)?, expire_ms },
             other => {
                 return Err(OptimizingError::InvalidProperty(format!(
@@ -248,7 +261,7 @@ impl Cutoff {
     }
 
     fn int_expired(&self, v: i64) -> bool {
-        matches!(self, Cutoff::Below(bound) if v < *bound)
+        matches!(self, Cutoff::Below { bound, .. } if v < *bound)
     }
 
     /// `Some(expired)` for a string whose time parses.
@@ -262,8 +275,9 @@ impl Cutoff {
     /// strings' order is not the times' order).
     fn bound_expired(&self, bound: &Datum) -> Option<bool> {
         match (self, bound.literal()) {
-            (Cutoff::Below(_), PrimitiveLiteral::Long(v)) => Some(self.int_expired(*v)),
-            (Cutoff::Below(_), PrimitiveLiteral::Int(v)) => Some(self.int_expired(i64::from(*v))),
+            // A bound of another width (a column promoted since the file was written) is no time.
+            (Cutoff::Below { days: false, .. }, PrimitiveLiteral::Long(v)) => Some(self.int_expired(*v)),
+            (Cutoff::Below { days: true, .. }, PrimitiveLiteral::Int(v)) => Some(self.int_expired(i64::from(*v))),
             (Cutoff::Strings { times, .. }, PrimitiveLiteral::String(s)) if times.ordered => self.string_expired(s),
             _ => None,
         }
@@ -335,7 +349,13 @@ fn by_bounds(file: &LiveFile, field_id: i32, cutoff: &Cutoff) -> Option<Expiry> 
     if let Some(false) = f.lower_bounds().get(&field_id).and_then(|b| cutoff.bound_expired(b)) {
         return Some(Expiry::Nothing);
     }
-    if nulls == Some(0) && f.upper_bounds().get(&field_id).and_then(|b| cutoff.bound_expired(b)) == Some(true) {
+    // A string column may hold values that are no time (never expiring) anywhere between its
+    // bounds: only reading its rows can tell that all of them expired.
+    let strings = matches!(cutoff, Cutoff::Strings { .. });
+    if nulls == Some(0)
+        && !strings
+        && f.upper_bounds().get(&field_id).and_then(|b| cutoff.bound_expired(b)) == Some(true)
+    {
         return Some(Expiry::All);
     }
     None
@@ -399,14 +419,17 @@ fn base_ms(metadata: &TableMetadataRef, base: Base, now_ms: i64) -> Option<i64> 
 }
 
 /// Expires the data of table `table_id` as its properties say, at time `now_ms`; with
-/// `dry_run`, reports what would go and changes nothing.
+/// `dry_run`, reports what would go and changes nothing. Planning (which may read files) runs
+/// without the table's commit lock; the commit validates against what landed meanwhile.
 pub async fn expire_data(
     catalogs: &CatalogService,
     table_id: i64,
     now_ms: i64,
     dry_run: bool,
 ) -> Result<MaintenanceSummary> {
-    let (lock, table) = ManagedTable::load_locked(catalogs, table_id).await?;
+    let table = ManagedTable::load(catalogs, table_id)
+        .await?
+        .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id}")))?;
     let metadata = table.table.metadata_ref();
     let props = DataExpireProperties::parse(&merge(&table.catalog.record.properties, metadata.properties()))?;
     let mut summary = MaintenanceSummary { dry_run, ..MaintenanceSummary::default() };
@@ -445,7 +468,7 @@ pub async fn expire_data(
         };
         expiries.push((i, expiry));
     }
-    let (removed, straddling): (Vec<usize>, Vec<(usize, Vec<i64>)>) = match props.level {
+    let (removed, straddling): (HashSet<usize>, Vec<(usize, Vec<i64>)>) = match props.level {
         Level::File => {
             let removed = expiries.iter().filter(|(_, e)| *e == Expiry::All).map(|(i, _)| *i).collect();
             let straddling = expiries
@@ -476,6 +499,8 @@ pub async fn expire_data(
     let remaining: Vec<LiveFile> =
         files.iter().enumerate().filter(|(i, _)| !removed.contains(i)).map(|(_, f)| f.clone()).collect();
     let dangling_deletes: Vec<LiveFile> = dangling(&remaining).into_iter().cloned().collect();
+    let mut removed: Vec<usize> = removed.into_iter().collect();
+    removed.sort_unstable();
     let removed_data: Vec<&LiveFile> = removed.iter().map(|&i| &files[i]).collect();
     summary.rows_expired = removed_data.iter().map(|f| f.file.record_count()).sum::<u64>()
         + straddling.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
@@ -503,9 +528,10 @@ pub async fn expire_data(
         let file =
             write_position_deletes(io, data.path(), positions, data.file.partition().clone(), data.spec_id).await?;
         written.push(file.file_path().to_string());
-        rewrite = rewrite.add_delete_file(file);
+        rewrite = rewrite.add_delete_file_in_spec(file, data.spec_id);
     }
-    let pending = match rewrite.prepare(&table.table).await {
+    let (lock, current) = ManagedTable::load_locked(catalogs, table_id).await?;
+    let pending = match rewrite.prepare(&current.table).await {
         Ok(pending) => pending,
         Err(e) => {
             for path in &written {
@@ -515,11 +541,10 @@ pub async fn expire_data(
         }
     };
     let change =
-        TableChange { ident: table.name.clone(), requirements: pending.requirements, updates: pending.updates };
-    if let Err(e) = catalogs.commit_table_locked(&lock, &table.catalog, change).await {
-        for path in pending.written_files.iter().chain(&written) {
-            let _ = io.delete(path).await;
-        }
+        TableChange { ident: current.name.clone(), requirements: pending.requirements, updates: pending.updates };
+    if let Err(e) = catalogs.commit_table_locked(&lock, &current.catalog, change).await {
+        written.extend(pending.written_files);
+        discard_written(io, &written, &e).await;
         return Err(e.into());
     }
     tracing::info!(
@@ -573,6 +598,8 @@ mod tests {
         let quoted = StringTimes::new("yyyyMMdd'T'HH").unwrap();
         assert_eq!(quoted.parse("19700101T01"), Some(3_600_000));
         assert!(!StringTimes::new("dd/MM/yyyy").is_ok_and(|t| t.ordered), "needs years first");
+        assert_eq!(day.parse("1970-1-02"), None, "unpadded values would break the order");
+        assert_eq!(day.parse("1970-01-02 trailing"), None);
     }
 
     #[test]

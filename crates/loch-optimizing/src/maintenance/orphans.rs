@@ -26,12 +26,14 @@ fn location_of(raw: &str) -> Result<Location> {
     Location::parse(raw).map_err(|e| OptimizingError::Corrupt(format!("table location {raw}: {e}")))
 }
 
-/// Cleans the orphan files of table `table_id` as its properties say, at time `now_ms`; with
-/// `dry_run`, reports what would go (counts, bytes, the first paths) and deletes nothing.
+/// Cleans the orphan files of table `table_id` as its properties say (but never files younger
+/// than `floor`), at time `now_ms`; with `dry_run`, reports what would go (counts, bytes, the
+/// first paths) and deletes nothing.
 pub async fn clean_orphan_files(
     catalogs: &CatalogService,
     table_id: i64,
     now_ms: i64,
+    floor: std::time::Duration,
     dry_run: bool,
 ) -> Result<MaintenanceSummary> {
     let missing = || OptimizingError::NotFound(format!("table {table_id}"));
@@ -44,7 +46,7 @@ pub async fn clean_orphan_files(
             Some("orphan cleaning is off (clean-orphan-file.enabled is false or gc.enabled is false)".into());
         return Ok(summary);
     }
-    let min_existing = i64::try_from(props.orphans.min_existing.as_millis()).unwrap_or(i64::MAX);
+    let min_existing = i64::try_from(props.orphans.min_existing.max(floor).as_millis()).unwrap_or(i64::MAX);
     let older_than = now_ms.saturating_sub(min_existing);
     summary.older_than_ms = older_than;
     let scope = location_of(metadata.location())?;

@@ -48,6 +48,10 @@ pub struct MaintenanceConfig {
     pub tick: Duration,
     /// Test hook: a pause after each batch of deletions (so a test can stop the server midway).
     pub test_delete_pause: Option<Duration>,
+    /// The least age of a file orphan cleaning deletes, whatever a table's
+    /// `clean-orphan-file.min-existing-time-minutes` says (1 h): long jobs commit files written
+    /// hours before, and a table set to `0` would lose them.
+    pub orphan_min_age_floor: Duration,
 }
 
 impl MaintenanceConfig {
@@ -68,6 +72,7 @@ impl Default for MaintenanceConfig {
             threads: 2,
             tick: Duration::from_secs(30),
             test_delete_pause: None,
+            orphan_min_age_floor: Duration::from_secs(3600),
         }
     }
 }
@@ -183,7 +188,8 @@ impl OptimizingService {
                 expire_snapshots(&self.catalogs, &self.store, table_id, now, dry_run).await
             }
             MaintenanceAction::CleanOrphanFiles => {
-                clean_orphan_files(&self.catalogs, table_id, now, dry_run).await.map(alone)
+                let floor = self.config.maintenance.orphan_min_age_floor;
+                clean_orphan_files(&self.catalogs, table_id, now, floor, dry_run).await.map(alone)
             }
             MaintenanceAction::CleanDanglingDeleteFiles => {
                 clean_dangling_deletes(&self.catalogs, table_id, dry_run).await.map(alone)
@@ -315,12 +321,18 @@ impl OptimizingService {
             // Runs in flight: a long one (orphan listing of a large table) holds one permit and
             // its own table's slot, never the scheduling of the others. Stopping aborts them,
             // as a crash would; recovery finishes what they committed.
-            let mut running: JoinSet<(i64, MaintenanceAction, Result<MaintenanceSummary>)> = JoinSet::new();
+            let mut running: JoinSet<Result<MaintenanceSummary>> = JoinSet::new();
+            let mut in_flight: HashMap<tokio::task::Id, (i64, MaintenanceAction)> = HashMap::new();
             loop {
                 tokio::select! {
                     _ = tick.tick() => {}
-                    Some(ended) = running.join_next(), if !running.is_empty() => {
-                        let Ok((table_id, action, outcome)) = ended else { continue };
+                    Some(ended) = running.join_next_with_id(), if !running.is_empty() => {
+                        let (id, outcome) = match ended {
+                            Ok((id, outcome)) => (id, outcome),
+                            // A run that panicked counts as failed (its record ends at restart).
+                            Err(e) => (e.id(), Err(OptimizingError::Rejected(format!("the run panicked: {e}")))),
+                        };
+                        let Some((table_id, action)) = in_flight.remove(&id) else { continue };
                         let interval_ms = interval_of.get(&action).copied().unwrap_or(i64::MAX);
                         let entry = due.entry((table_id, action)).or_insert(Due { at: 0, failures: 0 });
                         let ended = now_ms();
@@ -366,13 +378,13 @@ impl OptimizingService {
                             // Not again until this run ends and sets the next time.
                             entry.at = i64::MAX;
                             let (service, permits) = (service.clone(), permits.clone());
-                            running.spawn(async move {
-                                let outcome = match permits.acquire_owned().await {
+                            let handle = running.spawn(async move {
+                                match permits.acquire_owned().await {
                                     Ok(_permit) => service.run_maintenance(table_id, action, false).await,
                                     Err(_) => Err(OptimizingError::Rejected("the maintenance runner stopped".into())),
-                                };
-                                (table_id, action, outcome)
+                                }
                             });
+                            in_flight.insert(handle.id(), (table_id, action));
                         }
                     }
                 }

@@ -266,3 +266,89 @@ async fn data_expiration_reports_what_it_cannot_do() {
     let error = expire_data(&other.catalogs, other.table_id, loch_meta::now_ms(), false).await.unwrap_err().to_string();
     assert!(error.contains("data-expire.field \"value\" has type double"), "{error}");
 }
+
+/// Strings that are no time in the pattern (empty, unpadded) never expire, even in a file whose
+/// bounds look wholly expired: the rows are read, not the bounds trusted.
+#[tokio::test]
+async fn strings_that_are_no_time_never_expire() {
+    let root = Env::new(false, &[]).await;
+    let props = [
+        ("data-expire.enabled", "true"),
+        ("data-expire.field", "t"),
+        ("data-expire.level", "file"),
+        ("data-expire.retention-time", "10d"),
+        ("data-expire.base-on-rule", "CURRENT_TIME"),
+    ];
+    let env = root.custom_table("dirty", schema(Kind::String), None, &props).await;
+    let t = env.table().await;
+    let batch = RecordBatch::try_new(
+        arrow_schema(&t.table),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2, 3])),
+            Arc::new(Int64Array::from(vec![0, 0, 0])),
+            Arc::new(StringArray::from(vec!["", "2000-01-01", "1999-1-05"])),
+        ],
+    )
+    .unwrap();
+    let mut delta = RowDelta::new();
+    for f in write_data_files(&t.table, &batch).await.unwrap() {
+        delta = delta.add_rows(f);
+    }
+    env.commit(delta.prepare(&t.table).await.unwrap()).await;
+    let summary = expire_data(&env.catalogs, env.table_id, loch_meta::now_ms(), false).await.unwrap();
+    assert_eq!(summary.rows_expired, 1, "{summary:?}");
+    assert_eq!(ids(&env).await, BTreeSet::from([1, 3]));
+}
+
+/// A straddling file written under an older partition spec gets its position delete in that
+/// spec (the delete manifest is written per spec), and its expired rows are gone.
+#[tokio::test]
+async fn a_file_of_an_older_partition_spec_gets_its_deletes_in_that_spec() {
+    let root = Env::new(false, &[]).await;
+    let props = [
+        ("data-expire.enabled", "true"),
+        ("data-expire.field", "t"),
+        ("data-expire.level", "file"),
+        ("data-expire.retention-time", "10d"),
+        ("data-expire.base-on-rule", "CURRENT_TIME"),
+    ];
+    let spec = UnboundPartitionSpec::builder().add_partition_field(2, "p", Transform::Identity).unwrap().build();
+    let env = root.custom_table("evolved", schema(Kind::LongMs), Some(spec), &props).await;
+    let t0 = loch_meta::now_ms();
+    let t = env.table().await;
+    let batch = RecordBatch::try_new(
+        arrow_schema(&t.table),
+        vec![
+            Arc::new(Int64Array::from(vec![1, 2])),
+            Arc::new(Int64Array::from(vec![0, 0])),
+            Kind::LongMs.column(&[Some(t0 - 20 * DAY), Some(t0 - DAY)]),
+        ],
+    )
+    .unwrap();
+    let mut delta = RowDelta::new();
+    for f in write_data_files(&t.table, &batch).await.unwrap() {
+        delta = delta.add_rows(f);
+    }
+    env.commit(delta.prepare(&t.table).await.unwrap()).await;
+    // The table is partitioned by p and id from now on: the old file keeps the one-field spec.
+    let evolved = UnboundPartitionSpec::builder()
+        .add_partition_field(2, "p", Transform::Identity)
+        .unwrap()
+        .add_partition_field(1, "id_bucket", Transform::Bucket(4))
+        .unwrap()
+        .build();
+    let updates =
+        vec![iceberg::TableUpdate::AddSpec { spec: evolved }, iceberg::TableUpdate::SetDefaultSpec { spec_id: -1 }];
+    let name = loch_catalog::TableName::new(vec!["db".into()], "evolved");
+    let change = loch_catalog::TableChange { ident: name, requirements: vec![], updates };
+    env.catalogs.commit_table(&t.catalog, change).await.unwrap();
+
+    let summary = expire_data(&env.catalogs, env.table_id, t0, false).await.unwrap();
+    assert_eq!(summary.rows_expired, 1, "{summary:?}");
+    assert_eq!(ids(&env).await, BTreeSet::from([2]));
+    let live = env.live_files().await;
+    let delete = live.iter().find(|f| f.content() == DataContentType::PositionDeletes).unwrap();
+    let data = live.iter().find(|f| f.content() == DataContentType::Data).unwrap();
+    assert_eq!((delete.spec_id, delete.file.partition()), (data.spec_id, data.file.partition()));
+    assert_ne!(delete.spec_id, env.table().await.table.metadata().default_partition_spec_id());
+}

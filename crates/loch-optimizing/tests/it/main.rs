@@ -7,5 +7,6 @@
 mod common;
 mod data_expire;
 mod expiry;
+mod orphans;
 mod rewrite;
 mod service;

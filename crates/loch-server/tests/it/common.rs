@@ -71,6 +71,8 @@ impl TestServer {
         config.maintenance.clean_orphan_files_interval = std::time::Duration::ZERO;
         config.maintenance.expire_data_interval = std::time::Duration::ZERO;
         config.maintenance.auto_create_tags_interval = std::time::Duration::ZERO;
+        // Orphan tests age their files by seconds.
+        config.maintenance.orphan_min_age_floor = std::time::Duration::ZERO;
         if backend == Backend::Postgres {
             config.database.url = loch_testkit::postgres()?.create_database();
         }

@@ -23,8 +23,10 @@ pub(crate) struct SnapshotChanges {
     pub operation: Operation,
     /// Data files to add (written in the table's default partition spec).
     pub added_data_files: Vec<DataFile>,
-    /// Delete files to add.
-    pub added_delete_files: Vec<DataFile>,
+    /// Delete files to add, each with the partition spec its partition value is in (`None`:
+    /// the default spec). A position delete of a data file written under an older spec keeps
+    /// that file's spec, so readers scoping deletes by spec and partition still apply it.
+    pub added_delete_files: Vec<(DataFile, Option<i32>)>,
     /// Paths of live data or delete files to remove.
     pub removed_paths: HashSet<String>,
     /// Data sequence number of the added data files; `None` inherits the new snapshot's.
@@ -69,10 +71,18 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
         }
         manifests.push(w.write_manifest_file().await?);
     }
-    if !changes.added_delete_files.is_empty() {
-        let mut w = writer.manifest(ManifestContentType::Deletes, default_spec.clone())?;
-        for file in &changes.added_delete_files {
-            summary.add_file(file, schema.clone(), default_spec.clone());
+    // One delete manifest per partition spec.
+    let mut deletes_by_spec: std::collections::BTreeMap<i32, Vec<&DataFile>> = std::collections::BTreeMap::new();
+    for (file, spec_id) in &changes.added_delete_files {
+        deletes_by_spec.entry(spec_id.unwrap_or(default_spec.spec_id())).or_default().push(file);
+    }
+    for (spec_id, files) in deletes_by_spec {
+        let spec = metadata.partition_spec_by_id(spec_id).cloned().ok_or_else(|| {
+            TableError::Invalid(format!("delete files name partition spec {spec_id}, which the table does not have"))
+        })?;
+        let mut w = writer.manifest(ManifestContentType::Deletes, spec.clone())?;
+        for file in files {
+            summary.add_file(file, schema.clone(), spec.clone());
             w.add_file(file.clone(), UNASSIGNED_SEQUENCE_NUMBER)?;
         }
         manifests.push(w.write_manifest_file().await?);
@@ -161,17 +171,24 @@ fn validate(metadata: &TableMetadata, changes: &SnapshotChanges) -> Result<()> {
     if let Some(f) = changes.added_data_files.iter().find(|f| f.content_type() != DataContentType::Data) {
         return Err(TableError::Invalid(format!("{} is a delete file, not a data file", f.file_path())));
     }
-    if let Some(f) = changes.added_delete_files.iter().find(|f| f.content_type() == DataContentType::Data) {
+    if let Some((f, _)) = changes.added_delete_files.iter().find(|(f, _)| f.content_type() == DataContentType::Data) {
         return Err(TableError::Invalid(format!("{} is a data file, not a delete file", f.file_path())));
     }
-    let spec_fields = metadata.default_partition_spec().fields().len();
-    let added = changes.added_data_files.iter().chain(&changes.added_delete_files);
-    if let Some(f) = added.into_iter().find(|f| f.partition().fields().len() != spec_fields) {
-        return Err(TableError::Invalid(format!(
-            "{} has a partition value of {} fields, but the table's default partition spec has {spec_fields}",
-            f.file_path(),
-            f.partition().fields().len()
-        )));
+    let default_spec = metadata.default_partition_spec().spec_id();
+    let added = changes
+        .added_data_files
+        .iter()
+        .map(|f| (f, default_spec))
+        .chain(changes.added_delete_files.iter().map(|(f, spec)| (f, spec.unwrap_or(default_spec))));
+    for (f, spec_id) in added {
+        let spec_fields = metadata.partition_spec_by_id(spec_id).map(|s| s.fields().len());
+        if spec_fields != Some(f.partition().fields().len()) {
+            return Err(TableError::Invalid(format!(
+                "{} has a partition value of {} fields, which partition spec {spec_id} does not have",
+                f.file_path(),
+                f.partition().fields().len()
+            )));
+        }
     }
     if !changes.added_delete_files.is_empty() && metadata.format_version() == FormatVersion::V1 {
         return Err(TableError::Invalid("format version 1 tables cannot have delete files".into()));

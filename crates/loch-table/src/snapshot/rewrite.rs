@@ -29,7 +29,7 @@ pub struct RewriteFiles {
     rewritten_data: Vec<LiveFile>,
     removed_deletes: Vec<LiveFile>,
     added_data: Vec<DataFile>,
-    added_deletes: Vec<DataFile>,
+    added_deletes: Vec<(DataFile, Option<i32>)>,
     properties: HashMap<String, String>,
     operation: Operation,
 }
@@ -66,9 +66,17 @@ impl RewriteFiles {
         self
     }
 
-    /// Adds a position delete file (re-expressing deletes of a kept data file).
+    /// Adds a position delete file (re-expressing deletes of a kept data file) in the table's
+    /// default partition spec.
     pub fn add_delete_file(mut self, file: DataFile) -> Self {
-        self.added_deletes.push(file);
+        self.added_deletes.push((file, None));
+        self
+    }
+
+    /// Adds a position delete file whose partition value is in spec `spec_id` (that of the
+    /// data file it deletes from).
+    pub fn add_delete_file_in_spec(mut self, file: DataFile, spec_id: i32) -> Self {
+        self.added_deletes.push((file, Some(spec_id)));
         self
     }
 
@@ -139,7 +147,9 @@ impl SnapshotAction for RewriteFiles {
         if let Some(f) = self.removed_deletes.iter().find(|f| !f.is_delete()) {
             return Err(TableError::Invalid(format!("{} is a data file, not a delete file", f.path())));
         }
-        if let Some(f) = self.added_deletes.iter().find(|f| f.content_type() != DataContentType::PositionDeletes) {
+        if let Some((f, _)) =
+            self.added_deletes.iter().find(|(f, _)| f.content_type() != DataContentType::PositionDeletes)
+        {
             return Err(TableError::Invalid(format!("a rewrite may only add position deletes, not {}", f.file_path())));
         }
         self.validate(table).await?;

@@ -62,7 +62,7 @@ impl SnapshotAction for RowDelta {
         let changes = SnapshotChanges {
             operation,
             added_data_files: self.data,
-            added_delete_files: self.deletes,
+            added_delete_files: self.deletes.into_iter().map(|f| (f, None)).collect(),
             properties: self.properties,
             branch: MAIN_BRANCH.to_string(),
             ..SnapshotChanges::default()
