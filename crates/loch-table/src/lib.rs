@@ -12,6 +12,7 @@ mod error;
 pub mod expire;
 pub mod io;
 pub mod location;
+pub mod mixed;
 pub mod orphans;
 pub mod parquet;
 pub mod position_delete;

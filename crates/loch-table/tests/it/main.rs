@@ -20,6 +20,7 @@ use loch_testkit::local::{LocalTable, write_equality_deletes};
 
 mod expire;
 mod expire_props;
+mod mixed_hash;
 mod orphan_props;
 mod parquet_writer;
 
