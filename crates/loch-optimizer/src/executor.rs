@@ -210,7 +210,8 @@ async fn rewrite(
     let conformed = {
         let target = target.clone();
         batches.map(move |batch| {
-            conform(batch?, &target).map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+            loch_table::scan::conform(batch?, &target)
+                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
         })
     };
     let mut batches = ReadAhead::spawn(Box::pin(conformed), READ_AHEAD_BATCHES);
@@ -270,28 +271,6 @@ impl Drop for ReadAhead {
     fn drop(&mut self) {
         self.reader.abort();
     }
-}
-
-/// Casts columns the reader produced in another encoding (identity partition columns come back
-/// run-end encoded constants) to the table schema's types.
-fn conform(batch: RecordBatch, target: &arrow_schema::SchemaRef) -> Result<RecordBatch> {
-    if batch.schema().fields().iter().zip(target.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
-        return Ok(batch);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(target.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(column.clone())
-            } else {
-                arrow_cast::cast(column, field.data_type())
-                    .map_err(|e| ExecuteError::Input(format!("column {}: {e}", field.name())))
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    RecordBatch::try_new(target.clone(), columns).map_err(|e| ExecuteError::Input(format!("batch: {e}")))
 }
 
 /// Table metadata standing in for the table where iceberg's writers need one (data location).

@@ -175,3 +175,25 @@ pub async fn changes_since(
         };
     }
 }
+
+/// Casts columns the reader produced in another encoding (identity partition columns come back
+/// as run-end encoded constants) to `target`'s types, so batches of different files agree.
+pub fn conform(batch: arrow_array::RecordBatch, target: &arrow_schema::SchemaRef) -> Result<arrow_array::RecordBatch> {
+    if batch.schema().fields().iter().zip(target.fields()).all(|(a, b)| a.data_type() == b.data_type()) {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(target.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(column.clone())
+            } else {
+                arrow_cast::cast(column, field.data_type())
+                    .map_err(|e| TableError::Invalid(format!("column {}: {e}", field.name())))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    arrow_array::RecordBatch::try_new(target.clone(), columns).map_err(|e| TableError::Invalid(format!("batch: {e}")))
+}

@@ -4,6 +4,9 @@
 //! Each concept lives in its own module, matching Amoro's on-disk conventions exactly, so a
 //! table Loch writes reads in Amoro's engines and the other way round.
 
+pub mod change;
 pub mod file_name;
+pub mod key;
 pub mod key_hash;
+pub mod merge;
 pub mod tree;

@@ -1,0 +1,245 @@
+//! A keyed table under random changes: two writers (one plain, one upserting) interleave
+//! inserts, updates, deletes and upserts on random keys over many commits, on a base store
+//! seeded with rows. After every commit the merge-on-read equals an in-memory model of the
+//! table, and replaying the CDC stream from the start onto the seed gives the same model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
+use loch_table::mixed::file_name::{FileMeta, FileType};
+use loch_table::mixed::merge::{merge_on_read, read_changes};
+use loch_table::snapshot::{RowDelta, SnapshotAction};
+use loch_testkit::data::{arrow_schema, write_data_files};
+use loch_testkit::local::LocalTable;
+
+/// A row's region and value.
+type Row = (i64, Option<String>);
+/// id → row.
+type Model = BTreeMap<i64, Row>;
+
+fn schema() -> Schema {
+    Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::required(2, "region", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::optional(3, "v", Type::Primitive(PrimitiveType::String)).into(),
+        ])
+        .build()
+        .unwrap()
+}
+
+fn batch(table: &iceberg::table::Table, rows: &[(i64, i64, Option<String>)]) -> RecordBatch {
+    RecordBatch::try_new(
+        arrow_schema(table),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2.clone()))),
+        ],
+    )
+    .unwrap()
+}
+
+fn model_of(batches: &[RecordBatch]) -> Model {
+    let mut model = Model::new();
+    for b in batches {
+        let (ids, regions, values) = (
+            b.column(0).as_primitive::<Int64Type>(),
+            b.column(1).as_primitive::<Int64Type>(),
+            b.column(2).as_string::<i32>(),
+        );
+        for i in 0..b.num_rows() {
+            let value = (!values.is_null(i)).then(|| values.value(i).to_string());
+            assert!(model.insert(ids.value(i), (regions.value(i), value)).is_none(), "key {} read twice", ids.value(i));
+        }
+    }
+    model
+}
+
+/// Applies a CDC stream to `model`.
+fn replay(model: &mut Model, batches: &[RecordBatch]) -> Vec<i64> {
+    let mut transactions = Vec::new();
+    for b in batches {
+        let ids = b.column(0).as_primitive::<Int64Type>();
+        let regions = b.column(1).as_primitive::<Int64Type>();
+        let values = b.column(2).as_string::<i32>();
+        let actions = b.column_by_name("_change_action").unwrap().as_string::<i32>();
+        let txids = b.column_by_name("_transaction_id").unwrap().as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            transactions.push(txids.value(i));
+            match actions.value(i) {
+                "INSERT" | "UPDATE_AFTER" => {
+                    let value = (!values.is_null(i)).then(|| values.value(i).to_string());
+                    model.insert(ids.value(i), (regions.value(i), value));
+                }
+                "DELETE" | "UPDATE_BEFORE" => {
+                    model.remove(&ids.value(i));
+                }
+                other => panic!("unknown action {other}"),
+            }
+        }
+    }
+    transactions
+}
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// One writer's pending changes: rows, ops, and what they do to the model at commit.
+struct Pending {
+    writer: ChangeWriter,
+    effects: Vec<(i64, Option<Row>)>,
+}
+
+/// Commits a writer's buffered changes to the change store (one transaction) and applies
+/// their effects to the model.
+async fn commit(change: &mut LocalTable, pending: &mut Pending, model: &mut Model) {
+    let files = pending.writer.finish().await.unwrap();
+    let mut delta = RowDelta::new();
+    for f in files {
+        delta = delta.add_rows(f);
+    }
+    change.commit(delta.prepare(&change.table).await.unwrap()).await.unwrap();
+    for (id, effect) in std::mem::take(&mut pending.effects) {
+        match effect {
+            Some(row) => model.insert(id, row),
+            None => model.remove(&id),
+        };
+    }
+}
+
+async fn random_changes(partitioned: bool, rng_seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = if partitioned {
+        UnboundPartitionSpec::builder().add_partition_field(2, "region", Transform::Identity).unwrap().build()
+    } else {
+        UnboundPartitionSpec::builder().build()
+    };
+    let mut base = LocalTable::create(dir.path(), schema(), spec.clone()).await.unwrap();
+    let mut change = LocalTable::create(&dir.path().join("change"), schema(), spec).await.unwrap();
+    let key = vec!["id".to_string()];
+    let region = |id: i64| id.rem_euclid(3);
+
+    // The seed: a bulk load into the base store (transaction 0).
+    let seed: Vec<(i64, i64, Option<String>)> = (0..60).map(|id| (id, region(id), Some(format!("seed{id}")))).collect();
+    let mut delta = RowDelta::new();
+    for f in write_data_files(&base.table, &batch(&base.table, &seed)).await.unwrap() {
+        delta = delta.add_rows(f);
+    }
+    base.commit(delta.prepare(&base.table).await.unwrap()).await.unwrap();
+    let seed_model: Model = seed.iter().map(|r| (r.0, (r.1, r.2.clone()))).collect();
+    let mut model = seed_model.clone();
+    assert_eq!(model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap()), model);
+
+    let mut rng = Lcg(rng_seed);
+    // Writer 0 (plain) owns even keys, writer 1 (upsert) odd keys, so their changes interleave
+    // without racing on a key; each commit applies its writer's effects to the model.
+    let mut writers: Vec<Pending> = [false, true]
+        .into_iter()
+        .map(|upsert| Pending {
+            writer: ChangeWriter::new(&change.table, &key, ChangeOptions { buckets: 4, upsert }).unwrap(),
+            effects: Vec::new(),
+        })
+        .collect();
+    let mut view: [Model; 2] = [model.clone(), model.clone()];
+    let mut commits = 0;
+    let mut ops_done = 0;
+    while commits < 40 {
+        let w = rng.next(2) as usize;
+        let n = 1 + rng.next(60) as usize;
+        let mut rows = Vec::new();
+        let mut ops = Vec::new();
+        for _ in 0..n {
+            let id = (rng.next(100) as i64) * 2 + w as i64;
+            let value = Some(format!("w{w}c{commits}r{}", rng.next(1_000_000)));
+            let current = view[w].get(&id).cloned();
+            match (w, current, rng.next(4)) {
+                // Upserts: insert whatever the key held.
+                (1, _, 0 | 1) => {
+                    rows.push((id, region(id), value.clone()));
+                    ops.push(ChangeOp::Insert);
+                    view[w].insert(id, (region(id), value.clone()));
+                    writers[w].effects.push((id, Some((region(id), value))));
+                }
+                (_, None, _) => {
+                    rows.push((id, region(id), value.clone()));
+                    ops.push(ChangeOp::Insert);
+                    view[w].insert(id, (region(id), value.clone()));
+                    writers[w].effects.push((id, Some((region(id), value))));
+                }
+                (_, Some(old), 0 | 1) => {
+                    rows.push((id, old.0, old.1));
+                    ops.push(ChangeOp::UpdateBefore);
+                    rows.push((id, region(id), value.clone()));
+                    ops.push(ChangeOp::UpdateAfter);
+                    view[w].insert(id, (region(id), value.clone()));
+                    writers[w].effects.push((id, Some((region(id), value))));
+                }
+                (_, Some(old), _) => {
+                    rows.push((id, old.0, old.1));
+                    ops.push(ChangeOp::Delete);
+                    view[w].remove(&id);
+                    writers[w].effects.push((id, None));
+                }
+            }
+        }
+        ops_done += ops.len();
+        writers[w].writer.write(&batch(&change.table, &rows), &ops).unwrap();
+        // Commit now, or keep buffering so the other writer's commits land in between.
+        if rng.next(3) == 0 {
+            continue;
+        }
+        commit(&mut change, &mut writers[w], &mut model).await;
+        commits += 1;
+        let merged = model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap());
+        assert_eq!(merged, model, "merge-on-read after commit {commits} (seed {rng_seed})");
+    }
+    assert!(ops_done > 1_000, "thousands of changes: {ops_done}");
+
+    // Replaying the CDC stream from the start onto the seed gives the model, in commit order.
+    for pending in &mut writers {
+        commit(&mut change, pending, &mut model).await;
+    }
+    assert_eq!(model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap()), model);
+    let mut replayed = seed_model;
+    let transactions = replay(&mut replayed, &read_changes(&change.table, None, None).await.unwrap());
+    assert_eq!(replayed, model, "CDC replay (seed {rng_seed})");
+    assert!(transactions.windows(2).all(|w| w[0] <= w[1]), "changes come in transaction order");
+    // A later window holds only the later transactions.
+    let last = *transactions.last().unwrap();
+    let tail = read_changes(&change.table, Some(last - 1), None).await.unwrap();
+    assert!(replay(&mut Model::new(), &tail).iter().all(|t| *t == last));
+
+    // Files carry Amoro's names: buckets of 4, inserts and deletes, transaction 0 (the sequence).
+    let live = loch_testkit::data::reached_by(&change.table, change.table.metadata().current_snapshot_id().unwrap())
+        .await
+        .unwrap();
+    let metas: Vec<FileMeta> =
+        live.iter().filter(|p| p.ends_with(".parquet")).map(|p| FileMeta::of_change(p, 1)).collect();
+    assert!(
+        metas.iter().any(|m| m.file_type == FileType::EqDelete)
+            && metas.iter().any(|m| m.file_type == FileType::Insert)
+    );
+    assert!(metas.iter().all(|m| m.node.mask() == 3 && m.transaction_id == 1), "{metas:?}");
+}
+
+#[tokio::test]
+async fn random_changes_merge_and_replay_to_the_model_unpartitioned() {
+    random_changes(false, 7).await;
+}
+
+#[tokio::test]
+async fn random_changes_merge_and_replay_to_the_model_partitioned() {
+    random_changes(true, 11).await;
+}
