@@ -16,6 +16,12 @@ use crate::table::ManagedTable;
 
 /// Evaluates the table's current snapshot; `None` for a table without snapshots.
 pub(crate) async fn evaluate_table(table: &ManagedTable, runtime: &RuntimeRecord) -> Result<Option<Evaluation>> {
+    if let Some(store) = loch_table::mixed::properties::store_of(table.table.metadata().properties()) {
+        return Err(OptimizingError::Table(loch_table::TableError::Unsupported(format!(
+            "this is the {} store of a Mixed-Iceberg (primary-key) table; Loch does not optimize keyed tables yet",
+            if store == loch_table::mixed::properties::Store::Change { "change" } else { "base" }
+        ))));
+    }
     let Some(snapshot) = table.table.metadata().current_snapshot().cloned() else { return Ok(None) };
     let times =
         LastOptimized { minor: runtime.last_minor_at, major: runtime.last_major_at, full: runtime.last_full_at };

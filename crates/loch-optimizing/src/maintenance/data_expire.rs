@@ -437,6 +437,12 @@ pub async fn expire_data(
         summary.skipped = Some("data expiration is off (data-expire.enabled is false or gc.enabled is false)".into());
         return Ok(summary);
     }
+    // A store alone cannot expire rows: a change store's delete rows are data files.
+    if loch_table::mixed::properties::store_of(metadata.properties()).is_some() {
+        summary.skipped =
+            Some("this is a store of a Mixed-Iceberg (primary-key) table; its data cannot expire alone".into());
+        return Ok(summary);
+    }
     let schema = metadata.current_schema();
     let field = schema.field_by_name(&props.field).ok_or_else(|| {
         OptimizingError::InvalidProperty(format!("data-expire.field {:?} is not a column of the table", props.field))

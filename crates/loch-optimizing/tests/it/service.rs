@@ -192,6 +192,38 @@ async fn tables_with_files_loch_cannot_rewrite_are_blocked_not_retried() {
     assert!(service.processes(env.table_id, 10).await.unwrap().is_empty(), "skipped, not retried");
 }
 
+/// The stores of a Mixed-Iceberg table (an Amoro table registered in Loch) are not plain
+/// Iceberg tables: compacting a change store's delete rows as data would bring deleted rows
+/// back, so both stores are blocked with the reason, and data expiration skips them.
+#[tokio::test]
+async fn stores_of_mixed_iceberg_tables_are_never_optimized_as_plain_tables() {
+    for store in ["change", "base"] {
+        let env = fragmented(&[("mixed-format.table-store", store)]).await;
+        let service = service(&env, config()).await;
+        service.refresh_table(env.table_id).await.unwrap();
+        let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
+        let blocked = runtime.blocked.unwrap_or_default();
+        assert!(blocked.contains(&format!("the {store} store of a Mixed-Iceberg")), "{blocked}");
+        let token = register(&service, 1, false).await;
+        assert!(service.poll(&token, 0).await.unwrap().is_none(), "no process for a {store} store");
+    }
+    let props = [
+        ("mixed-format.table-store", "change"),
+        ("data-expire.enabled", "true"),
+        ("data-expire.field", "id"),
+        ("data-expire.retention-time", "1d"),
+        ("data-expire.base-on-rule", "CURRENT_TIME"),
+    ];
+    let env = fragmented(&props).await;
+    let rows = env.rows().await;
+    let summary =
+        loch_optimizing::maintenance::data_expire::expire_data(&env.catalogs, env.table_id, i64::MAX / 2, false)
+            .await
+            .unwrap();
+    assert!(summary.skipped.unwrap_or_default().contains("Mixed-Iceberg"));
+    assert_eq!(env.rows().await, rows);
+}
+
 #[tokio::test]
 async fn tasks_of_a_lost_optimizer_go_to_another() {
     let config = OptimizingConfig { heartbeat_timeout: Duration::from_millis(300), ..config() };

@@ -9,4 +9,5 @@ pub mod file_name;
 pub mod key;
 pub mod key_hash;
 pub mod merge;
+pub mod properties;
 pub mod tree;
