@@ -105,3 +105,49 @@ pub struct Health {
     /// Server version.
     pub version: String,
 }
+
+fn iceberg_format() -> String {
+    "iceberg".to_string()
+}
+
+/// Body of `POST /api/v1/catalogs/{catalog}/namespaces/{ns}/tables`: a plain Iceberg table, or
+/// a keyed table in Amoro's Mixed-Iceberg format (base store `name`, change store `name@change`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTableRequest {
+    /// Table name.
+    pub name: String,
+    /// `iceberg` (default) or `mixed-iceberg`.
+    #[serde(default = "iceberg_format")]
+    pub format: String,
+    /// The schema, as Iceberg's JSON writes it (`{"type": "struct", "fields": [...]}`).
+    #[schema(value_type = Object)]
+    pub schema: serde_json::Value,
+    /// The partition spec, as Iceberg's JSON writes it; unpartitioned when absent.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub partition_spec: Option<serde_json::Value>,
+    /// Primary-key columns (required for `mixed-iceberg`, refused for `iceberg`).
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    /// Table properties.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A table created through the management API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedTable {
+    /// Namespace levels.
+    pub namespace: Vec<String>,
+    /// Name (for a keyed table: its base store; the change store is `name@change`).
+    pub name: String,
+    /// `iceberg` or `mixed-iceberg`.
+    pub format: String,
+    /// Table location.
+    pub location: String,
+    /// Current metadata file (of the base store).
+    pub metadata_location: Option<String>,
+    /// Primary-key columns (empty for plain tables).
+    pub primary_key: Vec<String>,
+}

@@ -24,7 +24,7 @@ use crate::requirements;
 use crate::retry::{RetryPolicy, run_with_retries};
 use crate::service::{CatalogService, ResolvedCatalog, table_key};
 use crate::storage::policy::{PATH_PROPERTIES, check_new_location, check_path_properties, delete_inside};
-use crate::tables::{FORMAT_ICEBERG, TableName, name_taken, take_format_version};
+use crate::tables::{TableName, name_taken, take_format_version};
 
 /// Table property: delete metadata files that fall out of the metadata log.
 const DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
@@ -309,7 +309,7 @@ impl CatalogService {
                         namespace: ident.namespace.clone(),
                         name: ident.name.clone(),
                         kind: TableKind::Table,
-                        format: FORMAT_ICEBERG.into(),
+                        format: crate::keyed::format_of(&metadata.metadata).into(),
                         uuid: metadata.metadata.uuid().to_string(),
                         location: table_scope(metadata.metadata.location())?.canonical(),
                         metadata_location: location.clone(),
@@ -517,7 +517,21 @@ impl CatalogService {
         let schema = schema.ok_or_else(|| {
             CatalogError::BadRequest(format!("create transaction for {ident} has no add-schema update"))
         })?;
-        let location = self.choose_location(catalog, ident, location.as_deref()).await?;
+        // A keyed table's change store lies inside its base store's location.
+        let nested_in = match ident.name.strip_suffix(crate::keyed::CHANGE_SUFFIX) {
+            Some(base)
+                if loch_table::mixed::properties::store_of(&properties)
+                    == Some(loch_table::mixed::properties::Store::Change) =>
+            {
+                self.store
+                    .get_table(catalog.record.id, &ident.namespace, base)
+                    .await?
+                    .filter(|row| row.format == crate::keyed::FORMAT_MIXED_ICEBERG)
+                    .map(|row| row.id)
+            }
+            _ => None,
+        };
+        let location = self.choose_location(catalog, ident, location.as_deref(), nested_in).await?;
         let mut properties = Self::new_table_properties(catalog, properties);
         let requested_version = take_format_version(&mut properties)?;
         let format_version = format_version.unwrap_or(requested_version);

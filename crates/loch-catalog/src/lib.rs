@@ -12,6 +12,7 @@ mod commit;
 mod error;
 pub mod ident;
 mod json_order;
+pub mod keyed;
 mod metadata;
 mod namespaces;
 mod purge;

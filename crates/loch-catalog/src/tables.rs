@@ -160,10 +160,11 @@ impl CatalogService {
         catalog: &ResolvedCatalog,
         ident: &TableName,
         requested: Option<&str>,
+        nested_in: Option<i64>,
     ) -> Result<Location> {
         if let Some(requested) = requested {
             let location = check_new_location(&catalog.warehouse, "location", requested).await?;
-            self.check_free(&location, None).await?;
+            self.check_free(&location, nested_in).await?;
             return Ok(location);
         }
         let base = catalog.warehouse.default_location(&ident.namespace, &ident.name);
@@ -217,7 +218,7 @@ impl CatalogService {
         // A staged create hands out metadata now, so its location is chosen and checked here;
         // a create's commit chooses and checks it (once) like any create transaction's.
         let location = if request.stage_create {
-            let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
+            let location = self.choose_location(catalog, &ident, request.location.as_deref(), None).await?;
             check_path_properties(&location, &properties)?;
             location.as_str().to_string()
         } else {
@@ -269,6 +270,27 @@ impl CatalogService {
     /// Drops a table; with `purge`, also deletes its files: the purge is recorded with the drop
     /// and runs on its own task (see [`crate::purge`]).
     pub async fn drop_table(self: &Arc<Self>, catalog: &ResolvedCatalog, ident: &TableName, purge: bool) -> Result<()> {
+        // A keyed table: its change store goes first (its files lie inside the base's
+        // location, so the base's purge takes them); a change store alone cannot go.
+        if let Some(row) = self.store.get_table(catalog.record.id, &ident.namespace, &ident.name).await? {
+            if row.format == crate::keyed::FORMAT_MIXED_ICEBERG_CHANGE {
+                let base = ident.name.strip_suffix(crate::keyed::CHANGE_SUFFIX).unwrap_or(&ident.name);
+                let base = TableName::new(ident.namespace.clone(), base.to_string());
+                return Err(CatalogError::BadRequest(format!(
+                    "{ident} is the change store of keyed table {base}; drop {base} instead"
+                )));
+            }
+            if row.format == crate::keyed::FORMAT_MIXED_ICEBERG {
+                let change = TableName::new(ident.namespace.clone(), crate::keyed::change_name(&ident.name));
+                if let Some(change_row) =
+                    self.store.get_table(catalog.record.id, &change.namespace, &change.name).await?
+                {
+                    let _lock = self.lock_tables([table_key(catalog.record.id, &change.namespace, &change.name)]).await;
+                    self.store.delete_table(change_row.id, change_row.version, None).await?;
+                    tracing::info!(table = %change, "dropped the change store");
+                }
+            }
+        }
         let _lock = self.lock_tables([table_key(catalog.record.id, &ident.namespace, &ident.name)]).await;
         let drop = |_| async {
             let row = self.table_row(catalog, ident).await?;
@@ -309,6 +331,11 @@ impl CatalogService {
             Some(row) if row.kind == kind => row,
             _ => return Err(missing(from, kind)),
         };
+        if row.format.starts_with(crate::keyed::FORMAT_MIXED_ICEBERG) {
+            return Err(CatalogError::BadRequest(format!(
+                "{from} belongs to a keyed (mixed-iceberg) table, which cannot be renamed yet"
+            )));
+        }
         self.load_namespace(catalog, &to.namespace).await?;
         let _lock = self
             .lock_tables([

@@ -184,7 +184,7 @@ impl CatalogService {
         if let Some(row) = self.store.get_table(catalog.record.id, namespace, &request.name).await? {
             return Err(name_taken(&ident, row.kind, TableKind::View));
         }
-        let location = self.choose_location(catalog, &ident, request.location.as_deref()).await?;
+        let location = self.choose_location(catalog, &ident, request.location.as_deref(), None).await?;
         let metadata = ViewMetadataBuilder::new(
             location.as_str().to_string(),
             request.schema,

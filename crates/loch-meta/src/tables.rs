@@ -212,6 +212,20 @@ const OVERLAP_SQL: &str = "SELECT c.name, n.name, t.name, t.kind FROM tables t \
      WHERE p.location = $1 OR substr(p.location, 1, length($2)) = $2 \
      OR substr($1, 1, length(p.location) + 1) = p.location || '/'";
 
+/// [`OVERLAP_SQL`] for a new table (`$4` its format, `$5` catalog, `$6` namespace id, `$7`
+/// name): the two stores of a keyed table (`t` as `mixed-iceberg`, `t@change` as
+/// `mixed-iceberg-change`, one namespace) may nest; nothing else may.
+const OVERLAP_NEW_SQL: &str = "SELECT c.name, n.name, t.name, t.kind FROM tables t \
+     JOIN namespaces n ON n.id = t.namespace_id JOIN catalogs c ON c.id = t.catalog_id \
+     WHERE t.id <> $3 AND (t.location = $1 OR substr(t.location, 1, length($2)) = $2 \
+     OR substr($1, 1, length(t.location) + 1) = t.location || '/') \
+     AND NOT (t.catalog_id = $5 AND t.namespace_id = $6 AND t.location <> $1 AND ( \
+       ($4 = 'mixed-iceberg-change' AND t.format = 'mixed-iceberg' AND t.name || '@change' = $7) \
+       OR ($4 = 'mixed-iceberg' AND t.format = 'mixed-iceberg-change' AND t.name = $7 || '@change'))) \
+     UNION ALL SELECT c.name, '', p.table_name, 'purge' FROM purges p JOIN catalogs c ON c.id = p.catalog_id \
+     WHERE p.location = $1 OR substr(p.location, 1, length($2)) = $2 \
+     OR substr($1, 1, length(p.location) + 1) = p.location || '/'";
+
 /// Something that occupies a location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Occupant {
@@ -445,7 +459,17 @@ impl MetaStore {
                     .bind(now)
                     .fetch_one(&mut *tx)
                     .await?;
-                    let overlaps = overlaps_in!(tx, &new.location, id);
+                    let rows: Vec<(String, String, String, String)> = sqlx::query_as(OVERLAP_NEW_SQL)
+                        .bind(&new.location)
+                        .bind(format!("{}/", new.location))
+                        .bind(id)
+                        .bind(&new.format)
+                        .bind(new.catalog_id)
+                        .bind(ns_id)
+                        .bind(&new.name)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    let overlaps = occupants(rows);
                     if !overlaps.is_empty() {
                         return Ok(Err(overlap_error(&new.location, &overlaps)));
                     }

@@ -7,7 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use loch_api::ErrorResponse;
-use loch_api::management::{Catalog, CatalogTable, CreateCatalogRequest, Health, Purge, UpdateCatalogRequest};
+use loch_api::management::{
+    Catalog, CatalogTable, CreateCatalogRequest, CreateTableRequest, CreatedTable, Health, Purge, UpdateCatalogRequest,
+};
 use loch_catalog::mask_secrets;
 use loch_meta::{CatalogRecord, TableRecord};
 use utoipa::OpenApi;
@@ -24,14 +26,14 @@ use crate::state::AppState;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Loch management API", description = "Manage Loch's catalogs, optimizer groups and optimizing processes; the Iceberg REST catalog is under /api/iceberg/rest."),
-    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, list_purges, crate::observability::health,
+    paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, create_table, list_purges, crate::observability::health,
         api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
         api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance, api::list_maintenance_runs),
-    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, Purge, Health, ErrorResponse,
+    components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, CreateTableRequest, CreatedTable, Purge, Health, ErrorResponse,
         OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task, MaintenanceRun)),
     tags((name = "catalogs", description = "Internal catalogs and their tables"),
         (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes"),
-        (name = "maintenance", description = "Tables' maintenance: snapshot expiry")),
+        (name = "maintenance", description = "Tables' maintenance: snapshot expiry, orphan and dangling-delete cleaning, data expiration, tags")),
     modifiers(&HttpLayerResponses)
 )]
 pub struct ManagementApi;
@@ -77,6 +79,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/catalogs", get(list_catalogs).post(create_catalog))
         .route("/api/v1/catalogs/{name}", get(get_catalog).put(update_catalog).delete(delete_catalog))
         .route("/api/v1/catalogs/{name}/tables", get(list_catalog_tables))
+        .route("/api/v1/catalogs/{name}/namespaces/{namespace}/tables", axum::routing::post(create_table))
         .route("/api/v1/catalogs/{name}/purges", get(list_purges))
         .route("/api/v1/openapi.json", get(openapi))
 }
@@ -159,6 +162,64 @@ pub async fn delete_catalog(
     state.catalogs.delete_catalog(&name).await?;
     tracing::info!(catalog = %name, "deleted catalog");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Create a table: a plain Iceberg table, or a keyed (primary-key) table in Amoro's
+/// Mixed-Iceberg format, whose change store the REST catalog shows as `name@change`. The
+/// namespace's levels are separated by `.` (or U+001F, `%1F`).
+#[utoipa::path(post, path = "/api/v1/catalogs/{name}/namespaces/{namespace}/tables", tag = "catalogs",
+    request_body = CreateTableRequest,
+    params(("name" = String, Path, description = "Catalog name"), ("namespace" = String, Path, description = "Namespace")),
+    responses((status = 201, body = CreatedTable), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse),
+        (status = 409, body = ErrorResponse)))]
+pub async fn create_table(
+    State(state): State<AppState>,
+    ApiPath((name, namespace)): ApiPath<(String, String)>,
+    JsonBody(request): JsonBody<CreateTableRequest>,
+) -> Result<(StatusCode, Json<CreatedTable>), ApiError> {
+    let bad = |m: String| ApiError::from(loch_catalog::CatalogError::BadRequest(m));
+    let catalog = state.catalogs.resolve(&name).await?;
+    let separator = if namespace.contains('\u{1f}') { '\u{1f}' } else { '.' };
+    let levels: Vec<String> = namespace.split(separator).map(str::to_string).collect();
+    let schema: iceberg::spec::Schema =
+        serde_json::from_value(request.schema).map_err(|e| bad(format!("invalid schema: {e}")))?;
+    let partition_spec = match request.partition_spec {
+        Some(spec) => Some(
+            serde_json::from_value::<iceberg::spec::UnboundPartitionSpec>(spec)
+                .map_err(|e| bad(format!("invalid partition_spec: {e}")))?,
+        ),
+        None => None,
+    };
+    let create = loch_catalog::CreateTable {
+        name: request.name.clone(),
+        location: None,
+        schema,
+        partition_spec,
+        write_order: None,
+        stage_create: false,
+        properties: request.properties.into_iter().collect(),
+    };
+    let loaded = match request.format.as_str() {
+        "iceberg" if request.primary_key.is_empty() => state.catalogs.create_table(&catalog, &levels, create).await?,
+        "iceberg" => return Err(bad("a primary key needs format mixed-iceberg".into())),
+        "mixed-iceberg" => {
+            state.catalogs.create_keyed_table(&catalog, &levels, create, request.primary_key.clone()).await?
+        }
+        other => return Err(bad(format!("unknown table format {other:?}; use iceberg or mixed-iceberg"))),
+    };
+    let location = loaded.metadata.metadata.location().to_string();
+    tracing::info!(catalog = %name, table = %request.name, format = %request.format, "created table");
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedTable {
+            namespace: levels,
+            name: request.name,
+            format: request.format,
+            location,
+            metadata_location: loaded.metadata_location,
+            primary_key: request.primary_key,
+        }),
+    ))
 }
 
 /// List a catalog's tables with file count, size and last commit time.

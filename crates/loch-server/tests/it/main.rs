@@ -10,6 +10,7 @@ mod concurrency;
 mod confinement;
 mod confinement_props;
 mod http_limits;
+mod keyed;
 mod maintenance;
 mod management;
 mod optimizing;
