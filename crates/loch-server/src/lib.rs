@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod keyed;
 pub mod management;
 pub mod observability;
 pub mod optimizing;
@@ -110,6 +111,7 @@ pub fn router(state: AppState, limits: http::HttpLimits) -> Router {
     let protected = Router::new()
         .nest("/api/iceberg/rest", rest::protected_routes())
         .merge(management::routes())
+        .merge(keyed::routes())
         .merge(optimizing::api::routes())
         .merge(optimizing::protocol::routes())
         .route("/metrics", get(observability::metrics))

@@ -225,9 +225,12 @@ pub async fn group_tables(
 /// Path of a table in the management API.
 #[derive(Debug, Deserialize)]
 pub struct TablePath {
-    catalog: String,
-    namespace: String,
-    table: String,
+    /// The catalog.
+    pub(crate) catalog: String,
+    /// The namespace (levels separated by U+001F or `.`).
+    pub(crate) namespace: String,
+    /// The table.
+    pub(crate) table: String,
 }
 
 /// Path of a process of a table.
@@ -242,7 +245,7 @@ pub struct ProcessPath {
 /// Resolves a table to its id (404 when unknown). The namespace is the REST spec's form (levels
 /// separated by U+001F, `%1F` in the path) or, for convenience, levels separated by `.`; a
 /// name without U+001F is first tried as one level, so a namespace `x.y` can be addressed.
-async fn table_id(state: &AppState, catalog: &str, namespace: &str, table: &str) -> Result<i64, ApiError> {
+pub(crate) async fn table_id(state: &AppState, catalog: &str, namespace: &str, table: &str) -> Result<i64, ApiError> {
     let catalog = state.catalog(catalog).await?;
     let candidates = if namespace.contains('\u{1f}') {
         vec![split_namespace(namespace)]

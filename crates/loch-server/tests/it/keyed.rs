@@ -196,3 +196,214 @@ async fn keyed_tables_postgres_s3() {
     let Some(server) = TestServer::start(Backend::Postgres, Storage::S3).await else { return };
     keyed_tables(server).await;
 }
+
+/// An Arrow IPC stream of `(id, name, op)` rows, with the given schema for `id`.
+fn ipc(rows: &[(Option<i64>, &str, Option<&str>)]) -> Vec<u8> {
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
+        arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+        arrow_schema::Field::new("_op", arrow_schema::DataType::Utf8, true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2))),
+        ],
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
+    writer.write(&batch).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
+
+fn read_ipc(bytes: &[u8]) -> Vec<RecordBatch> {
+    arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap().map(|b| b.unwrap()).collect()
+}
+
+async fn post_changes(server: &TestServer, body: Vec<u8>) -> (u16, Value) {
+    let mut request = server
+        .http
+        .post(format!("{}/api/v1/tables/local/kt/orders/changes", server.url))
+        .header("content-type", "application/vnd.apache.arrow.stream")
+        .body(body);
+    if let Some(token) = &server.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_ipc(server: &TestServer, path: &str) -> Vec<RecordBatch> {
+    let response = server.http.get(format!("{}{path}", server.url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(response.headers()["content-type"], "application/vnd.apache.arrow.stream");
+    read_ipc(&response.bytes().await.unwrap())
+}
+
+fn id_names(batches: &[RecordBatch]) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for b in batches {
+        let (ids, names) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_string::<i32>());
+        out.extend((0..b.num_rows()).map(|i| (ids.value(i), names.value(i).to_string())));
+    }
+    out.sort();
+    out
+}
+
+/// The ingest route commits each request as one transaction and answers its id; the rows route
+/// merges; the changes route gives the CDC window. Bad requests are 400s that commit nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_and_read_over_http() {
+    let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
+        config.http.max_body_size = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    let catalog = server.rest_catalog().await;
+    catalog.create_namespace(&NamespaceIdent::new("kt".into()), HashMap::new()).await.unwrap();
+    let mut body = create_body("orders", "mixed-iceberg", &["id"]);
+    body["properties"]["write.upsert.enabled"] = json!("true");
+    let (status, created) =
+        call(&server, Method::POST, "/api/v1/catalogs/local/namespaces/kt/tables", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+
+    let (status, first) = post_changes(
+        &server,
+        ipc(&[(Some(1), "a", Some("+I")), (Some(2), "b", Some("+I")), (Some(3), "c", Some("+I"))]),
+    )
+    .await;
+    assert_eq!((status, first["rows"].as_u64()), (200, Some(3)), "{first}");
+    // Upsert: +I of an existing key replaces it.
+    let (status, second) = post_changes(
+        &server,
+        ipc(&[(Some(2), "b2", Some("+I")), (Some(3), "c", Some("-D")), (Some(4), "d", Some("+I"))]),
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let (t1, t2) = (first["transaction_id"].as_i64().unwrap(), second["transaction_id"].as_i64().unwrap());
+    assert!(t2 > t1, "transactions follow commit order: {t1} {t2}");
+
+    let merged = id_names(&get_ipc(&server, "/api/v1/tables/local/kt/orders/rows").await);
+    let expected = vec![(1, "a".to_string()), (2, "b2".to_string()), (4, "d".to_string())];
+    assert_eq!(merged, expected);
+    let all = get_ipc(&server, "/api/v1/tables/local/kt/orders/changes").await;
+    // With upsert, every +I is a delete and an insert: 3 × 2, then 2 + 1 + 2.
+    assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>(), 11, "upserts delete first");
+    let window = get_ipc(&server, &format!("/api/v1/tables/local/kt/orders/changes?from={t1}&to={t2}")).await;
+    let actions: Vec<String> = window
+        .iter()
+        .flat_map(|b| {
+            let a = b.column_by_name("_change_action").unwrap().as_string::<i32>().clone();
+            (0..a.len()).map(move |i| a.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(actions, ["DELETE", "INSERT", "DELETE", "DELETE", "INSERT"], "the second transaction, in order");
+    assert!(window.iter().all(|b| {
+        b.column_by_name("_transaction_id").unwrap().as_primitive::<Int64Type>().values().iter().all(|t| *t == t2)
+    }));
+
+    // Bad input: a 4xx naming the problem, and the change store does not move.
+    let change_ident = TableIdent::new(NamespaceIdent::new("kt".into()), "orders@change".into());
+    let before = catalog.load_table(&change_ident).await.unwrap().metadata_location().map(str::to_string);
+    let mut truncated = ipc(&[(Some(9), "z", Some("+I"))]);
+    truncated.truncate(truncated.len() - 20);
+    let no_id = {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+            arrow_schema::Field::new("_op", arrow_schema::DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(StringArray::from(vec!["+I"]))],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        out
+    };
+    let wrong_type = {
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("id", arrow_schema::DataType::Utf8, true),
+            arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+            arrow_schema::Field::new("_op", arrow_schema::DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec!["not a number"])),
+                Arc::new(StringArray::from(vec!["x"])),
+                Arc::new(StringArray::from(vec!["+I"])),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        out
+    };
+    let huge: Vec<(Option<i64>, &str, Option<&str>)> = (0..20_000).map(|i| (Some(i), "bulk", Some("+I"))).collect();
+    for (body, status, expected) in [
+        (ipc(&[(Some(5), "e", Some("+X"))]), 400, "unknown operation \"+X\""),
+        (ipc(&[(Some(5), "e", None)]), 400, "unknown operation \"null\""),
+        (ipc(&[(None, "e", Some("+I"))]), 400, "\"id\" is required but holds a null"),
+        (no_id, 400, "column \"id\" of the table is missing"),
+        (wrong_type, 400, "\"id\" is Utf8, which does not fit"),
+        (truncated, 400, "Arrow IPC"),
+        (b"not arrow at all".to_vec(), 400, "not an Arrow IPC stream"),
+        (ipc(&huge), 413, ""),
+    ] {
+        let (got, answer) = post_changes(&server, body).await;
+        assert_eq!(got, status, "{answer}");
+        if !expected.is_empty() {
+            assert!(answer["error"]["message"].as_str().unwrap_or_default().contains(expected), "{expected}: {answer}");
+        }
+    }
+    let after = catalog.load_table(&change_ident).await.unwrap().metadata_location().map(str::to_string);
+    assert_eq!(before, after, "nothing was committed");
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/api/v1/catalogs/local/namespaces/kt/tables",
+        Some(create_body("plain", "iceberg", &[])),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let response = server.http.get(format!("{}/api/v1/tables/local/kt/plain/rows", server.url)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 400, "a plain table has no merged rows");
+}
+
+/// The README's Python example (`tests/python/keyed_example.py`) runs against a fresh server:
+/// PyArrow upserts over the ingest route and reads the merged rows and the CDC stream back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_python_example_works() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let Some(python) = loch_testkit::python() else { return };
+    let script = loch_testkit::workspace_root().join("tests/python/keyed_example.py");
+    let output = tokio::process::Command::new(python).arg(script).env("LOCH_URL", &server.url).output().await.unwrap();
+    assert!(output.status.success(), "keyed_example.py: {}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(summary["rows"], json!([{"id": 1, "status": "paid"}]), "{stdout}");
+    assert_eq!(
+        summary["changes"],
+        json!([
+            {"id": 1, "_change_action": "DELETE"},
+            {"id": 1, "_change_action": "INSERT"},
+            {"id": 2, "_change_action": "DELETE"},
+        ]),
+        "{stdout}"
+    );
+}

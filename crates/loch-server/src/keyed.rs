@@ -1,0 +1,299 @@
+//! Keyed tables over HTTP, for writers without Flink or a JVM: ingest changes as an Arrow IPC
+//! stream (the table's columns and `_op`: `+I`, `-U`, `+U`, `-D`), committed as one transaction
+//! of the change store; read the merged rows and the CDC stream back as Arrow IPC streams.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use iceberg::arrow::schema_to_arrow_schema;
+use loch_catalog::TableChange;
+use loch_catalog::keyed::{FORMAT_MIXED_ICEBERG, change_name};
+use loch_optimizing::table::ManagedTable;
+use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
+use loch_table::mixed::merge::{merge_on_read, read_changes};
+use loch_table::mixed::properties::{CHANGE_BUCKETS, PRIMARY_KEY_FIELDS, UPSERT};
+use loch_table::snapshot::{RowDelta, SnapshotAction};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiPath};
+use crate::optimizing::api::{TablePath, table_id};
+use crate::state::AppState;
+
+/// The content type of Arrow IPC streams.
+pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
+/// The column holding each row's change.
+pub const OP_COLUMN: &str = "_op";
+
+/// Routes of keyed tables (need a token while authentication is on).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/tables/{catalog}/{namespace}/{table}/changes", post(ingest).get(changes))
+        .route("/api/v1/tables/{catalog}/{namespace}/{table}/rows", get(rows))
+}
+
+/// The answer to an ingest.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ingested {
+    /// The transaction: the change store's sequence number of the commit.
+    pub transaction_id: i64,
+    /// The change store's new snapshot.
+    pub snapshot_id: i64,
+    /// Rows received.
+    pub rows: u64,
+}
+
+/// A keyed table's two stores and its primary key; 400 for any other table.
+struct Keyed {
+    base: ManagedTable,
+    change: ManagedTable,
+    primary_key: Vec<String>,
+}
+
+async fn keyed(state: &AppState, path: &TablePath) -> Result<Keyed, ApiError> {
+    let id = table_id(state, &path.catalog, &path.namespace, &path.table).await?;
+    let missing = || ApiError::not_found(format!("table {}", path.table));
+    let base = ManagedTable::load(&state.catalogs, id).await?.ok_or_else(missing)?;
+    if base.record.format != FORMAT_MIXED_ICEBERG {
+        return Err(ApiError::bad_request(format!(
+            "{} is not a keyed table (its format is {}); create it with format mixed-iceberg",
+            base.display_name(),
+            base.record.format
+        )));
+    }
+    let change_id = table_id(state, &path.catalog, &path.namespace, &change_name(&path.table)).await?;
+    let change = ManagedTable::load(&state.catalogs, change_id).await?.ok_or_else(missing)?;
+    let primary_key: Vec<String> = base
+        .table
+        .metadata()
+        .properties()
+        .get(PRIMARY_KEY_FIELDS)
+        .map(|k| k.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default();
+    if primary_key.is_empty() {
+        return Err(ApiError::bad_request(format!("{} names no primary key", base.display_name())));
+    }
+    Ok(Keyed { base, change, primary_key })
+}
+
+/// Parses an ingest body into batches of the table's columns and their changes; every problem
+/// is a 400 naming it.
+fn parse_changes(body: &[u8], table: &iceberg::spec::Schema) -> Result<Vec<(RecordBatch, Vec<ChangeOp>)>, ApiError> {
+    let bad = |m: String| ApiError::bad_request(m);
+    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
+        .map_err(|e| bad(format!("the body is not an Arrow IPC stream: {e}")))?;
+    let target = Arc::new(schema_to_arrow_schema(table).map_err(ApiError::internal)?);
+    let mut out = Vec::new();
+    let mut row_base = 0usize;
+    for batch in reader {
+        let batch = batch.map_err(|e| bad(format!("the Arrow IPC stream is broken: {e}")))?;
+        let schema = batch.schema();
+        let ops_column = batch
+            .column_by_name(OP_COLUMN)
+            .ok_or_else(|| bad(format!("the stream has no {OP_COLUMN} column (+I, -U, +U, -D per row)")))?;
+        let ops_strings = match ops_column.data_type() {
+            DataType::Utf8 => ops_column.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(),
+            DataType::LargeUtf8 => ops_column.as_string::<i64>().iter().map(|v| v.map(str::to_string)).collect(),
+            DataType::Utf8View => ops_column.as_string_view().iter().map(|v| v.map(str::to_string)).collect(),
+            other => return Err(bad(format!("{OP_COLUMN} must be a string column, not {other}"))),
+        };
+        let mut ops = Vec::with_capacity(ops_strings.len());
+        for (i, op) in ops_strings.iter().enumerate() {
+            let parsed = op.as_deref().and_then(ChangeOp::parse).ok_or_else(|| {
+                bad(format!(
+                    "row {}: unknown operation {:?}; use +I, -U, +U or -D",
+                    row_base + i,
+                    op.as_deref().unwrap_or("null")
+                ))
+            })?;
+            ops.push(parsed);
+        }
+        if let Some(extra) =
+            schema.fields().iter().map(|f| f.name()).find(|n| *n != OP_COLUMN && target.field_with_name(n).is_err())
+        {
+            return Err(bad(format!("column {extra:?} is not a column of the table")));
+        }
+        let mut columns = Vec::with_capacity(target.fields().len());
+        for field in target.fields() {
+            let column = batch
+                .column_by_name(field.name())
+                .ok_or_else(|| bad(format!("column {:?} of the table is missing", field.name())))?;
+            let column = if column.data_type() == field.data_type() {
+                column.clone()
+            } else {
+                // Not `safe`: a value that does not convert is an error, not a null.
+                let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
+                arrow_cast::cast_with_options(column, field.data_type(), &options).map_err(|_| {
+                    bad(format!(
+                        "column {:?} is {}, which does not fit the table's {}",
+                        field.name(),
+                        column.data_type(),
+                        field.data_type()
+                    ))
+                })?
+            };
+            if !field.is_nullable() && column.null_count() > 0 {
+                return Err(bad(format!("column {:?} is required but holds a null", field.name())));
+            }
+            columns.push(column);
+        }
+        let rows =
+            RecordBatch::try_new(target.clone(), columns).map_err(|e| bad(format!("the rows do not fit: {e}")))?;
+        row_base += rows.num_rows();
+        out.push((rows, ops));
+    }
+    Ok(out)
+}
+
+/// Ingest changes into a keyed table: an Arrow IPC stream (`application/vnd.apache.arrow.stream`)
+/// of the table's columns and `_op`, committed atomically as one transaction.
+pub async fn ingest(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TablePath>,
+    body: Bytes,
+) -> Result<Json<Ingested>, ApiError> {
+    let keyed = keyed(&state, &path).await?;
+    let change = &keyed.change;
+    let props = keyed.base.table.metadata().properties();
+    let number = |key: &str, default: u32| -> Result<u32, ApiError> {
+        props.get(key).map_or(Ok(default), |v| {
+            v.parse().map_err(|_| ApiError::bad_request(format!("table property {key}={v:?} is not a number")))
+        })
+    };
+    let options = ChangeOptions {
+        buckets: number(CHANGE_BUCKETS, 4)?,
+        upsert: props.get(UPSERT).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+    };
+    let batches = parse_changes(&body, change.table.metadata().current_schema())?;
+    let mut writer = ChangeWriter::new(&change.table, &keyed.primary_key, options)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut rows = 0u64;
+    for (batch, ops) in &batches {
+        rows += batch.num_rows() as u64;
+        writer.write(batch, ops).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    }
+    if rows == 0 {
+        return Err(ApiError::bad_request("the stream holds no rows"));
+    }
+    let files = writer.finish().await.map_err(ApiError::internal)?;
+    let written: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
+    let io = change.table.file_io().clone();
+    let discard = || async {
+        for path in &written {
+            let _ = io.delete(path).await;
+        }
+    };
+    // Under the change store's lock, so concurrent ingests commit one after the other: the
+    // commit order is the transaction order.
+    let lock = state.catalogs.lock_table(&change.catalog, &change.name).await;
+    let current = match ManagedTable::load(&state.catalogs, change.record.id).await {
+        Ok(Some(current)) => current,
+        other => {
+            discard().await;
+            return Err(other
+                .err()
+                .map(ApiError::from)
+                .unwrap_or_else(|| ApiError::not_found("the change store is gone")));
+        }
+    };
+    let mut delta = RowDelta::new();
+    for f in files {
+        delta = delta.add_rows(f);
+    }
+    let pending = match delta.prepare(&current.table).await {
+        Ok(pending) => pending,
+        Err(e) => {
+            discard().await;
+            return Err(ApiError::internal(e));
+        }
+    };
+    let snapshot_id = pending.snapshot_id;
+    let change_request =
+        TableChange { ident: current.name.clone(), requirements: pending.requirements, updates: pending.updates };
+    let committed = match state.catalogs.commit_table_locked(&lock, &current.catalog, change_request).await {
+        Ok(committed) => committed,
+        Err(e) => {
+            if !matches!(e, loch_catalog::CatalogError::CommitStateUnknown(_)) {
+                discard().await;
+            }
+            return Err(e.into());
+        }
+    };
+    drop(lock);
+    let transaction_id = committed
+        .metadata
+        .metadata
+        .snapshot_by_id(snapshot_id)
+        .map(|s| s.sequence_number())
+        .ok_or_else(|| ApiError::internal("the committed snapshot is missing"))?;
+    metrics::counter!("loch_keyed_rows_ingested_total").increment(rows);
+    Ok(Json(Ingested { transaction_id, snapshot_id, rows }))
+}
+
+/// An Arrow IPC stream response of `batches` with `schema`.
+fn arrow_response(schema: Arc<arrow_schema::Schema>, batches: &[RecordBatch]) -> Result<Response, ApiError> {
+    let mut buffer = Vec::new();
+    {
+        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut buffer, &schema).map_err(ApiError::internal)?;
+        for batch in batches {
+            writer.write(batch).map_err(ApiError::internal)?;
+        }
+        writer.finish().map_err(ApiError::internal)?;
+    }
+    Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], buffer).into_response())
+}
+
+/// A keyed table's merged rows (base and change stores, latest change per key), as an Arrow
+/// IPC stream.
+pub async fn rows(State(state): State<AppState>, ApiPath(path): ApiPath<TablePath>) -> Result<Response, ApiError> {
+    let keyed = keyed(&state, &path).await?;
+    let batches =
+        merge_on_read(&keyed.base.table, &keyed.change.table, &keyed.primary_key).await.map_err(ApiError::internal)?;
+    let schema =
+        Arc::new(schema_to_arrow_schema(keyed.base.table.metadata().current_schema()).map_err(ApiError::internal)?);
+    arrow_response(schema, &batches)
+}
+
+/// The window of a CDC read.
+#[derive(Debug, Deserialize)]
+pub struct ChangesQuery {
+    /// Transactions after this one (exclusive).
+    pub from: Option<i64>,
+    /// Transactions up to this one (inclusive).
+    pub to: Option<i64>,
+}
+
+/// A keyed table's changes between two transactions, in order, with `_change_action` and
+/// `_transaction_id`, as an Arrow IPC stream.
+pub async fn changes(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TablePath>,
+    Query(window): Query<ChangesQuery>,
+) -> Result<Response, ApiError> {
+    let keyed = keyed(&state, &path).await?;
+    let batches = read_changes(&keyed.change.table, window.from, window.to).await.map_err(ApiError::internal)?;
+    let schema = match batches.first() {
+        Some(b) => b.schema(),
+        None => {
+            let mut fields: Vec<arrow_schema::Field> =
+                schema_to_arrow_schema(keyed.change.table.metadata().current_schema())
+                    .map_err(ApiError::internal)?
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone())
+                    .collect();
+            fields.push(arrow_schema::Field::new(loch_table::mixed::merge::CHANGE_ACTION, DataType::Utf8, false));
+            fields.push(arrow_schema::Field::new(loch_table::mixed::merge::TRANSACTION_ID, DataType::Int64, false));
+            Arc::new(arrow_schema::Schema::new(fields))
+        }
+    };
+    arrow_response(schema, &batches)
+}
