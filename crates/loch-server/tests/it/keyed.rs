@@ -407,3 +407,39 @@ async fn the_readme_python_example_works() {
         "{stdout}"
     );
 }
+
+/// Concurrent ingests into one table all commit, one transaction each, and every row reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_ingests_serialize() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let catalog = server.rest_catalog().await;
+    catalog.create_namespace(&NamespaceIdent::new("kt".into()), HashMap::new()).await.unwrap();
+    let (status, created) = call(
+        &server,
+        Method::POST,
+        "/api/v1/catalogs/local/namespaces/kt/tables",
+        Some(create_body("orders", "mixed-iceberg", &["id"])),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let server = Arc::new(server);
+    let mut handles = Vec::new();
+    for w in 0..8i64 {
+        let server = server.clone();
+        handles.push(tokio::spawn(async move {
+            let rows: Vec<(Option<i64>, &str, Option<&str>)> =
+                (0..50).map(|i| (Some(w * 1000 + i), "x", Some("+I"))).collect();
+            post_changes(&server, ipc(&rows)).await
+        }));
+    }
+    let mut transactions = Vec::new();
+    for handle in handles {
+        let (status, answer) = handle.await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        transactions.push(answer["transaction_id"].as_i64().unwrap());
+    }
+    transactions.sort();
+    assert_eq!(transactions, (1..=8).collect::<Vec<_>>(), "one transaction each, in commit order");
+    let merged = id_names(&get_ipc(&server, "/api/v1/tables/local/kt/orders/rows").await);
+    assert_eq!(merged.len(), 400);
+}
