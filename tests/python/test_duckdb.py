@@ -226,3 +226,61 @@ def test_duckdb_writes_merge_on_read_deletes(duck, catalog):
 
     duck.execute(f"DROP TABLE {table}")
     assert not catalog.table_exists(f"{namespace}.items")
+
+
+def test_duckdb_reads_both_stores_of_a_keyed_table(duck):
+    """A keyed (Mixed-Iceberg) table created through the management API and written through the
+    ingest route: DuckDB reads its base store `t` and its change store `t@change` as plain
+    Iceberg tables through the REST catalog, change rows with Amoro's `_file_offset`."""
+    import json
+    import urllib.request
+
+    root = uri().removesuffix("/api/iceberg/rest")
+
+    def call(method, path, body, content_type="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        request = urllib.request.Request(root + path, data=data, method=method, headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request) as response:
+            return json.loads(response.read())
+
+    ns = f"keyed_{uuid.uuid4().hex[:8]}"
+    call("POST", f"/api/iceberg/rest/v1/catalogs/{warehouse()}/namespaces", {"namespace": [ns]})
+    call(
+        "POST",
+        f"/api/v1/catalogs/{warehouse()}/namespaces/{ns}/tables",
+        {
+            "name": "orders",
+            "format": "mixed-iceberg",
+            "primary_key": ["id"],
+            "schema": {
+                "type": "struct",
+                "schema-id": 0,
+                "fields": [
+                    {"id": 1, "name": "id", "required": True, "type": "long"},
+                    {"id": 2, "name": "status", "required": False, "type": "string"},
+                ],
+            },
+        },
+    )
+    rows = pa.table(
+        {
+            "id": pa.array([1, 2, 3, 2, 2], pa.int64()),
+            "status": ["a", "b", "c", "b", "b2"],
+            "_op": ["+I", "+I", "+I", "-U", "+U"],
+        }
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, rows.schema) as writer:
+        writer.write_table(rows)
+    answer = call(
+        "POST",
+        f"/api/v1/tables/{warehouse()}/{ns}/orders/changes",
+        sink.getvalue().to_pybytes(),
+        "application/vnd.apache.arrow.stream",
+    )
+    assert answer["rows"] == 5, answer
+    tables = {r[0] for r in duck.execute(f"SHOW TABLES FROM loch.{ns}").fetchall()}
+    assert {"orders", "orders@change"} <= tables, tables
+    assert duck.execute(f"SELECT count(*) FROM loch.{ns}.orders").fetchone()[0] == 0
+    change = duck.execute(f'SELECT id, status FROM loch.{ns}."orders@change" ORDER BY id, status').fetchall()
+    assert change == [(1, "a"), (2, "b"), (2, "b"), (2, "b2"), (3, "c")], change
