@@ -56,8 +56,12 @@ pub struct CatalogTable {
     pub namespace: Vec<String>,
     /// Table name.
     pub name: String,
-    /// Table format, e.g. `iceberg`.
+    /// Table format: `iceberg`, or `mixed-iceberg` / `mixed-iceberg-change` for the two stores
+    /// of a keyed table.
     pub format: String,
+    /// A keyed table's primary-key columns (absent for other tables).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub primary_key: Vec<String>,
     /// Live data and delete files.
     pub file_count: i64,
     /// Live data files.

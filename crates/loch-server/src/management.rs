@@ -99,6 +99,7 @@ fn table_dto(record: TableRecord) -> CatalogTable {
         namespace: record.namespace,
         name: record.name,
         format: record.format,
+        primary_key: Vec::new(),
         file_count: record.stats.data_files + record.stats.delete_files,
         data_files: record.stats.data_files,
         delete_files: record.stats.delete_files,
@@ -236,15 +237,29 @@ pub async fn list_catalog_tables(
             runs.entry(run.table_id).or_default().push(run);
         }
     }
-    Ok(Json(
-        tables
-            .into_iter()
-            .map(|t| {
-                let last = runs.remove(&t.id).unwrap_or_default();
-                CatalogTable { maintenance: api::last_runs(last), ..table_dto(t) }
-            })
-            .collect(),
-    ))
+    let catalog = state.catalogs.resolve(&name).await?;
+    let mut out = Vec::with_capacity(tables.len());
+    for t in tables {
+        // Only keyed tables' metadata is read: their key lives in the base store's properties.
+        let primary_key = if t.format == loch_catalog::keyed::FORMAT_MIXED_ICEBERG {
+            let ident = loch_catalog::TableName::new(t.namespace.clone(), t.name.clone());
+            match state.catalogs.load_table(&catalog, &ident).await {
+                Ok(loaded) => loaded
+                    .metadata
+                    .metadata
+                    .properties()
+                    .get(loch_table::mixed::properties::PRIMARY_KEY_FIELDS)
+                    .map(|k| k.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+                    .unwrap_or_default(),
+                Err(_) => Vec::new(),
+            }
+        } else {
+            Vec::new()
+        };
+        let last = runs.remove(&t.id).unwrap_or_default();
+        out.push(CatalogTable { maintenance: api::last_runs(last), primary_key, ..table_dto(t) });
+    }
+    Ok(Json(out))
 }
 
 /// List a catalog's purges in progress: dropped tables whose files are still being deleted, with

@@ -101,6 +101,8 @@ async fn keyed_tables(server: TestServer) {
         .collect();
     assert_eq!(formats.get("orders").map(String::as_str), Some("mixed-iceberg"));
     assert_eq!(formats.get("orders@change").map(String::as_str), Some("mixed-iceberg-change"));
+    let orders = listing.as_array().unwrap().iter().find(|t| t["name"] == "orders").unwrap();
+    assert_eq!(orders["primaryKey"], json!(["id"]), "{orders}");
 
     // One transaction: five inserts, an update of 2, a delete of 3.
     let rows: Vec<(i64, &str, ChangeOp)> = vec![
