@@ -445,3 +445,70 @@ async fn concurrent_ingests_serialize() {
     let merged = id_names(&get_ipc(&server, "/api/v1/tables/local/kt/orders/rows").await);
     assert_eq!(merged.len(), 400);
 }
+
+/// The randomized model test through the HTTP routes: 25 ingests of random inserts, updates,
+/// deletes and upserts (upsert on) on 300 keys; after every ingest `GET .../rows` equals the
+/// model, and at the end replaying `GET .../changes` from the start gives it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_ingests_over_http_match_a_model() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let catalog = server.rest_catalog().await;
+    catalog.create_namespace(&NamespaceIdent::new("kt".into()), HashMap::new()).await.unwrap();
+    let mut body = create_body("orders", "mixed-iceberg", &["id"]);
+    body["properties"]["write.upsert.enabled"] = json!("true");
+    let (status, created) =
+        call(&server, Method::POST, "/api/v1/catalogs/local/namespaces/kt/tables", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let mut model: BTreeMap<i64, String> = BTreeMap::new();
+    let mut state = 0x5eed_u64;
+    let mut next = |below: u64| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % below
+    };
+    let mut total = 0;
+    for commit in 0..25 {
+        let mut rows: Vec<(Option<i64>, String, Option<&str>)> = Vec::new();
+        let mut view = model.clone();
+        for _ in 0..(20 + next(80)) {
+            let id = next(300) as i64;
+            let value = format!("c{commit}v{}", next(1_000_000));
+            match (view.get(&id).cloned(), next(3)) {
+                (Some(old), 0) => {
+                    rows.push((Some(id), old, Some("-U")));
+                    rows.push((Some(id), value.clone(), Some("+U")));
+                    view.insert(id, value);
+                }
+                (Some(old), 1) => {
+                    rows.push((Some(id), old, Some("-D")));
+                    view.remove(&id);
+                }
+                // Upsert: insert whatever the key held.
+                _ => {
+                    rows.push((Some(id), value.clone(), Some("+I")));
+                    view.insert(id, value);
+                }
+            }
+        }
+        total += rows.len();
+        let borrowed: Vec<(Option<i64>, &str, Option<&str>)> = rows.iter().map(|r| (r.0, r.1.as_str(), r.2)).collect();
+        let (status, answer) = post_changes(&server, ipc(&borrowed)).await;
+        assert_eq!(status, 200, "{answer}");
+        model = view;
+        let merged = id_names(&get_ipc(&server, "/api/v1/tables/local/kt/orders/rows").await);
+        let expected: Vec<(i64, String)> = model.iter().map(|(k, v)| (*k, v.clone())).collect();
+        assert_eq!(merged, expected, "merged rows after ingest {commit}");
+    }
+    assert!(total > 1_000, "{total} changes");
+    let mut replayed: BTreeMap<i64, String> = BTreeMap::new();
+    for b in get_ipc(&server, "/api/v1/tables/local/kt/orders/changes").await {
+        let (ids, names) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_string::<i32>());
+        let actions = b.column_by_name("_change_action").unwrap().as_string::<i32>().clone();
+        for i in 0..b.num_rows() {
+            match actions.value(i) {
+                "INSERT" | "UPDATE_AFTER" => replayed.insert(ids.value(i), names.value(i).to_string()),
+                _ => replayed.remove(&ids.value(i)),
+            };
+        }
+    }
+    assert_eq!(replayed, model, "the CDC stream replays to the model");
+}
