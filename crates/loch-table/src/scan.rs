@@ -6,6 +6,7 @@
 //! them, and Loch must not be made to read elsewhere (a FIFO, `/dev/zero`, another table's files).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use iceberg::io::FileIO;
@@ -196,4 +197,56 @@ pub fn conform(batch: arrow_array::RecordBatch, target: &arrow_schema::SchemaRef
         })
         .collect::<Result<Vec<_>>>()?;
     arrow_array::RecordBatch::try_new(target.clone(), columns).map_err(|e| TableError::Invalid(format!("batch: {e}")))
+}
+
+/// A task reading all of `file` (no deletes applied), projecting `fields` of `schema` — what a
+/// reader needs to look at one file's rows as they are stored.
+pub fn whole_file_task(
+    file: &LiveFile,
+    metadata: &iceberg::spec::TableMetadata,
+    schema: iceberg::spec::SchemaRef,
+    fields: Vec<i32>,
+) -> iceberg::scan::FileScanTask {
+    let f = &file.file;
+    iceberg::scan::FileScanTask {
+        file_size_in_bytes: f.file_size_in_bytes(),
+        start: 0,
+        length: f.file_size_in_bytes(),
+        record_count: Some(f.record_count()),
+        data_file_path: f.file_path().to_string(),
+        data_file_format: f.file_format(),
+        schema,
+        project_field_ids: fields,
+        predicate: None,
+        deletes: vec![],
+        partition: Some(f.partition().clone()),
+        partition_spec: metadata.partition_spec_by_id(file.spec_id).cloned(),
+        name_mapping: None,
+        case_sensitive: true,
+    }
+}
+
+/// Reads one task's rows, in file order, its projected columns typed as its schema types them
+/// (see [`conform`]).
+pub async fn read_task(io: &FileIO, task: iceberg::scan::FileScanTask) -> Result<Vec<arrow_array::RecordBatch>> {
+    let target = Arc::new(iceberg::arrow::schema_to_arrow_schema(&task.schema)?);
+    let reader = iceberg::arrow::ArrowReaderBuilder::new(io.clone(), iceberg::Runtime::current())
+        .with_data_file_concurrency_limit(1)
+        .with_batch_size(8192)
+        .build();
+    let batches: Vec<arrow_array::RecordBatch> =
+        reader.read(Box::pin(stream::iter([Ok(task)])))?.stream().try_collect().await?;
+    batches
+        .into_iter()
+        .map(|b| {
+            // The projected columns, each as the task's schema types it.
+            let fields: Vec<arrow_schema::FieldRef> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| target.field_with_name(f.name()).map(|t| Arc::new(t.clone())).unwrap_or_else(|_| f.clone()))
+                .collect();
+            conform(b, &Arc::new(arrow_schema::Schema::new(fields)))
+        })
+        .collect()
 }

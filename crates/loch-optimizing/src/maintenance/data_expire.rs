@@ -19,12 +19,10 @@ use arrow_array::{Array, ArrayRef};
 use arrow_schema::{DataType, TimeUnit};
 use chrono::{NaiveDate, NaiveDateTime};
 use futures::TryStreamExt;
-use iceberg::arrow::ArrowReaderBuilder;
-use iceberg::scan::FileScanTask;
 use iceberg::spec::{DataContentType, Datum, Operation, PrimitiveLiteral, PrimitiveType, TableMetadataRef, Type};
 use loch_catalog::{CatalogService, TableChange};
 use loch_table::position_delete::write_position_deletes;
-use loch_table::scan::{LiveFile, live_files};
+use loch_table::scan::{LiveFile, live_files, read_task, whole_file_task};
 use loch_table::snapshot::{RewriteFiles, SnapshotAction};
 
 use crate::committer::discard_written;
@@ -364,34 +362,13 @@ fn by_bounds(file: &LiveFile, field_id: i32, cutoff: &Cutoff) -> Option<Expiry> 
 /// Reads the time column of `file` and finds its expired rows.
 async fn by_rows(table: &ManagedTable, file: &LiveFile, field_id: i32, cutoff: &Cutoff) -> Result<Expiry> {
     let metadata = table.table.metadata();
-    let spec = metadata.partition_spec_by_id(file.spec_id).cloned();
-    let f = &file.file;
-    let task = FileScanTask {
-        file_size_in_bytes: f.file_size_in_bytes(),
-        start: 0,
-        length: f.file_size_in_bytes(),
-        record_count: Some(f.record_count()),
-        data_file_path: f.file_path().to_string(),
-        data_file_format: f.file_format(),
-        schema: metadata.current_schema().clone(),
-        project_field_ids: vec![field_id],
-        predicate: None,
-        deletes: vec![],
-        partition: Some(f.partition().clone()),
-        partition_spec: spec,
-        name_mapping: None,
-        case_sensitive: true,
-    };
-    let reader = ArrowReaderBuilder::new(table.table.file_io().clone(), iceberg::Runtime::current())
-        .with_data_file_concurrency_limit(1)
-        .with_batch_size(8192)
-        .build();
-    let mut batches = reader.read(Box::pin(futures::stream::iter([Ok(task)])))?.stream();
+    let task = whole_file_task(file, metadata, metadata.current_schema().clone(), vec![field_id]);
+    let batches = read_task(table.table.file_io(), task).await?;
     let mut positions = Vec::new();
     let mut rows: i64 = 0;
-    while let Some(batch) = batches.try_next().await? {
+    for batch in batches {
         if batch.num_columns() != 1 {
-            return Err(OptimizingError::Corrupt(format!("reading the time column of {} failed", f.file_path())));
+            return Err(OptimizingError::Corrupt(format!("reading the time column of {} failed", file.path())));
         }
         cutoff.expired_positions(batch.column(0), rows, &mut positions)?;
         rows += batch.num_rows() as i64;

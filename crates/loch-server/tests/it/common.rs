@@ -256,3 +256,20 @@ pub async fn call(
     let text = response.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
+
+/// `tests/python/tables.py ARGS` (PyIceberg in the test venv) against `server`: its one-line
+/// JSON answer, or `None` when the venv is missing (after a loud message).
+pub async fn tables_py(server: &TestServer, args: &[&str]) -> Option<serde_json::Value> {
+    let python = loch_testkit::python()?;
+    let script = loch_testkit::workspace_root().join("tests/python/tables.py");
+    let output = tokio::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .env("LOCH_URI", format!("{}/api/iceberg/rest", server.url))
+        .env("LOCH_WAREHOUSE", "local")
+        .output()
+        .await
+        .expect("tables.py runs");
+    assert!(output.status.success(), "tables.py {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    Some(serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default()).unwrap())
+}

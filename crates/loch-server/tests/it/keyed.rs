@@ -19,7 +19,7 @@ use loch_testkit::data::{arrow_schema, commit_over_rest};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, Storage, TestServer, call};
+use crate::common::{Backend, Storage, TestServer, call, tables_py};
 
 fn create_body(name: &str, format: &str, primary_key: &[&str]) -> Value {
     json!({
@@ -32,22 +32,6 @@ fn create_body(name: &str, format: &str, primary_key: &[&str]) -> Value {
         "primary_key": primary_key,
         "properties": {"self-optimizing.enabled": "false"},
     })
-}
-
-/// A PyIceberg helper's answer for `table` (`digest` or `reachable`).
-async fn tables_py(server: &TestServer, command: &str, table: &str) -> Option<Value> {
-    let python = loch_testkit::python()?;
-    let script = loch_testkit::workspace_root().join("tests/python/tables.py");
-    let output = tokio::process::Command::new(python)
-        .arg(script)
-        .args([command, table])
-        .env("LOCH_URI", format!("{}/api/iceberg/rest", server.url))
-        .env("LOCH_WAREHOUSE", "local")
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "tables.py {command} {table}: {}", String::from_utf8_lossy(&output.stderr));
-    Some(serde_json::from_str(String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default()).unwrap())
 }
 
 async fn keyed_tables(server: TestServer) {
@@ -152,11 +136,11 @@ async fn keyed_tables(server: TestServer) {
 
     // PyIceberg sees the base store (empty) and the change store: eight change rows in files
     // named as Amoro names them, with the `_file_offset` column.
-    if let Some(digest) = tables_py(&server, "digest", "kt.orders").await {
+    if let Some(digest) = tables_py(&server, &["digest", "kt.orders"]).await {
         assert_eq!(digest["rows"], 0, "{digest}");
-        let digest = tables_py(&server, "digest", "kt.orders@change").await.unwrap();
+        let digest = tables_py(&server, &["digest", "kt.orders@change"]).await.unwrap();
         assert_eq!(digest["rows"], 8, "{digest}");
-        let reachable = tables_py(&server, "reachable", "kt.orders@change").await.unwrap();
+        let reachable = tables_py(&server, &["reachable", "kt.orders@change"]).await.unwrap();
         let files: Vec<&str> = reachable["files"]
             .as_array()
             .unwrap()
@@ -199,7 +183,17 @@ async fn keyed_tables_postgres_s3() {
     keyed_tables(server).await;
 }
 
-/// An Arrow IPC stream of `(id, name, op)` rows, with the given schema for `id`.
+/// `batch` as an Arrow IPC stream.
+fn ipc_of(batch: &RecordBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &batch.schema()).unwrap();
+    writer.write(batch).unwrap();
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
+
+/// An Arrow IPC stream of `(id, name, op)` rows.
 fn ipc(rows: &[(Option<i64>, &str, Option<&str>)]) -> Vec<u8> {
     let schema = Arc::new(arrow_schema::Schema::new(vec![
         arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
@@ -215,12 +209,7 @@ fn ipc(rows: &[(Option<i64>, &str, Option<&str>)]) -> Vec<u8> {
         ],
     )
     .unwrap();
-    let mut out = Vec::new();
-    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
-    writer.write(&batch).unwrap();
-    writer.finish().unwrap();
-    drop(writer);
-    out
+    ipc_of(&batch)
 }
 
 fn read_ipc(bytes: &[u8]) -> Vec<RecordBatch> {
@@ -327,12 +316,7 @@ async fn ingest_and_read_over_http() {
             vec![Arc::new(StringArray::from(vec!["x"])), Arc::new(StringArray::from(vec!["+I"]))],
         )
         .unwrap();
-        let mut out = Vec::new();
-        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
-        out
+        ipc_of(&batch)
     };
     let wrong_type = {
         let schema = Arc::new(arrow_schema::Schema::new(vec![
@@ -349,12 +333,7 @@ async fn ingest_and_read_over_http() {
             ],
         )
         .unwrap();
-        let mut out = Vec::new();
-        let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
-        writer.write(&batch).unwrap();
-        writer.finish().unwrap();
-        drop(writer);
-        out
+        ipc_of(&batch)
     };
     let huge: Vec<(Option<i64>, &str, Option<&str>)> = (0..20_000).map(|i| (Some(i), "bulk", Some("+I"))).collect();
     for (body, status, expected) in [

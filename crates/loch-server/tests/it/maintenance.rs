@@ -10,7 +10,7 @@ use loch_testkit::data::{append, commit_over_rest, data_file_paths, plan_replace
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{Backend, Storage, TestServer, call, simple_schema};
+use crate::common::{Backend, Storage, TestServer, call, simple_schema, tables_py};
 use crate::rest_catalog::batch;
 
 fn ids(batches: &[arrow_array::RecordBatch]) -> Vec<i64> {
@@ -41,18 +41,12 @@ async fn expiring_table(server: &TestServer) -> (iceberg_catalog_rest::RestCatal
 /// PyIceberg's digest of table `mnt.{table}` (its head, or the snapshot `reference` names):
 /// rows, their SHA-256, file counts. `None` when the test venv is missing (after a loud message).
 async fn pyiceberg_digest(server: &TestServer, table: &str, reference: Option<&str>) -> Option<Value> {
-    let python = loch_testkit::python()?;
-    let script = loch_testkit::workspace_root().join("tests/python/tables.py");
-    let mut command = tokio::process::Command::new(python);
-    command.arg(script).args(["digest", &format!("mnt.{table}")]);
+    let name = format!("mnt.{table}");
+    let mut args = vec!["digest", name.as_str()];
     if let Some(reference) = reference {
-        command.args(["--ref", reference]);
+        args.extend(["--ref", reference]);
     }
-    command.env("LOCH_URI", format!("{}/api/iceberg/rest", server.url)).env("LOCH_WAREHOUSE", "local");
-    let output = command.output().await.expect("tables.py runs");
-    assert!(output.status.success(), "tables.py digest failed: {}", String::from_utf8_lossy(&output.stderr));
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let mut digest: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let mut digest = tables_py(server, &args).await?;
     digest.as_object_mut().unwrap().remove("summary");
     Some(digest)
 }

@@ -1,5 +1,5 @@
-//! Primary-key values of Arrow rows: as Java values for bucketing (see [`super::key_hash`]),
-//! and as comparable bytes for merging (Arrow's row format: equal keys, equal bytes).
+//! Primary-key columns of Arrow rows, and their values as Java values for bucketing (see
+//! [`super::key_hash`]).
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
@@ -7,7 +7,6 @@ use arrow_array::types::{
     TimestampMicrosecondType, TimestampNanosecondType,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_row::{RowConverter, Rows, SortField};
 use arrow_schema::{DataType, TimeUnit};
 
 use super::key_hash::JavaValue;
@@ -59,14 +58,6 @@ impl KeyColumns {
             }
         }
         Ok(())
-    }
-
-    /// Comparable bytes of every row's key.
-    pub fn rows(&self, batch: &RecordBatch) -> Result<Rows> {
-        let columns = self.columns(batch);
-        let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
-        let converter = RowConverter::new(fields).map_err(|e| TableError::Invalid(format!("primary key: {e}")))?;
-        converter.convert_columns(&columns).map_err(|e| TableError::Invalid(format!("primary key: {e}")))
     }
 }
 

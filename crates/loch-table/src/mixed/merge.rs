@@ -19,7 +19,7 @@ use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 use futures::TryStreamExt;
-use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
 
@@ -27,7 +27,7 @@ use super::change::{FILE_OFFSET, change_file_schema};
 use super::file_name::{FileMeta, FileType};
 use super::key::KeyColumns;
 use crate::error::{Result, TableError};
-use crate::scan::{LiveFile, conform, live_files};
+use crate::scan::{LiveFile, live_files, read_task, whole_file_task};
 
 /// Name of the CDC column holding the change (`INSERT`, `DELETE`, `UPDATE_BEFORE`, `UPDATE_AFTER`).
 pub const CHANGE_ACTION: &str = "_change_action";
@@ -40,21 +40,6 @@ struct ChangeRows {
     transaction: i64,
     file_type: FileType,
     partition: String,
-}
-
-fn reader(table: &Table) -> iceberg::arrow::ArrowReader {
-    ArrowReaderBuilder::new(table.file_io().clone(), iceberg::Runtime::current())
-        .with_data_file_concurrency_limit(1)
-        .with_batch_size(8192)
-        .build()
-}
-
-/// Reads one file's rows as the task's schema has them.
-async fn read(table: &Table, task: FileScanTask) -> Result<Vec<RecordBatch>> {
-    let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
-    let batches: Vec<RecordBatch> =
-        reader(table).read(Box::pin(futures::stream::iter([Ok(task)])))?.stream().try_collect().await?;
-    batches.into_iter().map(|b| conform(b, &target)).collect()
 }
 
 fn partition_key(spec_id: i32, partition: &iceberg::spec::Struct) -> String {
@@ -80,25 +65,9 @@ async fn read_change_files(change: &Table, from: Option<i64>, to: Option<i64>) -
         if from.is_some_and(|f| meta.transaction_id <= f) || to.is_some_and(|t| meta.transaction_id > t) {
             continue;
         }
-        let f = &file.file;
-        let task = FileScanTask {
-            file_size_in_bytes: f.file_size_in_bytes(),
-            start: 0,
-            length: f.file_size_in_bytes(),
-            record_count: Some(f.record_count()),
-            data_file_path: f.file_path().to_string(),
-            data_file_format: f.file_format(),
-            schema: schema.clone(),
-            project_field_ids: fields.clone(),
-            predicate: None,
-            deletes: vec![],
-            partition: Some(f.partition().clone()),
-            partition_spec: metadata.partition_spec_by_id(file.spec_id).cloned(),
-            name_mapping: None,
-            case_sensitive: true,
-        };
-        let partition = partition_key(file.spec_id, f.partition());
-        for batch in read(change, task).await? {
+        let task = whole_file_task(&file, &metadata, schema.clone(), fields.clone());
+        let partition = partition_key(file.spec_id, file.file.partition());
+        for batch in read_task(change.file_io(), task).await? {
             out.push(ChangeRows {
                 batch,
                 transaction: meta.transaction_id,
@@ -176,7 +145,7 @@ pub async fn merge_on_read(base: &Table, change: &Table, primary_key: &[String])
             let spec_id = task.partition_spec.as_ref().map(|s| s.spec_id()).unwrap_or_default();
             let partition =
                 partition_key(spec_id, &task.partition.clone().unwrap_or_else(iceberg::spec::Struct::empty));
-            for batch in read(base, task).await? {
+            for batch in read_task(base.file_io(), task).await? {
                 let keys = encoder.keys(&batch)?;
                 let keep: BooleanArray = keys
                     .into_iter()
@@ -258,9 +227,4 @@ pub async fn read_changes(change: &Table, from: Option<i64>, to: Option<i64>) ->
         out.push(RecordBatch::try_new(cdc, columns).map_err(|e| TableError::Invalid(e.to_string()))?);
     }
     Ok(out)
-}
-
-/// The `_change_action` values of a CDC batch.
-pub fn change_actions(batch: &RecordBatch) -> Option<&StringArray> {
-    batch.column_by_name(CHANGE_ACTION).and_then(|c| c.as_string_opt::<i32>())
 }
