@@ -63,8 +63,10 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct HttpConfig {
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes (of an ingest: largest Arrow IPC message).
     pub max_body_size: u64,
+    /// Largest body of a keyed table's ingest, which streams, in bytes.
+    pub max_ingest_size: u64,
     /// Bytes all request bodies in flight may hold together; past it, requests get a 503.
     pub max_in_flight_body_bytes: u64,
     /// Time a client has to send a request's line and headers.
@@ -80,6 +82,7 @@ impl Default for HttpConfig {
         let limits = crate::http::HttpLimits::default();
         Self {
             max_body_size: limits.max_body_bytes,
+            max_ingest_size: limits.max_ingest_bytes,
             max_in_flight_body_bytes: limits.max_in_flight_body_bytes,
             header_read_timeout: limits.header_read_timeout,
             body_read_timeout: limits.body_read_timeout,
@@ -92,6 +95,7 @@ impl HttpConfig {
     pub fn limits(&self) -> crate::http::HttpLimits {
         crate::http::HttpLimits {
             max_body_bytes: self.max_body_size.max(1),
+            max_ingest_bytes: self.max_ingest_size.max(1),
             max_in_flight_body_bytes: self.max_in_flight_body_bytes.max(self.max_body_size).max(1),
             header_read_timeout: self.header_read_timeout.max(Duration::from_millis(100)),
             body_read_timeout: self.body_read_timeout.max(Duration::from_millis(100)),

@@ -28,8 +28,10 @@ use crate::error::ApiError;
 /// Limits of the HTTP layer (`http.*` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Largest request body.
+    /// Largest request body (of a streamed ingest: largest Arrow IPC message).
     pub max_body_bytes: u64,
+    /// Largest streamed ingest body (its memory stays bounded; this caps one transaction).
+    pub max_ingest_bytes: u64,
     /// Bytes all request bodies being read or handled may hold together.
     pub max_in_flight_body_bytes: u64,
     /// Time a client has to send the request line and headers.
@@ -42,6 +44,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 64 << 20,
+            max_ingest_bytes: 16 << 30,
             max_in_flight_body_bytes: 256 << 20,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
@@ -92,13 +95,21 @@ pub async fn with_request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether a request's body goes to its handler unread, to be streamed: the ingest of a keyed
+/// table's changes, whose body may be far larger than memory should hold.
+pub fn streams_body(method: &axum::http::Method, path: &str) -> bool {
+    method == axum::http::Method::POST
+        && path.strip_prefix("/api/v1/tables/").is_some_and(|rest| rest.split('/').count() == 4)
+        && path.ends_with("/changes")
+}
+
 /// Middleware: reads the whole request body before the handler runs, within the size limit,
 /// the body deadline and the shared memory budget; the budget is held until the answer.
 pub async fn read_body(budget: BodyBudget, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let has_body = declared.is_some_and(|n| n > 0) || parts.headers.contains_key(header::TRANSFER_ENCODING);
-    if !has_body {
+    if !has_body || streams_body(&parts.method, parts.uri.path()) {
         return next.run(Request::from_parts(parts, body)).await;
     }
     let limits = budget.limits;
@@ -151,7 +162,7 @@ pub async fn read_body(budget: BodyBudget, request: Request, next: Next) -> Resp
 
 /// Reads and drops what is left of a refused body, a little of it for a short while: a client
 /// still sending when the connection closes would see a reset instead of the answer.
-async fn drain(body: &mut Body) {
+pub(crate) async fn drain(body: &mut Body) {
     let mut left: usize = 1 << 20;
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while left > 0 {

@@ -7,24 +7,31 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
+use axum::Extension;
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use http_body_util::BodyExt;
 use iceberg::arrow::schema_to_arrow_schema;
 use loch_catalog::TableChange;
 use loch_catalog::keyed::{FORMAT_MIXED_ICEBERG, change_name};
 use loch_optimizing::table::ManagedTable;
+use loch_table::TableError;
+use loch_table::filter::parse_filter;
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
-use loch_table::mixed::merge::{merge_on_read, read_changes};
+use loch_table::mixed::merge::{MergeRead, read_changes, scan_merged};
 use loch_table::mixed::properties::{CHANGE_BUCKETS, PRIMARY_KEY_FIELDS, UPSERT};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiPath};
+use crate::http::HttpLimits;
 use crate::optimizing::api::{TablePath, table_id};
 use crate::state::AppState;
 
@@ -33,11 +40,13 @@ pub const ARROW_STREAM: &str = "application/vnd.apache.arrow.stream";
 /// The column holding each row's change.
 pub const OP_COLUMN: &str = "_op";
 
-/// Routes of keyed tables (need a token while authentication is on).
-pub fn routes() -> Router<AppState> {
+/// Routes of keyed tables (need a token while authentication is on); ingest bodies stream
+/// within `limits` (see [`crate::http::streams_body`]).
+pub fn routes(limits: HttpLimits) -> Router<AppState> {
     Router::new()
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/changes", post(ingest).get(changes))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/rows", get(rows))
+        .layer(Extension(limits))
 }
 
 /// The answer to an ingest.
@@ -84,81 +93,149 @@ async fn keyed(state: &AppState, path: &TablePath) -> Result<Keyed, ApiError> {
     Ok(Keyed { base, change, primary_key })
 }
 
-/// Parses an ingest body into batches of the table's columns and their changes; every problem
-/// is a 400 naming it.
-fn parse_changes(body: &[u8], table: &iceberg::spec::Schema) -> Result<Vec<(RecordBatch, Vec<ChangeOp>)>, ApiError> {
+/// One decoded batch of an ingest body as rows of the table and their changes; every problem
+/// is a 400 naming it (`row_base`: rows before this batch, for messages).
+fn changes_of(
+    batch: &RecordBatch,
+    target: &arrow_schema::SchemaRef,
+    row_base: u64,
+) -> Result<(RecordBatch, Vec<ChangeOp>), ApiError> {
     let bad = |m: String| ApiError::bad_request(m);
-    let reader = arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(body), None)
-        .map_err(|e| bad(format!("the body is not an Arrow IPC stream: {e}")))?;
-    let target = Arc::new(schema_to_arrow_schema(table).map_err(ApiError::internal)?);
-    let mut out = Vec::new();
-    let mut row_base = 0usize;
-    for batch in reader {
-        let batch = batch.map_err(|e| bad(format!("the Arrow IPC stream is broken: {e}")))?;
-        let schema = batch.schema();
-        let ops_column = batch
-            .column_by_name(OP_COLUMN)
-            .ok_or_else(|| bad(format!("the stream has no {OP_COLUMN} column (+I, -U, +U, -D per row)")))?;
-        let ops_strings = match ops_column.data_type() {
-            DataType::Utf8 => ops_column.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(),
-            DataType::LargeUtf8 => ops_column.as_string::<i64>().iter().map(|v| v.map(str::to_string)).collect(),
-            DataType::Utf8View => ops_column.as_string_view().iter().map(|v| v.map(str::to_string)).collect(),
-            other => return Err(bad(format!("{OP_COLUMN} must be a string column, not {other}"))),
-        };
-        let mut ops = Vec::with_capacity(ops_strings.len());
-        for (i, op) in ops_strings.iter().enumerate() {
-            let parsed = op.as_deref().and_then(ChangeOp::parse).ok_or_else(|| {
-                bad(format!(
-                    "row {}: unknown operation {:?}; use +I, -U, +U or -D",
-                    row_base + i,
-                    op.as_deref().unwrap_or("null")
-                ))
-            })?;
-            ops.push(parsed);
-        }
-        if let Some(extra) =
-            schema.fields().iter().map(|f| f.name()).find(|n| *n != OP_COLUMN && target.field_with_name(n).is_err())
-        {
-            return Err(bad(format!("column {extra:?} is not a column of the table")));
-        }
-        let mut columns = Vec::with_capacity(target.fields().len());
-        for field in target.fields() {
-            let column = batch
-                .column_by_name(field.name())
-                .ok_or_else(|| bad(format!("column {:?} of the table is missing", field.name())))?;
-            let column = if column.data_type() == field.data_type() {
-                column.clone()
-            } else {
-                // Not `safe`: a value that does not convert is an error, not a null.
-                let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
-                arrow_cast::cast_with_options(column, field.data_type(), &options).map_err(|_| {
-                    bad(format!(
-                        "column {:?} is {}, which does not fit the table's {}",
-                        field.name(),
-                        column.data_type(),
-                        field.data_type()
-                    ))
-                })?
-            };
-            if !field.is_nullable() && column.null_count() > 0 {
-                return Err(bad(format!("column {:?} is required but holds a null", field.name())));
-            }
-            columns.push(column);
-        }
-        let rows =
-            RecordBatch::try_new(target.clone(), columns).map_err(|e| bad(format!("the rows do not fit: {e}")))?;
-        row_base += rows.num_rows();
-        out.push((rows, ops));
+    let schema = batch.schema();
+    let ops_column = batch
+        .column_by_name(OP_COLUMN)
+        .ok_or_else(|| bad(format!("the stream has no {OP_COLUMN} column (+I, -U, +U, -D per row)")))?;
+    let ops_strings = match ops_column.data_type() {
+        DataType::Utf8 => ops_column.as_string::<i32>().iter().map(|v| v.map(str::to_string)).collect::<Vec<_>>(),
+        DataType::LargeUtf8 => ops_column.as_string::<i64>().iter().map(|v| v.map(str::to_string)).collect(),
+        DataType::Utf8View => ops_column.as_string_view().iter().map(|v| v.map(str::to_string)).collect(),
+        other => return Err(bad(format!("{OP_COLUMN} must be a string column, not {other}"))),
+    };
+    let mut ops = Vec::with_capacity(ops_strings.len());
+    for (i, op) in ops_strings.iter().enumerate() {
+        let parsed = op.as_deref().and_then(ChangeOp::parse).ok_or_else(|| {
+            bad(format!(
+                "row {}: unknown operation {:?}; use +I, -U, +U or -D",
+                row_base + i as u64,
+                op.as_deref().unwrap_or("null")
+            ))
+        })?;
+        ops.push(parsed);
     }
-    Ok(out)
+    if let Some(extra) =
+        schema.fields().iter().map(|f| f.name()).find(|n| *n != OP_COLUMN && target.field_with_name(n).is_err())
+    {
+        return Err(bad(format!("column {extra:?} is not a column of the table")));
+    }
+    let mut columns = Vec::with_capacity(target.fields().len());
+    for field in target.fields() {
+        let column = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| bad(format!("column {:?} of the table is missing", field.name())))?;
+        let column = if column.data_type() == field.data_type() {
+            column.clone()
+        } else {
+            // Not `safe`: a value that does not convert is an error, not a null.
+            let options = arrow_cast::CastOptions { safe: false, ..Default::default() };
+            arrow_cast::cast_with_options(column, field.data_type(), &options).map_err(|_| {
+                bad(format!(
+                    "column {:?} is {}, which does not fit the table's {}",
+                    field.name(),
+                    column.data_type(),
+                    field.data_type()
+                ))
+            })?
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            return Err(bad(format!("column {:?} is required but holds a null", field.name())));
+        }
+        columns.push(column);
+    }
+    let rows = RecordBatch::try_new(target.clone(), columns).map_err(|e| bad(format!("the rows do not fit: {e}")))?;
+    Ok((rows, ops))
+}
+
+/// Decodes an ingest body as it arrives and hands each batch to `writer`, which writes files
+/// past its buffer: memory holds one IPC message and the writer's buffer, never the body.
+/// Returns the rows read.
+async fn stream_changes(
+    writer: &mut ChangeWriter,
+    body: &mut Body,
+    limits: &HttpLimits,
+    target: &arrow_schema::SchemaRef,
+) -> Result<u64, ApiError> {
+    let mut decoder = arrow_ipc::reader::StreamDecoder::new();
+    let (mut total, mut since_batch, mut rows) = (0u64, 0u64, 0u64);
+    loop {
+        // Time between frames, not for the whole body: a large ingest may take long.
+        let frame = tokio::time::timeout(limits.body_read_timeout, body.frame()).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "RequestTimeoutException",
+                format!("the request body stalled for {:?}", limits.body_read_timeout),
+            )
+        })?;
+        let Some(frame) = frame else { break };
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total += data.len() as u64;
+        since_batch += data.len() as u64;
+        if total > limits.max_ingest_bytes {
+            return Err(too_large(format!(
+                "the ingest body is larger than the limit of {} bytes (http.max-ingest-size)",
+                limits.max_ingest_bytes
+            )));
+        }
+        let mut buffer = arrow_buffer::Buffer::from(data);
+        while !buffer.is_empty() {
+            let decoded = decoder.decode(&mut buffer).map_err(|e| broken(&decoder, e))?;
+            if let Some(batch) = decoded {
+                // What is left of this frame starts the next message.
+                since_batch = buffer.len() as u64;
+                let (batch, ops) = changes_of(&batch, target, rows)?;
+                writer.append(&batch, &ops).await.map_err(|e| match e {
+                    TableError::Invalid(m) => ApiError::bad_request(m),
+                    other => ApiError::internal(other),
+                })?;
+                rows += batch.num_rows() as u64;
+            }
+        }
+        // The decoder holds the message being received; it may not grow past a body's limit.
+        if since_batch > limits.max_body_bytes {
+            return Err(too_large(format!(
+                "an Arrow IPC message is larger than {} bytes (http.max-body-size); send smaller batches",
+                limits.max_body_bytes
+            )));
+        }
+    }
+    decoder.finish().map_err(|e| broken(&decoder, e))?;
+    if total == 0 {
+        return Err(ApiError::bad_request("the body is not an Arrow IPC stream: it is empty"));
+    }
+    Ok(rows)
+}
+
+/// A 400 for a body the decoder gave up on: not a stream at all before its schema, broken after.
+fn broken(decoder: &arrow_ipc::reader::StreamDecoder, error: arrow_schema::ArrowError) -> ApiError {
+    if decoder.schema().is_none() {
+        ApiError::bad_request(format!("the body is not an Arrow IPC stream: {error}"))
+    } else {
+        ApiError::bad_request(format!("the Arrow IPC stream is broken: {error}"))
+    }
+}
+
+fn too_large(message: String) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestTooLargeException", message)
 }
 
 /// Ingest changes into a keyed table: an Arrow IPC stream (`application/vnd.apache.arrow.stream`)
-/// of the table's columns and `_op`, committed atomically as one transaction.
+/// of the table's columns and `_op`, read as it arrives and committed atomically as one
+/// transaction; a bad body commits nothing and leaves no files behind.
 pub async fn ingest(
     State(state): State<AppState>,
+    Extension(limits): Extension<HttpLimits>,
     ApiPath(path): ApiPath<TablePath>,
-    body: Bytes,
+    mut body: Body,
 ) -> Result<Json<Ingested>, ApiError> {
     let keyed = keyed(&state, &path).await?;
     let change = &keyed.change;
@@ -171,19 +248,28 @@ pub async fn ingest(
     let options = ChangeOptions {
         buckets: number(CHANGE_BUCKETS, 4)?,
         upsert: props.get(UPSERT).is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        ..ChangeOptions::default()
     };
-    let batches = parse_changes(&body, change.table.metadata().current_schema())?;
+    let target =
+        Arc::new(schema_to_arrow_schema(change.table.metadata().current_schema()).map_err(ApiError::internal)?);
     let mut writer = ChangeWriter::new(&change.table, &keyed.primary_key, options)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let mut rows = 0u64;
-    for (batch, ops) in &batches {
-        rows += batch.num_rows() as u64;
-        writer.write(batch, ops).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    }
-    if rows == 0 {
-        return Err(ApiError::bad_request("the stream holds no rows"));
-    }
-    let files = writer.finish().await.map_err(ApiError::internal)?;
+    let rows = match stream_changes(&mut writer, &mut body, &limits, &target).await {
+        Ok(0) => Err(ApiError::bad_request("the stream holds no rows")),
+        other => other,
+    };
+    let written = match rows {
+        Ok(rows) => writer.finish().await.map(|files| (rows, files)).map_err(ApiError::internal),
+        Err(e) => Err(e),
+    };
+    let (rows, files) = match written {
+        Ok(written) => written,
+        Err(e) => {
+            writer.abort().await;
+            crate::http::drain(&mut body).await;
+            return Err(e);
+        }
+    };
     let written: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
     let io = change.table.file_io().clone();
     let discard = || async {
@@ -251,15 +337,78 @@ fn arrow_response(schema: Arc<arrow_schema::Schema>, batches: &[RecordBatch]) ->
     Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], buffer).into_response())
 }
 
+/// What a read of a keyed table's rows returns.
+#[derive(Debug, Deserialize)]
+pub struct RowsQuery {
+    /// Columns, comma-separated, in this order (all by default).
+    pub columns: Option<String>,
+    /// Rows: comparisons joined by `and` (`id in (1, 2) and day >= 2024-05-01`).
+    pub filter: Option<String>,
+}
+
 /// A keyed table's merged rows (base and change stores, latest change per key), as an Arrow
-/// IPC stream.
-pub async fn rows(State(state): State<AppState>, ApiPath(path): ApiPath<TablePath>) -> Result<Response, ApiError> {
+/// IPC stream written as the files are read: `columns=` picks columns, `filter=` rows (and
+/// prunes files by partition, metrics and key bucket).
+pub async fn rows(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TablePath>,
+    Query(query): Query<RowsQuery>,
+) -> Result<Response, ApiError> {
     let keyed = keyed(&state, &path).await?;
-    let batches =
-        merge_on_read(&keyed.base.table, &keyed.change.table, &keyed.primary_key).await.map_err(ApiError::internal)?;
-    let schema =
-        Arc::new(schema_to_arrow_schema(keyed.base.table.metadata().current_schema()).map_err(ApiError::internal)?);
-    arrow_response(schema, &batches)
+    let schema = keyed.base.table.metadata().current_schema();
+    let columns = match &query.columns {
+        Some(list) => {
+            let columns: Vec<String> =
+                list.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect();
+            if columns.is_empty() {
+                return Err(ApiError::bad_request("columns= names no column"));
+            }
+            if let Some(unknown) = columns.iter().find(|c| schema.field_by_name(c).is_none()) {
+                return Err(ApiError::bad_request(format!("the table has no column {unknown:?}")));
+            }
+            Some(columns)
+        }
+        None => None,
+    };
+    let filter = match &query.filter {
+        Some(text) => Some(parse_filter(text, schema).map_err(|e| ApiError::bad_request(e.to_string()))?),
+        None => None,
+    };
+    let read = MergeRead { columns, filter };
+    let merged =
+        scan_merged(&keyed.base.table, &keyed.change.table, &keyed.primary_key, &read).await.map_err(|e| match e {
+            TableError::Invalid(m) => ApiError::bad_request(m),
+            other => ApiError::internal(other),
+        })?;
+    arrow_stream_response(merged.schema, merged.rows)
+}
+
+/// An Arrow IPC stream response written batch by batch as `rows` yields them; a failure
+/// part-way ends the body without the stream's end marker, so readers see it broken.
+fn arrow_stream_response(
+    schema: Arc<arrow_schema::Schema>,
+    rows: BoxStream<'static, Result<RecordBatch, TableError>>,
+) -> Result<Response, ApiError> {
+    let writer = arrow_ipc::writer::StreamWriter::try_new(Vec::new(), &schema).map_err(ApiError::internal)?;
+    let body = futures::stream::unfold(Some((writer, rows)), |state| async move {
+        let (mut writer, mut rows) = state?;
+        let chunk = match rows.next().await {
+            Some(Ok(batch)) => writer.write(&batch).map(|()| true),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "reading a keyed table's rows failed part-way");
+                return Some((Err(std::io::Error::other(e.to_string())), None));
+            }
+            None => writer.finish().map(|()| false),
+        };
+        match chunk {
+            Ok(more) => {
+                let bytes = Bytes::from(std::mem::take(writer.get_mut()));
+                Some((Ok::<_, std::io::Error>(bytes), more.then_some((writer, rows))))
+            }
+            Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+        }
+    });
+    Ok(([(header::CONTENT_TYPE, ARROW_STREAM)], axum::body::Body::from_stream(body)).into_response())
 }
 
 /// The window of a CDC read.

@@ -111,7 +111,7 @@ pub fn router(state: AppState, limits: http::HttpLimits) -> Router {
     let protected = Router::new()
         .nest("/api/iceberg/rest", rest::protected_routes())
         .merge(management::routes())
-        .merge(keyed::routes())
+        .merge(keyed::routes(limits))
         .merge(optimizing::api::routes())
         .merge(optimizing::protocol::routes())
         .route("/metrics", get(observability::metrics))

@@ -1,4 +1,7 @@
-//! SQL over Loch's catalogs (DataFusion): catalog, schema and table providers for Iceberg and
-//! Mixed-Iceberg tables, DDL with primary keys, INSERT / upsert / DELETE, terminal sessions.
-//!
-//! Empty until the SQL terminal issue.
+//! SQL over Loch's tables (DataFusion): table providers for Mixed-Iceberg keyed tables today;
+//! catalog and schema providers, DDL with primary keys and terminal sessions with the SQL
+//! terminal.
+
+pub mod keyed;
+
+pub use keyed::{KeyedScanExec, KeyedTableProvider};

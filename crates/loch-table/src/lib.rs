@@ -10,6 +10,7 @@
 
 mod error;
 pub mod expire;
+pub mod filter;
 pub mod io;
 pub mod location;
 pub mod mixed;

@@ -216,6 +216,55 @@ fn read_ipc(bytes: &[u8]) -> Vec<RecordBatch> {
     arrow_ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).unwrap().map(|b| b.unwrap()).collect()
 }
 
+/// An Arrow IPC stream of `rows` rows `(i, "bulk row i", op)` in messages of `per_message`.
+fn ipc_batches(rows: i64, per_message: i64, op: &str) -> Vec<u8> {
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
+        arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+        arrow_schema::Field::new("_op", arrow_schema::DataType::Utf8, true),
+    ]));
+    let mut out = Vec::new();
+    let mut writer = arrow_ipc::writer::StreamWriter::try_new(&mut out, &schema).unwrap();
+    for start in (0..rows).step_by(per_message as usize) {
+        let ids: Vec<i64> = (start..(start + per_message).min(rows)).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids.clone())),
+                Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("bulk row {i} {}", "x".repeat(60))))),
+                Arc::new(StringArray::from_iter_values(ids.iter().map(|_| op))),
+            ],
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+    }
+    writer.finish().unwrap();
+    drop(writer);
+    out
+}
+
+/// Parquet files under `dir`.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            count += parquet_files(&path);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            count += 1;
+        }
+    }
+    count
+}
+
+/// The (id, name) schema `id_names` reads.
+fn read_schema() -> Arc<arrow_schema::Schema> {
+    Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("id", arrow_schema::DataType::Int64, false),
+        arrow_schema::Field::new("name", arrow_schema::DataType::Utf8, true),
+    ]))
+}
+
 async fn post_changes(server: &TestServer, body: Vec<u8>) -> (u16, Value) {
     let mut request = server
         .http
@@ -253,6 +302,7 @@ fn id_names(batches: &[RecordBatch]) -> Vec<(i64, String)> {
 async fn ingest_and_read_over_http() {
     let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
         config.http.max_body_size = 64 * 1024;
+        config.http.max_ingest_size = 8 << 20;
     })
     .await
     else {
@@ -285,6 +335,32 @@ async fn ingest_and_read_over_http() {
     let merged = id_names(&get_ipc(&server, "/api/v1/tables/local/kt/orders/rows").await);
     let expected = vec![(1, "a".to_string()), (2, "b2".to_string()), (4, "d".to_string())];
     assert_eq!(merged, expected);
+    // Columns in the order asked, rows the filter holds for; bad ones are 400s naming them.
+    let picked =
+        get_ipc(&server, "/api/v1/tables/local/kt/orders/rows?columns=name,id&filter=id%20in%20(1,%204)").await;
+    let fields: Vec<String> = picked[0].schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(fields, ["name", "id"]);
+    let swapped: Vec<RecordBatch> = picked
+        .iter()
+        .map(|b| RecordBatch::try_new(read_schema(), vec![b.column(1).clone(), b.column(0).clone()]).unwrap())
+        .collect();
+    assert_eq!(id_names(&swapped), [(1, "a".to_string()), (4, "d".to_string())]);
+    let filtered =
+        get_ipc(&server, "/api/v1/tables/local/kt/orders/rows?filter=name%20%3E%3D%20'b'%20and%20id%20!%3D%204").await;
+    assert_eq!(id_names(&filtered), [(2, "b2".to_string())]);
+    for (query, says) in [
+        ("columns=nope", "no column \"nope\""),
+        ("columns=,", "names no column"),
+        ("filter=id%20%3D%20x", "not a value of \"id\""),
+        ("filter=nope%20%3D%201", "no column \"nope\""),
+        ("filter=id%20%3D%201%20or%20id%20%3D%202", "expected `and`"),
+    ] {
+        let response =
+            server.http.get(format!("{}/api/v1/tables/local/kt/orders/rows?{query}", server.url)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(answer["error"]["message"].as_str().unwrap_or_default().contains(says), "{query}: {answer}");
+    }
     let all = get_ipc(&server, "/api/v1/tables/local/kt/orders/changes").await;
     // With upsert, every +I is a delete and an insert: 3 × 2, then 2 + 1 + 2.
     assert_eq!(all.iter().map(RecordBatch::num_rows).sum::<usize>(), 11, "upserts delete first");
@@ -352,8 +428,25 @@ async fn ingest_and_read_over_http() {
             assert!(answer["error"]["message"].as_str().unwrap_or_default().contains(expected), "{expected}: {answer}");
         }
     }
+    // Over the ingest limit in many small messages: refused part-way, nothing committed, and
+    // the files its buffer flushed are gone again.
+    let warehouse = std::path::PathBuf::from(server.warehouse.trim_start_matches("file://"));
+    let files_before = parquet_files(&warehouse);
+    let (got, answer) = post_changes(&server, ipc_batches(150_000, 500, "+I")).await;
+    assert_eq!(got, 413, "{answer}");
+    assert!(answer["error"]["message"].as_str().unwrap_or_default().contains("http.max-ingest-size"), "{answer}");
     let after = catalog.load_table(&change_ident).await.unwrap().metadata_location().map(str::to_string);
     assert_eq!(before, after, "nothing was committed");
+    assert_eq!(parquet_files(&warehouse), files_before, "no files left behind");
+
+    // A body far over http.max-body-size streams through in messages under it.
+    let big = ipc_batches(60_000, 500, "+I");
+    assert!(big.len() > 16 * 64 * 1024, "{} bytes", big.len());
+    let (got, answer) = post_changes(&server, big).await;
+    assert_eq!((got, answer["rows"].as_u64()), (200, Some(60_000)), "{answer}");
+    let rows = get_ipc(&server, "/api/v1/tables/local/kt/orders/rows?columns=id&filter=id%20%3E%3D%201000").await;
+    assert_eq!(rows.iter().map(RecordBatch::num_rows).sum::<usize>(), 59_000);
+    assert!(parquet_files(&warehouse) > files_before);
     let (status, body) = call(
         &server,
         Method::POST,

@@ -85,11 +85,14 @@ pub struct ChangeOptions {
     pub buckets: u32,
     /// `write.upsert.enabled` (false): an insert replaces the key's row.
     pub upsert: bool,
+    /// Bytes of rows [`ChangeWriter::append`] buffers before it writes them out as files, so
+    /// a transaction of any size holds about this much in memory.
+    pub buffer_bytes: usize,
 }
 
 impl Default for ChangeOptions {
     fn default() -> Self {
-        Self { buckets: 4, upsert: false }
+        Self { buckets: 4, upsert: false, buffer_bytes: 64 << 20 }
     }
 }
 
@@ -127,6 +130,10 @@ pub struct ChangeWriter {
     offset: i64,
     /// (type, bucket) → batches of rows with their `_file_offset`.
     groups: BTreeMap<(u8, TreeNode), Vec<RecordBatch>>,
+    /// Bytes of `groups`.
+    buffered: usize,
+    /// Files written by earlier flushes of this transaction.
+    flushed: Vec<DataFile>,
     rows: u64,
     operation_id: u64,
     count: Arc<AtomicU64>,
@@ -151,6 +158,8 @@ impl ChangeWriter {
             options,
             offset: 0,
             groups: BTreeMap::new(),
+            buffered: 0,
+            flushed: Vec::new(),
             rows: 0,
             operation_id,
             count: Arc::new(AtomicU64::new(0)),
@@ -220,19 +229,57 @@ impl ChangeWriter {
             columns.push(Arc::new(Int64Array::from(offsets)));
             let routed = RecordBatch::try_new(file_arrow.clone(), columns)
                 .map_err(|e| TableError::Invalid(format!("routing rows: {e}")))?;
+            self.buffered += routed.get_array_memory_size();
             self.groups.entry(group).or_default().push(routed);
         }
         Ok(())
     }
 
+    /// Buffers like [`Self::write`], then writes the buffer out as files once it holds
+    /// [`ChangeOptions::buffer_bytes`]: memory stays bounded however large the transaction.
+    pub async fn append(&mut self, batch: &RecordBatch, ops: &[ChangeOp]) -> Result<()> {
+        self.write(batch, ops)?;
+        if self.buffered >= self.options.buffer_bytes {
+            self.write_files().await?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of changes buffered in memory.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
     /// Writes the buffered changes as change files, one per (partition, bucket, type) and
-    /// roll; the caller commits them to the change store in one snapshot (its sequence number
-    /// is their transaction). The writer starts afresh.
+    /// roll, and returns them with those earlier flushes wrote; the caller commits them to the
+    /// change store in one snapshot (its sequence number is their transaction). The writer
+    /// starts afresh.
     pub async fn finish(&mut self) -> Result<Vec<DataFile>> {
+        self.write_files().await?;
+        let files = std::mem::take(&mut self.flushed);
+        self.offset = 0;
+        self.rows = 0;
+        Ok(files)
+    }
+
+    /// Deletes the files flushes wrote and drops the buffer: the transaction is
+    /// abandoned (best effort; what stays behind is an orphan).
+    pub async fn abort(&mut self) {
+        for file in std::mem::take(&mut self.flushed) {
+            let _ = self.table.file_io().delete(file.file_path()).await;
+        }
+        self.groups.clear();
+        self.buffered = 0;
+        self.offset = 0;
+        self.rows = 0;
+    }
+
+    /// Writes the buffer out, adding the files to `flushed` as they close.
+    async fn write_files(&mut self) -> Result<()> {
         let metadata = self.table.metadata();
         let spec = metadata.default_partition_spec().clone();
         let props = parquet_writer_properties(metadata.properties())?;
-        let mut files = Vec::new();
+        self.buffered = 0;
         for ((type_id, node), batches) in std::mem::take(&mut self.groups) {
             let file_type = FileType::ALL.into_iter().find(|t| t.id() == type_id).unwrap_or(FileType::Insert);
             let arrow = batches[0].schema();
@@ -258,11 +305,9 @@ impl ChangeWriter {
                 );
                 let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
                 writer.write(part).await?;
-                files.extend(writer.close().await?);
+                self.flushed.extend(writer.close().await?);
             }
         }
-        self.offset = 0;
-        self.rows = 0;
-        Ok(files)
+        Ok(())
     }
 }

@@ -10,22 +10,25 @@
 //! Change rows already merged into the base (a partition's optimized sequence) are skipped
 //! once optimizing of keyed tables exists; until then every change row is read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{DataType, Field, Schema as ArrowSchema};
-use futures::TryStreamExt;
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::expr::{Bind, Predicate};
 use iceberg::scan::FileScanTask;
+use iceberg::spec::{Schema, Struct};
 use iceberg::table::Table;
 
-use super::change::{FILE_OFFSET, change_file_schema};
+use super::change::{FILE_OFFSET, FILE_OFFSET_ID, change_file_schema};
 use super::file_name::{FileMeta, FileType};
 use super::key::KeyColumns;
+use super::prune::{MergeFilter, identity_columns};
 use crate::error::{Result, TableError};
 use crate::scan::{LiveFile, live_files, read_task, whole_file_task};
 
@@ -34,12 +37,11 @@ pub const CHANGE_ACTION: &str = "_change_action";
 /// Name of the CDC column holding the change's transaction.
 pub const TRANSACTION_ID: &str = "_transaction_id";
 
-/// A change file read whole: its rows, transaction, kind and partition.
+/// A change file read whole: its rows, transaction and kind.
 struct ChangeRows {
     batch: RecordBatch,
     transaction: i64,
     file_type: FileType,
-    partition: String,
 }
 
 fn partition_key(spec_id: i32, partition: &iceberg::spec::Struct) -> String {
@@ -66,14 +68,8 @@ async fn read_change_files(change: &Table, from: Option<i64>, to: Option<i64>) -
             continue;
         }
         let task = whole_file_task(&file, &metadata, schema.clone(), fields.clone());
-        let partition = partition_key(file.spec_id, file.file.partition());
         for batch in read_task(change.file_io(), task).await? {
-            out.push(ChangeRows {
-                batch,
-                transaction: meta.transaction_id,
-                file_type: meta.file_type,
-                partition: partition.clone(),
-            });
+            out.push(ChangeRows { batch, transaction: meta.transaction_id, file_type: meta.file_type });
         }
     }
     Ok(out)
@@ -96,85 +92,251 @@ fn without_offset(batch: &RecordBatch) -> RecordBatch {
 /// Encodes keys as comparable bytes with one converter, so equal keys give equal bytes across
 /// files.
 struct KeyEncoder {
-    converter: Option<RowConverter>,
+    converter: RowConverter,
     primary_key: Vec<String>,
-    schema: iceberg::spec::Schema,
+    schema: Schema,
 }
 
 impl KeyEncoder {
-    fn keys(&mut self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    fn new(primary_key: &[String], schema: &Schema) -> Result<Self> {
+        let arrow = schema_to_arrow_schema(schema)?;
+        let fields = primary_key
+            .iter()
+            .map(|k| {
+                let field = arrow
+                    .field_with_name(k)
+                    .map_err(|_| TableError::Invalid(format!("the primary key column {k:?} is missing")))?;
+                Ok(SortField::new(field.data_type().clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let converter = RowConverter::new(fields).map_err(|e| TableError::Invalid(e.to_string()))?;
+        Ok(Self { converter, primary_key: primary_key.to_vec(), schema: schema.clone() })
+    }
+
+    fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let columns = KeyColumns::find(&self.primary_key, batch, &self.schema)?.columns(batch);
-        if self.converter.is_none() {
-            let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
-            self.converter = Some(RowConverter::new(fields).map_err(|e| TableError::Invalid(e.to_string()))?);
-        }
-        let Some(converter) = &self.converter else { return Ok(Vec::new()) };
-        let rows = converter.convert_columns(&columns).map_err(|e| TableError::Invalid(e.to_string()))?;
+        let rows = self.converter.convert_columns(&columns).map_err(|e| TableError::Invalid(e.to_string()))?;
         Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
     }
 }
 
-/// The rows of a keyed table, merged: the base store's (with its own position deletes) and the
-/// change store's inserts, less every row a later delete of its key removed.
-pub async fn merge_on_read(base: &Table, change: &Table, primary_key: &[String]) -> Result<Vec<RecordBatch>> {
-    let mut encoder = KeyEncoder {
-        converter: None,
-        primary_key: primary_key.to_vec(),
-        schema: (**base.metadata().current_schema()).clone(),
-    };
-    let changes = read_change_files(change, None, None).await?;
-    // (partition, key) → the greatest (transaction, offset) of a delete.
-    let mut deletes: HashMap<(String, Vec<u8>), (i64, i64)> = HashMap::new();
-    for rows in changes.iter().filter(|r| r.file_type == FileType::EqDelete) {
-        let offsets = offsets(&rows.batch)?;
-        for (i, key) in encoder.keys(&rows.batch)?.into_iter().enumerate() {
-            let lsn = (rows.transaction, offsets.value(i));
-            let entry = deletes.entry((rows.partition.clone(), key)).or_insert(lsn);
-            *entry = (*entry).max(lsn);
-        }
-    }
-    let deleted_after = |partition: &str, key: Vec<u8>, lsn: (i64, i64)| {
-        deletes.get(&(partition.to_string(), key)).is_some_and(|d| *d > lsn)
-    };
+/// Which columns and rows a merged read returns.
+#[derive(Debug, Clone, Default)]
+pub struct MergeRead {
+    /// Columns in this order; all of the table's when `None`.
+    pub columns: Option<Vec<String>>,
+    /// Only rows it holds for; it also prunes files by partition, metrics and bucket.
+    pub filter: Option<Predicate>,
+}
 
-    let mut out = Vec::new();
-    if base.metadata().current_snapshot().is_some() {
-        let tasks: Vec<FileScanTask> = base.scan().select_all().build()?.plan_files().await?.try_collect().await?;
-        for task in tasks {
-            let meta = FileMeta::of_base(&task.data_file_path);
-            let spec_id = task.partition_spec.as_ref().map(|s| s.spec_id()).unwrap_or_default();
-            let partition =
-                partition_key(spec_id, &task.partition.clone().unwrap_or_else(iceberg::spec::Struct::empty));
-            for batch in read_task(base.file_io(), task).await? {
-                let keys = encoder.keys(&batch)?;
-                let keep: BooleanArray = keys
-                    .into_iter()
-                    .map(|k| Some(!deleted_after(&partition, k, (meta.transaction_id, i64::MAX))))
-                    .collect();
-                out.push(filter(&batch, &keep)?);
+/// How many files a merged read planned and how many it reads after pruning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MergeStats {
+    /// Live files of the change store.
+    pub change_files: usize,
+    /// Change files read (inserts and deletes the filter cannot rule out).
+    pub change_files_read: usize,
+    /// Base files read (after partition, metrics and bucket pruning).
+    pub base_files_read: usize,
+    /// Files (base and change) skipped because their bucket cannot hold a key the filter
+    /// allows.
+    pub skipped_by_bucket: usize,
+}
+
+/// The rows of a merged read, streamed one file at a time after the deletes are loaded.
+pub struct MergedRows {
+    /// Their schema (the read's columns).
+    pub schema: SchemaRef,
+    /// What the read planned.
+    pub stats: MergeStats,
+    /// The rows.
+    pub rows: BoxStream<'static, Result<RecordBatch>>,
+}
+
+impl std::fmt::Debug for MergedRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MergedRows").field("schema", &self.schema).field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+/// A file whose rows survive unless a later delete of their key removes them.
+enum RowFile {
+    Base(FileScanTask, FileMeta),
+    Insert(FileScanTask, i64),
+}
+
+/// Reads a keyed table merged: the base store's rows (with its own position deletes) and the
+/// change store's inserts, less every row a later delete of its key removed, as `read` asks.
+pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], read: &MergeRead) -> Result<MergedRows> {
+    let schema = base.metadata().current_schema().clone();
+    let arrow = Arc::new(schema_to_arrow_schema(&schema)?);
+    let columns: Vec<String> = match &read.columns {
+        Some(columns) => {
+            for c in columns {
+                if schema.field_by_name(c).is_none() {
+                    return Err(TableError::Invalid(format!("the table has no column {c:?}")));
+                }
+            }
+            columns.clone()
+        }
+        None => arrow.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    let positions = columns.iter().filter_map(|c| arrow.index_of(c).ok()).collect::<Vec<_>>();
+    let output: SchemaRef = Arc::new(arrow.project(&positions).map_err(|e| TableError::Invalid(e.to_string()))?);
+    let identity = identity_columns(&schema, change.metadata().partition_specs_iter());
+    let filter = MergeFilter::new(read.filter.as_ref(), &schema, primary_key, &identity)?;
+    // Data rows need the output columns and the key; delete rows the key alone.
+    let mut needed = columns.clone();
+    needed.extend(primary_key.iter().filter(|k| !columns.contains(k)).cloned());
+    let encoder = Arc::new(KeyEncoder::new(primary_key, &schema)?);
+
+    let mut stats = MergeStats::default();
+    let mut row_files = Vec::new();
+    let mut deletes: HashMap<(String, Vec<u8>), (i64, i64)> = HashMap::new();
+    let change_metadata = change.metadata_ref();
+    if let Some(head) = change_metadata.current_snapshot().cloned() {
+        let files: Vec<LiveFile> =
+            live_files(change.file_io().clone(), change_metadata.clone(), head).try_collect().await?;
+        stats.change_files = files.len();
+        let may_insert = surviving(change, filter.rows.as_ref()).await?;
+        let may_delete = surviving(change, filter.deletes.as_ref()).await?;
+        let file_schema = Arc::new(change_file_schema(&schema)?);
+        for file in files {
+            if file.is_delete() {
+                return Err(TableError::Unsupported(format!(
+                    "the change store holds Iceberg delete file {}; keyed tables delete with ED files",
+                    file.path()
+                )));
+            }
+            let meta = FileMeta::of_change(file.path(), file.data_sequence_number);
+            let (survivors, predicate, wanted) = match meta.file_type {
+                FileType::EqDelete => (&may_delete, filter.deletes.as_ref(), primary_key),
+                _ => (&may_insert, filter.rows.as_ref(), needed.as_slice()),
+            };
+            if !filter.holds(meta.node) {
+                stats.skipped_by_bucket += 1;
+                continue;
+            }
+            if survivors.as_ref().is_some_and(|s| !s.contains(file.path())) {
+                continue;
+            }
+            stats.change_files_read += 1;
+            let mut fields = field_ids(&file_schema, wanted)?;
+            fields.push(FILE_OFFSET_ID);
+            let mut task = whole_file_task(&file, &change_metadata, file_schema.clone(), fields);
+            task.predicate = predicate.map(|p| p.bind(file_schema.clone(), true)).transpose()?;
+            if meta.file_type != FileType::EqDelete {
+                row_files.push(RowFile::Insert(task, meta.transaction_id));
+                continue;
+            }
+            let partition = partition_key(file.spec_id, file.file.partition());
+            for batch in read_task(change.file_io(), task).await? {
+                let offsets = offsets(&batch)?;
+                for (i, key) in encoder.keys(&batch)?.into_iter().enumerate() {
+                    let lsn = (meta.transaction_id, offsets.value(i));
+                    let entry = deletes.entry((partition.clone(), key)).or_insert(lsn);
+                    *entry = (*entry).max(lsn);
+                }
             }
         }
     }
-    for rows in changes.iter().filter(|r| r.file_type == FileType::Insert) {
-        let offsets = offsets(&rows.batch)?;
-        let keys = encoder.keys(&rows.batch)?;
-        let keep: BooleanArray = keys
-            .into_iter()
-            .enumerate()
-            .map(|(i, k)| Some(!deleted_after(&rows.partition, k, (rows.transaction, offsets.value(i)))))
-            .collect();
-        out.push(without_offset(&filter(&rows.batch, &keep)?));
+    let mut base_tasks = Vec::new();
+    if base.metadata().current_snapshot().is_some() {
+        let mut scan = base.scan().select(needed.iter().cloned());
+        if let Some(rows) = &filter.rows {
+            scan = scan.with_filter(rows.clone());
+        }
+        let tasks: Vec<FileScanTask> = scan.build()?.plan_files().await?.try_collect().await?;
+        for task in tasks {
+            let meta = FileMeta::of_base(&task.data_file_path);
+            if filter.holds(meta.node) {
+                base_tasks.push(RowFile::Base(task, meta));
+            } else {
+                stats.skipped_by_bucket += 1;
+            }
+        }
     }
-    let schema = Arc::new(schema_to_arrow_schema(base.metadata().current_schema())?);
-    out.into_iter()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| {
-            RecordBatch::try_new(schema.clone(), b.columns().to_vec()).map_err(|e| TableError::Invalid(e.to_string()))
+    stats.base_files_read = base_tasks.len();
+    base_tasks.extend(row_files);
+
+    let deletes = Arc::new(deletes);
+    let (base_io, change_io) = (base.file_io().clone(), change.file_io().clone());
+    let out = output.clone();
+    let rows = stream::iter(base_tasks)
+        .then(move |file| {
+            let (deletes, encoder, out) = (deletes.clone(), encoder.clone(), out.clone());
+            let (base_io, change_io) = (base_io.clone(), change_io.clone());
+            async move {
+                let (io, task, transaction, offsets_of) = match file {
+                    RowFile::Base(task, meta) => (base_io, task, meta.transaction_id, false),
+                    RowFile::Insert(task, transaction) => (change_io, task, transaction, true),
+                };
+                let spec_id = task.partition_spec.as_ref().map(|s| s.spec_id()).unwrap_or_default();
+                let partition = partition_key(spec_id, &task.partition.clone().unwrap_or_else(Struct::empty));
+                let mut batches = Vec::new();
+                for batch in read_task(&io, task).await? {
+                    let offsets = if offsets_of { Some(offsets(&batch)?) } else { None };
+                    let keep: BooleanArray = encoder
+                        .keys(&batch)?
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, key)| {
+                            let lsn = (transaction, offsets.map_or(i64::MAX, |o| o.value(i)));
+                            Some(!deletes.get(&(partition.clone(), key)).is_some_and(|d| *d > lsn))
+                        })
+                        .collect();
+                    let kept = filter_rows(&batch, &keep)?;
+                    if kept.num_rows() > 0 {
+                        batches.push(project(&kept, &out)?);
+                    }
+                }
+                Ok::<_, TableError>(stream::iter(batches.into_iter().map(Ok)))
+            }
         })
+        .try_flatten()
+        .boxed();
+    Ok(MergedRows { schema: output, stats, rows })
+}
+
+/// Paths of `table`'s current files that `filter` cannot rule out by partition or metrics;
+/// `None` when there is no filter (every file).
+async fn surviving(table: &Table, filter: Option<&Predicate>) -> Result<Option<HashSet<String>>> {
+    let Some(filter) = filter else { return Ok(None) };
+    let tasks: Vec<FileScanTask> =
+        table.scan().select_empty().with_filter(filter.clone()).build()?.plan_files().await?.try_collect().await?;
+    Ok(Some(tasks.into_iter().map(|t| t.data_file_path).collect()))
+}
+
+fn field_ids(schema: &Schema, names: &[String]) -> Result<Vec<i32>> {
+    names
+        .iter()
+        .map(|n| schema.field_by_name(n).map(|f| f.id).ok_or_else(|| TableError::Invalid(format!("no column {n:?}"))))
         .collect()
 }
 
-fn filter(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch> {
+/// `batch`'s columns of `schema`, typed as it types them.
+fn project(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(f.name())
+                .cloned()
+                .ok_or_else(|| TableError::Invalid(format!("a file lacks column {}", f.name())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // With the row count, so a read of no columns (a count) still counts rows.
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(schema.clone(), columns, &options).map_err(|e| TableError::Invalid(e.to_string()))
+}
+
+/// All rows of a keyed table, merged (see [`scan_merged`]).
+pub async fn merge_on_read(base: &Table, change: &Table, primary_key: &[String]) -> Result<Vec<RecordBatch>> {
+    scan_merged(base, change, primary_key, &MergeRead::default()).await?.rows.try_collect().await
+}
+
+fn filter_rows(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch> {
     arrow_select::filter::filter_record_batch(batch, keep).map_err(|e| TableError::Invalid(e.to_string()))
 }
 

@@ -10,4 +10,5 @@ pub mod key;
 pub mod key_hash;
 pub mod merge;
 pub mod properties;
+pub mod prune;
 pub mod tree;

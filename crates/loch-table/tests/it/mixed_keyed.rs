@@ -9,10 +9,12 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use iceberg::expr::{Predicate, Reference};
+use iceberg::spec::Datum;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
 use loch_table::mixed::file_name::{FileMeta, FileType};
-use loch_table::mixed::merge::{merge_on_read, read_changes};
+use loch_table::mixed::merge::{MergeRead, MergeStats, merge_on_read, read_changes, scan_merged};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use loch_testkit::data::{arrow_schema, write_data_files};
 use loch_testkit::local::LocalTable;
@@ -87,6 +89,80 @@ fn replay(model: &mut Model, batches: &[RecordBatch]) -> Vec<i64> {
     transactions
 }
 
+/// Reads `filter` with `columns` merged; the rows as a model (columns beyond the key are
+/// looked up by name) and what the read planned.
+async fn read_filtered(
+    base: &iceberg::table::Table,
+    change: &iceberg::table::Table,
+    filter: Predicate,
+) -> (Model, MergeStats) {
+    use futures::TryStreamExt;
+    let read = MergeRead { columns: Some(vec!["v".into(), "id".into(), "region".into()]), filter: Some(filter) };
+    let merged = scan_merged(base, change, &["id".to_string()], &read).await.unwrap();
+    assert_eq!(merged.schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["v", "id", "region"]);
+    let stats = merged.stats;
+    let batches: Vec<RecordBatch> = merged.rows.try_collect().await.unwrap();
+    // Back to the table's column order for `model_of`.
+    let reordered: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            RecordBatch::try_new(
+                arrow_schema(base),
+                vec![b.column(1).clone(), b.column(2).clone(), b.column(0).clone()],
+            )
+            .unwrap()
+        })
+        .collect();
+    (model_of(&reordered), stats)
+}
+
+/// Filtered reads return exactly the model's rows that pass, and a key lookup skips files of
+/// other buckets.
+async fn filtered_reads_match(
+    base: &iceberg::table::Table,
+    change: &iceberg::table::Table,
+    model: &Model,
+    rng: &mut Lcg,
+) {
+    let id = rng.next(200) as i64;
+    let (rows, stats) = read_filtered(base, change, Reference::new("id").equal_to(Datum::long(id))).await;
+    let expected: Model = model.iter().filter(|(k, _)| **k == id).map(|(k, v)| (*k, v.clone())).collect();
+    assert_eq!(rows, expected, "id = {id}");
+    assert!(stats.change_files_read <= stats.change_files);
+    if stats.change_files >= 8 {
+        assert!(stats.skipped_by_bucket > 0, "a key lookup reads one bucket of four: {stats:?}");
+    }
+
+    let ids: Vec<i64> = (0..5).map(|_| rng.next(200) as i64).collect();
+    let (rows, _) = read_filtered(base, change, Reference::new("id").is_in(ids.iter().map(|i| Datum::long(*i)))).await;
+    let expected: Model = model.iter().filter(|(k, _)| ids.contains(k)).map(|(k, v)| (*k, v.clone())).collect();
+    assert_eq!(rows, expected, "id in {ids:?}");
+
+    let region = rng.next(3) as i64;
+    let (rows, _) = read_filtered(base, change, Reference::new("region").equal_to(Datum::long(region))).await;
+    let expected: Model = model.iter().filter(|(_, v)| v.0 == region).map(|(k, v)| (*k, v.clone())).collect();
+    assert_eq!(rows, expected, "region = {region}");
+
+    // A filter on a non-key column filters rows but never the deletes.
+    let (rows, _) =
+        read_filtered(base, change, Reference::new("v").greater_than_or_equal_to(Datum::string("w1"))).await;
+    let expected: Model =
+        model.iter().filter(|(_, v)| v.1.as_deref().is_some_and(|s| s >= "w1")).map(|(k, v)| (*k, v.clone())).collect();
+    assert_eq!(rows, expected, "v >= w1");
+    let (rows, _) = read_filtered(
+        base,
+        change,
+        Reference::new("id").less_than(Datum::long(100)).and(Reference::new("v").less_than(Datum::string("w1"))),
+    )
+    .await;
+    let expected: Model = model
+        .iter()
+        .filter(|(k, v)| **k < 100 && v.1.as_deref().is_some_and(|s| s < "w1"))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect();
+    assert_eq!(rows, expected, "id < 100 and v < w1");
+}
+
 struct Lcg(u64);
 
 impl Lcg {
@@ -148,7 +224,12 @@ async fn random_changes(partitioned: bool, rng_seed: u64) {
     let mut writers: Vec<Pending> = [false, true]
         .into_iter()
         .map(|upsert| Pending {
-            writer: ChangeWriter::new(&change.table, &key, ChangeOptions { buckets: 4, upsert }).unwrap(),
+            writer: ChangeWriter::new(
+                &change.table,
+                &key,
+                ChangeOptions { buckets: 4, upsert, ..ChangeOptions::default() },
+            )
+            .unwrap(),
             effects: Vec::new(),
         })
         .collect();
@@ -204,6 +285,7 @@ async fn random_changes(partitioned: bool, rng_seed: u64) {
         commits += 1;
         let merged = model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap());
         assert_eq!(merged, model, "merge-on-read after commit {commits} (seed {rng_seed})");
+        filtered_reads_match(&base.table, &change.table, &model, &mut rng).await;
     }
     assert!(ops_done > 1_000, "thousands of changes: {ops_done}");
 
@@ -242,4 +324,70 @@ async fn random_changes_merge_and_replay_to_the_model_unpartitioned() {
 #[tokio::test]
 async fn random_changes_merge_and_replay_to_the_model_partitioned() {
     random_changes(true, 11).await;
+}
+
+/// A writer that flushes past a tiny buffer writes many files and reads back the same rows as
+/// one that buffers the whole transaction; aborting deletes what the flushes wrote.
+#[tokio::test]
+async fn a_bounded_buffer_writes_the_same_rows_and_abort_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = UnboundPartitionSpec::builder().build();
+    let base = LocalTable::create(dir.path(), schema(), spec.clone()).await.unwrap();
+    let mut change = LocalTable::create(&dir.path().join("change"), schema(), spec).await.unwrap();
+    let key = vec!["id".to_string()];
+    let options = ChangeOptions { buffer_bytes: 4096, ..ChangeOptions::default() };
+    let mut bounded = ChangeWriter::new(&change.table, &key, options).unwrap();
+    let mut model = Model::new();
+    for round in 0..20i64 {
+        let rows: Vec<(i64, i64, Option<String>)> =
+            (0..100).map(|i| ((round * 37 + i) % 500, 0, Some(format!("r{round}i{i}")))).collect();
+        // Inserts of keys already written become updates: delete, then insert.
+        let mut ops = Vec::new();
+        let mut batch_rows = Vec::new();
+        for row in rows {
+            if let Some(old) = model.get(&row.0) {
+                batch_rows.push((row.0, old.0, old.1.clone()));
+                ops.push(ChangeOp::UpdateBefore);
+                ops.push(ChangeOp::UpdateAfter);
+            } else {
+                ops.push(ChangeOp::Insert);
+            }
+            model.insert(row.0, (row.1, row.2.clone()));
+            batch_rows.push(row);
+        }
+        bounded.append(&batch(&change.table, &batch_rows), &ops).await.unwrap();
+        assert!(bounded.buffered_bytes() < 4096 + 64 * 1024, "the buffer stays bounded");
+    }
+    let files = bounded.finish().await.unwrap();
+    assert!(files.len() > 20, "flushes wrote files as the buffer filled: {}", files.len());
+    let mut delta = RowDelta::new();
+    for f in files {
+        delta = delta.add_rows(f);
+    }
+    change.commit(delta.prepare(&change.table).await.unwrap()).await.unwrap();
+    assert_eq!(model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap()), model);
+
+    // An abandoned transaction leaves no files behind.
+    let parquet_files =
+        || walk(&dir.path().join("change/data")).into_iter().filter(|p| p.ends_with(".parquet")).count();
+    let before = parquet_files();
+    let mut abandoned = ChangeWriter::new(&change.table, &key, options).unwrap();
+    let rows: Vec<(i64, i64, Option<String>)> = (1000..1500).map(|i| (i, 0, Some("x".repeat(50)))).collect();
+    abandoned.append(&batch(&change.table, &rows), &vec![ChangeOp::Insert; rows.len()]).await.unwrap();
+    assert!(parquet_files() > before, "the flush wrote files");
+    abandoned.abort().await;
+    assert_eq!(parquet_files(), before);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
