@@ -16,6 +16,7 @@ use anyhow::{Context, Result, ensure};
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use clap::Parser;
+use futures::StreamExt;
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,65 @@ struct Args {
     /// Distinct keys of the recent-keys workload.
     #[arg(long, default_value_t = 10_000)]
     hot_keys: i64,
+    /// Rows of the bulk workload: one transaction streamed by the client as it is generated.
+    #[arg(long, default_value_t = 5_000_000)]
+    bulk_rows: usize,
+}
+
+/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
+fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// One transaction of `rows` upserts sent as a streamed body generated on the fly (the client
+/// holds one message at a time): the time, the body's size and how far this process's peak
+/// RSS rose above where it started, which bounds the server's memory for the transaction.
+async fn bulk(client: &reqwest::Client, url: &str, rows: usize) -> Result<(Duration, u64, u64)> {
+    create(client, url, "bulk", false).await?;
+    // Reset the peak RSS (Linux: writing 5 to clear_refs), then measure from here.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = status_bytes("VmRSS");
+    let per_message = 10_000usize;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    let chunks = futures::stream::iter((0..rows).step_by(per_message)).map(move |start| {
+        let keys = (start as i64..(start + per_message).min(rows) as i64).map(|i| i.wrapping_mul(2_654_435_761) & 0x7fff_ffff_ffff);
+        // Each message a whole stream minus its end marker; the first keeps the schema.
+        let mut bytes = body(keys)?;
+        bytes.truncate(bytes.len() - 8);
+        if start > 0 {
+            bytes.drain(..schema_message_len(&bytes)?);
+        }
+        if start + per_message >= rows {
+            bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        }
+        counter.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, anyhow::Error>(bytes)
+    });
+    let start = Instant::now();
+    let answer = client
+        .post(format!("{url}/api/v1/tables/local/bench/bulk/changes"))
+        .header("content-type", "application/vnd.apache.arrow.stream")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await?;
+    ensure!(answer.status().is_success(), "bulk ingest: {}", answer.text().await?);
+    let wall = start.elapsed();
+    let peak = status_bytes("VmHWM").saturating_sub(rss_before);
+    Ok((wall, sent.load(std::sync::atomic::Ordering::Relaxed), peak))
+}
+
+/// Length of the schema message at the head of an Arrow IPC stream (continuation marker, length,
+/// padded flatbuffer).
+fn schema_message_len(stream: &[u8]) -> Result<usize> {
+    ensure!(stream.len() >= 8 && stream[..4] == [0xff; 4], "not an IPC stream");
+    let len = u32::from_le_bytes(stream[4..8].try_into()?) as usize;
+    Ok(8 + len)
 }
 
 /// CPU time of this process (user + system), from `/proc/self/stat` (in clock ticks of 1/100 s,
@@ -84,19 +144,7 @@ async fn workload(
     bodies: Vec<Vec<u8>>,
     rows: usize,
 ) -> Result<Measured> {
-    let create = json!({
-        "name": name,
-        "format": "mixed-iceberg",
-        "primary_key": ["id"],
-        "schema": {"type": "struct", "schema-id": 0, "fields": [
-            {"id": 1, "name": "id", "required": true, "type": "long"},
-            {"id": 2, "name": "payload", "required": false, "type": "string"},
-        ]},
-        "properties": {"write.upsert.enabled": upsert.to_string(), "self-optimizing.enabled": "false"},
-    });
-    let created =
-        client.post(format!("{url}/api/v1/catalogs/local/namespaces/bench/tables")).json(&create).send().await?;
-    ensure!(created.status().is_success(), "create {name}: {}", created.text().await?);
+    create(client, url, name, upsert).await?;
     let changes = format!("{url}/api/v1/tables/local/bench/{name}/changes");
     let (cpu0, start) = (cpu_time(), Instant::now());
     for body in bodies {
@@ -118,6 +166,24 @@ async fn workload(
     Ok(Measured { workload: name, rows, wall, cpu, read, read_rows })
 }
 
+/// Creates the keyed table `bench.{name}`.
+async fn create(client: &reqwest::Client, url: &str, name: &str, upsert: bool) -> Result<()> {
+    let create = json!({
+        "name": name,
+        "format": "mixed-iceberg",
+        "primary_key": ["id"],
+        "schema": {"type": "struct", "schema-id": 0, "fields": [
+            {"id": 1, "name": "id", "required": true, "type": "long"},
+            {"id": 2, "name": "payload", "required": false, "type": "string"},
+        ]},
+        "properties": {"write.upsert.enabled": upsert.to_string(), "self-optimizing.enabled": "false"},
+    });
+    let created =
+        client.post(format!("{url}/api/v1/catalogs/local/namespaces/bench/tables")).json(&create).send().await?;
+    ensure!(created.status().is_success(), "create {name}: {}", created.text().await?);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -137,6 +203,7 @@ async fn main() -> Result<()> {
         .await?;
     ensure!(ns.status().is_success(), "namespace: {}", ns.text().await?);
 
+    let (bulk_wall, bulk_bytes, bulk_peak) = bulk(&client, &url, args.bulk_rows).await.context("bulk")?;
     let n = args.rows_per_commit as i64;
     let total = args.rows_per_commit * args.commits;
     let random: Vec<Vec<u8>> = (0..args.commits as i64)
@@ -171,5 +238,15 @@ async fn main() -> Result<()> {
             m.read_rows as f64 / m.read.as_secs_f64(),
         );
     }
+    println!();
+    println!("| bulk transaction | rows | body MB | rows/s | peak RSS growth MB |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| one streamed ingest | {} | {:.0} | {:.0} | {:.0} |",
+        args.bulk_rows,
+        bulk_bytes as f64 / 1e6,
+        args.bulk_rows as f64 / bulk_wall.as_secs_f64(),
+        bulk_peak as f64 / 1e6
+    );
     Ok(())
 }

@@ -92,6 +92,19 @@ impl From<OptimizingError> for ApiError {
     }
 }
 
+impl From<loch_table::TableError> for ApiError {
+    /// Invalid input is the client's (400), a lost race a 409; the rest is the server's.
+    fn from(e: loch_table::TableError) -> Self {
+        match e {
+            loch_table::TableError::Invalid(m) => ApiError::bad_request(m),
+            loch_table::TableError::Conflict(m) => {
+                ApiError::new(StatusCode::CONFLICT, "CommitFailedException", format!("conflict: {m}"))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorResponse::new(self.status.as_u16(), self.r#type, self.message);

@@ -24,7 +24,9 @@ use loch_catalog::keyed::{FORMAT_MIXED_ICEBERG, change_name};
 use loch_optimizing::table::ManagedTable;
 use loch_table::TableError;
 use loch_table::filter::parse_filter;
-use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
+use iceberg::spec::DataFile;
+use loch_table::mixed::change::{ChangeOp, ChangeOptions};
+use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::mixed::merge::{MergeRead, read_changes, scan_merged};
 use loch_table::mixed::properties::{CHANGE_BUCKETS, PRIMARY_KEY_FIELDS, UPSERT};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
@@ -159,7 +161,7 @@ fn changes_of(
 /// past its buffer: memory holds one IPC message and the writer's buffer, never the body.
 /// Returns the rows read.
 async fn stream_changes(
-    writer: &mut ChangeWriter,
+    writer: &mut KeyedTableWriter<StoreCommitter>,
     body: &mut Body,
     limits: &HttpLimits,
     target: &arrow_schema::SchemaRef,
@@ -193,10 +195,7 @@ async fn stream_changes(
                 // What is left of this frame starts the next message.
                 since_batch = buffer.len() as u64;
                 let (batch, ops) = changes_of(&batch, target, rows)?;
-                writer.append(&batch, &ops).await.map_err(|e| match e {
-                    TableError::Invalid(m) => ApiError::bad_request(m),
-                    other => ApiError::internal(other),
-                })?;
+                writer.apply(&batch, &ops).await?;
                 rows += batch.num_rows() as u64;
             }
         }
@@ -252,76 +251,90 @@ pub async fn ingest(
     };
     let target =
         Arc::new(schema_to_arrow_schema(change.table.metadata().current_schema()).map_err(ApiError::internal)?);
-    let mut writer = ChangeWriter::new(&change.table, &keyed.primary_key, options)
+    let committer = StoreCommitter { state: state.clone(), change: change.clone() };
+    let mut writer = KeyedTableWriter::new(&change.table, &keyed.primary_key, options, committer)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let rows = match stream_changes(&mut writer, &mut body, &limits, &target).await {
         Ok(0) => Err(ApiError::bad_request("the stream holds no rows")),
         other => other,
     };
-    let written = match rows {
-        Ok(rows) => writer.finish().await.map(|files| (rows, files)).map_err(ApiError::internal),
-        Err(e) => Err(e),
-    };
-    let (rows, files) = match written {
-        Ok(written) => written,
+    let rows = match rows {
+        Ok(rows) => rows,
         Err(e) => {
             writer.abort().await;
             crate::http::drain(&mut body).await;
             return Err(e);
         }
     };
-    let written: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
-    let io = change.table.file_io().clone();
-    let discard = || async {
-        for path in &written {
-            let _ = io.delete(path).await;
-        }
-    };
-    // Under the change store's lock, so concurrent ingests commit one after the other: the
-    // commit order is the transaction order.
-    let lock = state.catalogs.lock_table(&change.catalog, &change.name).await;
-    let current = match ManagedTable::load(&state.catalogs, change.record.id).await {
-        Ok(Some(current)) => current,
-        other => {
-            discard().await;
-            return Err(other
-                .err()
-                .map(ApiError::from)
-                .unwrap_or_else(|| ApiError::not_found("the change store is gone")));
-        }
-    };
-    let mut delta = RowDelta::new();
-    for f in files {
-        delta = delta.add_rows(f);
-    }
-    let pending = match delta.prepare(&current.table).await {
-        Ok(pending) => pending,
-        Err(e) => {
-            discard().await;
-            return Err(ApiError::internal(e));
-        }
-    };
-    let snapshot_id = pending.snapshot_id;
-    let change_request =
-        TableChange { ident: current.name.clone(), requirements: pending.requirements, updates: pending.updates };
-    let committed = match state.catalogs.commit_table_locked(&lock, &current.catalog, change_request).await {
-        Ok(committed) => committed,
-        Err(e) => {
-            if !matches!(e, loch_catalog::CatalogError::CommitStateUnknown(_)) {
-                discard().await;
-            }
-            return Err(e.into());
-        }
-    };
-    drop(lock);
-    let transaction_id = committed
-        .metadata
-        .metadata
-        .snapshot_by_id(snapshot_id)
-        .map(|s| s.sequence_number())
-        .ok_or_else(|| ApiError::internal("the committed snapshot is missing"))?;
+    let Committed { transaction_id, snapshot_id } = writer.commit().await?;
     metrics::counter!("loch_keyed_rows_ingested_total").increment(rows);
     Ok(Json(Ingested { transaction_id, snapshot_id, rows }))
+}
+
+/// Commits a transaction's change files through the catalog service, under the change store's
+/// lock so that concurrent ingests commit one after the other (commit order is transaction
+/// order).
+struct StoreCommitter {
+    state: AppState,
+    change: ManagedTable,
+}
+
+#[async_trait::async_trait]
+impl ChangeCommitter for StoreCommitter {
+    type Error = ApiError;
+
+    async fn commit_files(&self, files: Vec<DataFile>) -> Result<Committed, ApiError> {
+        let (state, change) = (&self.state, &self.change);
+        let io = change.table.file_io().clone();
+        let written: Vec<String> = files.iter().map(|f| f.file_path().to_string()).collect();
+        let discard = || async {
+            for path in &written {
+                let _ = io.delete(path).await;
+            }
+        };
+        let lock = state.catalogs.lock_table(&change.catalog, &change.name).await;
+        let current = match ManagedTable::load(&state.catalogs, change.record.id).await {
+            Ok(Some(current)) => current,
+            other => {
+                discard().await;
+                return Err(other
+                    .err()
+                    .map(ApiError::from)
+                    .unwrap_or_else(|| ApiError::not_found("the change store is gone")));
+            }
+        };
+        let mut delta = RowDelta::new();
+        for f in files {
+            delta = delta.add_rows(f);
+        }
+        let pending = match delta.prepare(&current.table).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                discard().await;
+                return Err(ApiError::internal(e));
+            }
+        };
+        let snapshot_id = pending.snapshot_id;
+        let request =
+            TableChange { ident: current.name.clone(), requirements: pending.requirements, updates: pending.updates };
+        let committed = match state.catalogs.commit_table_locked(&lock, &current.catalog, request).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                if !matches!(e, loch_catalog::CatalogError::CommitStateUnknown(_)) {
+                    discard().await;
+                }
+                return Err(e.into());
+            }
+        };
+        drop(lock);
+        let transaction_id = committed
+            .metadata
+            .metadata
+            .snapshot_by_id(snapshot_id)
+            .map(|s| s.sequence_number())
+            .ok_or_else(|| ApiError::internal("the committed snapshot is missing"))?;
+        Ok(Committed { transaction_id, snapshot_id })
+    }
 }
 
 /// An Arrow IPC stream response of `batches` with `schema`.

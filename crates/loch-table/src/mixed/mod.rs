@@ -12,3 +12,4 @@ pub mod merge;
 pub mod properties;
 pub mod prune;
 pub mod tree;
+pub mod writer;

@@ -14,6 +14,7 @@ use iceberg::spec::Datum;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
 use loch_table::mixed::file_name::{FileMeta, FileType};
+use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::mixed::merge::{MergeRead, MergeStats, merge_on_read, read_changes, scan_merged};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use loch_testkit::data::{arrow_schema, write_data_files};
@@ -390,4 +391,69 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
         }
     }
     out
+}
+
+/// Commits to a local table, as the catalog service does under its lock.
+struct LocalCommitter(Arc<tokio::sync::Mutex<LocalTable>>);
+
+#[async_trait::async_trait]
+impl ChangeCommitter for LocalCommitter {
+    type Error = loch_table::TableError;
+
+    async fn commit_files(&self, files: Vec<iceberg::spec::DataFile>) -> Result<Committed, Self::Error> {
+        let mut change = self.0.lock().await;
+        let mut delta = RowDelta::new();
+        for f in files {
+            delta = delta.add_rows(f);
+        }
+        let pending = delta.prepare(&change.table).await?;
+        let snapshot_id = pending.snapshot_id;
+        change.commit(pending).await.map_err(|e| loch_table::TableError::Invalid(e.to_string()))?;
+        let transaction_id = change.table.metadata().snapshot_by_id(snapshot_id).unwrap().sequence_number();
+        Ok(Committed { transaction_id, snapshot_id })
+    }
+}
+
+/// The Rust writer's four kinds of change, one transaction per commit: the merged rows follow
+/// them and the CDC stream names them (an upsert is a delete and an insert, an update a pair).
+#[tokio::test]
+async fn the_keyed_table_writer_inserts_updates_deletes_and_upserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = UnboundPartitionSpec::builder().build();
+    let base = LocalTable::create(dir.path(), schema(), spec.clone()).await.unwrap();
+    let change = LocalTable::create(&dir.path().join("change"), schema(), spec).await.unwrap();
+    let table = change.table.clone();
+    let key = vec!["id".to_string()];
+    let shared = Arc::new(tokio::sync::Mutex::new(change));
+    let committer = LocalCommitter(shared.clone());
+    let mut writer = KeyedTableWriter::new(&table, &key, ChangeOptions::default(), committer).unwrap();
+    let row = |id: i64, v: &str| (id, 0, Some(v.to_string()));
+
+    assert!(writer.commit().await.is_err(), "an empty transaction is refused");
+    writer.insert(&batch(&table, &[row(1, "a"), row(2, "b"), row(3, "c")])).await.unwrap();
+    let first = writer.commit().await.unwrap();
+    writer.update(&batch(&table, &[row(1, "a")]), &batch(&table, &[row(1, "a2")])).await.unwrap();
+    writer.delete(&batch(&table, &[row(2, "b")])).await.unwrap();
+    writer.upsert(&batch(&table, &[row(3, "c2"), row(4, "d")])).await.unwrap();
+    assert!(
+        writer.update(&batch(&table, &[row(1, "x")]), &batch(&table, &[])).await.is_err(),
+        "an update needs a row after for each row before"
+    );
+    assert_eq!(writer.rows(), 4);
+    let second = writer.commit().await.unwrap();
+    assert!(second.transaction_id > first.transaction_id);
+
+    let table = shared.lock().await.table.clone();
+    let merged = model_of(&merge_on_read(&base.table, &table, &key).await.unwrap());
+    let expected: Model = [(1, "a2"), (3, "c2"), (4, "d")].into_iter().map(|(k, v)| (k, (0, Some(v.into())))).collect();
+    assert_eq!(merged, expected);
+    let cdc = read_changes(&table, Some(first.transaction_id), None).await.unwrap();
+    let actions: Vec<String> = cdc
+        .iter()
+        .flat_map(|b| {
+            let a = b.column_by_name("_change_action").unwrap().as_string::<i32>().clone();
+            (0..a.len()).map(move |i| a.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(actions, ["UPDATE_BEFORE", "UPDATE_AFTER", "DELETE", "DELETE", "INSERT", "DELETE", "INSERT"]);
 }
