@@ -58,7 +58,8 @@ async fn bulk(client: &reqwest::Client, url: &str, rows: usize) -> Result<(Durat
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = sent.clone();
     let chunks = futures::stream::iter((0..rows).step_by(per_message)).map(move |start| {
-        let keys = (start as i64..(start + per_message).min(rows) as i64).map(|i| i.wrapping_mul(2_654_435_761) & 0x7fff_ffff_ffff);
+        let keys = (start as i64..(start + per_message).min(rows) as i64)
+            .map(|i| i.wrapping_mul(2_654_435_761) & 0x7fff_ffff_ffff);
         // Each message a whole stream minus its end marker; the first keeps the schema.
         let mut bytes = body(keys)?;
         bytes.truncate(bytes.len() - 8);

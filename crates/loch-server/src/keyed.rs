@@ -19,16 +19,16 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use http_body_util::BodyExt;
 use iceberg::arrow::schema_to_arrow_schema;
+use iceberg::spec::DataFile;
 use loch_catalog::TableChange;
 use loch_catalog::keyed::{FORMAT_MIXED_ICEBERG, change_name};
 use loch_optimizing::table::ManagedTable;
 use loch_table::TableError;
 use loch_table::filter::parse_filter;
-use iceberg::spec::DataFile;
 use loch_table::mixed::change::{ChangeOp, ChangeOptions};
-use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::mixed::merge::{MergeRead, read_changes, scan_merged};
 use loch_table::mixed::properties::{CHANGE_BUCKETS, PRIMARY_KEY_FIELDS, UPSERT};
+use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use serde::{Deserialize, Serialize};
 

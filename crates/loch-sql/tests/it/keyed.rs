@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Int64Array, RecordBatch, StringArray};
+use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::physical_plan::{ExecutionPlan, collect, displayable};
 use datafusion::prelude::SessionContext;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
@@ -99,23 +100,19 @@ async fn query(ctx: &SessionContext, sql: &str) -> Vec<(i64, i64, String)> {
     let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
     let mut out = Vec::new();
     for b in &batches {
-        let (ids, regions, values) = (
-            b.column(0).as_primitive::<Int64Type>(),
-            b.column(1).as_primitive::<Int64Type>(),
-            b.column(2).as_string_view_opt().map(|v| (0..v.len()).map(|i| v.value(i).to_string()).collect::<Vec<_>>()),
-        );
-        let values = values.unwrap_or_else(|| {
-            let v = b.column(2).as_string::<i32>();
-            (0..v.len()).map(|i| v.value(i).to_string()).collect()
-        });
+        let (ids, regions) = (b.column(0).as_primitive::<Int64Type>(), b.column(1).as_primitive::<Int64Type>());
         for i in 0..b.num_rows() {
-            out.push((ids.value(i), regions.value(i), values[i].clone()));
+            let value = array_value_to_string(b.column(2), i).unwrap();
+            out.push((ids.value(i), regions.value(i), value));
         }
     }
     out
 }
 
-fn expected(model: &Model, keep: impl Fn(i64, &(i64, String)) -> bool) -> Vec<(i64, i64, String)> {
+/// Which model rows a filter keeps.
+type Keep = fn(i64, &(i64, String)) -> bool;
+
+fn expected(model: &Model, keep: Keep) -> Vec<(i64, i64, String)> {
     model.iter().filter(|(k, v)| keep(**k, v)).map(|(k, v)| (*k, v.0, v.1.clone())).collect()
 }
 
@@ -139,14 +136,14 @@ async fn sql_over_a_keyed_table_equals_the_model() {
     let count = ctx.sql("SELECT count(*) FROM t").await.unwrap().collect().await.unwrap();
     assert_eq!(count[0].column(0).as_primitive::<Int64Type>().value(0), model.len() as i64);
 
-    for sql_filter in ["id = 7", "id IN (3, 21, 300, 333)", "region = 1", "id < 50 AND region = 2"] {
+    let filters: [(&str, Keep); 4] = [
+        ("id = 7", |k, _| k == 7),
+        ("id IN (3, 21, 300, 333)", |k, _| [3, 21, 300, 333].contains(&k)),
+        ("region = 1", |_, v| v.0 == 1),
+        ("id < 50 AND region = 2", |k, v| k < 50 && v.0 == 2),
+    ];
+    for (sql_filter, keep) in filters {
         let rows = query(&ctx, &format!("SELECT id, region, v FROM t WHERE {sql_filter} ORDER BY id")).await;
-        let keep: Box<dyn Fn(i64, &(i64, String)) -> bool> = match sql_filter {
-            "id = 7" => Box::new(|k, _| k == 7),
-            "id IN (3, 21, 300, 333)" => Box::new(|k, _| [3, 21, 300, 333].contains(&k)),
-            "region = 1" => Box::new(|_, v| v.0 == 1),
-            _ => Box::new(|k, v| k < 50 && v.0 == 2),
-        };
         assert_eq!(rows, expected(&model, keep), "WHERE {sql_filter}");
     }
     // Filters that do not become Iceberg predicates are applied by DataFusion above the scan.

@@ -7,8 +7,8 @@
 //! key has a strictly greater sequence number — so the latest change wins, and a base row only
 //! loses to a delete of a later transaction.
 //!
-//! Change rows already merged into the base (a partition's optimized sequence) are skipped
-//! once optimizing of keyed tables exists; until then every change row is read.
+//! Change files already folded into the base (at or below their partition's optimized
+//! sequence, see [`super::sequence`]) are not read; the CDC stream still holds them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use super::change::{FILE_OFFSET, FILE_OFFSET_ID, change_file_schema};
 use super::file_name::{FileMeta, FileType};
 use super::key::KeyColumns;
 use super::prune::{MergeFilter, identity_columns};
+use super::sequence::{partition_path, read_optimized_sequence};
 use crate::error::{Result, TableError};
 use crate::scan::{LiveFile, live_files, read_task, whole_file_task};
 
@@ -141,6 +142,9 @@ pub struct MergeStats {
     /// Files (base and change) skipped because their bucket cannot hold a key the filter
     /// allows.
     pub skipped_by_bucket: usize,
+    /// Change files skipped because their partition's optimized sequence covers them (their
+    /// rows are in the base store).
+    pub skipped_as_optimized: usize,
 }
 
 /// The rows of a merged read, streamed one file at a time after the deletes are loaded.
@@ -201,6 +205,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
         let may_insert = surviving(change, filter.rows.as_ref()).await?;
         let may_delete = surviving(change, filter.deletes.as_ref()).await?;
         let file_schema = Arc::new(change_file_schema(&schema)?);
+        let optimized = read_optimized_sequence(base).await?;
         for file in files {
             if file.is_delete() {
                 return Err(TableError::Unsupported(format!(
@@ -209,6 +214,20 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                 )));
             }
             let meta = FileMeta::of_change(file.path(), file.data_sequence_number);
+            if !optimized.is_empty() {
+                let spec = change_metadata.partition_spec_by_id(file.spec_id).ok_or_else(|| {
+                    TableError::Invalid(format!(
+                        "change file {} has unknown partition spec {}",
+                        file.path(),
+                        file.spec_id
+                    ))
+                })?;
+                let path = partition_path(spec, file.file.partition(), change_metadata.current_schema())?;
+                if optimized.covers(&path, file.data_sequence_number) {
+                    stats.skipped_as_optimized += 1;
+                    continue;
+                }
+            }
             let (survivors, predicate, wanted) = match meta.file_type {
                 FileType::EqDelete => (&may_delete, filter.deletes.as_ref(), primary_key),
                 _ => (&may_insert, filter.rows.as_ref(), needed.as_slice()),
@@ -282,7 +301,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                         .enumerate()
                         .map(|(i, key)| {
                             let lsn = (transaction, offsets.map_or(i64::MAX, |o| o.value(i)));
-                            Some(!deletes.get(&(partition.clone(), key)).is_some_and(|d| *d > lsn))
+                            Some(deletes.get(&(partition.clone(), key)).is_none_or(|d| *d <= lsn))
                         })
                         .collect();
                     let kept = filter_rows(&batch, &keep)?;

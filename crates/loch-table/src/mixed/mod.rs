@@ -11,5 +11,6 @@ pub mod key_hash;
 pub mod merge;
 pub mod properties;
 pub mod prune;
+pub mod sequence;
 pub mod tree;
 pub mod writer;

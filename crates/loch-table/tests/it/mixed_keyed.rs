@@ -14,8 +14,11 @@ use iceberg::spec::Datum;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
 use loch_table::mixed::file_name::{FileMeta, FileType};
-use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::mixed::merge::{MergeRead, MergeStats, merge_on_read, read_changes, scan_merged};
+use loch_table::mixed::sequence::{
+    OPTIMIZED_SEQUENCE_EXIST, OptimizedSequence, attach_optimized_sequence, read_optimized_sequence,
+};
+use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use loch_testkit::data::{arrow_schema, write_data_files};
 use loch_testkit::local::LocalTable;
@@ -456,4 +459,76 @@ async fn the_keyed_table_writer_inserts_updates_deletes_and_upserts() {
         })
         .collect();
     assert_eq!(actions, ["UPDATE_BEFORE", "UPDATE_AFTER", "DELETE", "DELETE", "INSERT", "DELETE", "INSERT"]);
+}
+
+/// Folding the change store into the base (as keyed optimizing does) and recording the
+/// partitions' optimized sequence in a Puffin file as Amoro does hides the folded change files
+/// from merge-on-read, while later changes still apply to the folded rows.
+#[tokio::test]
+async fn an_optimized_sequence_hides_folded_change_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = UnboundPartitionSpec::builder().add_partition_field(2, "region", Transform::Identity).unwrap().build();
+    let mut base = LocalTable::create(dir.path(), schema(), spec.clone()).await.unwrap();
+    let mut change = LocalTable::create(&dir.path().join("change"), schema(), spec).await.unwrap();
+    let key = vec!["id".to_string()];
+    let mut model = Model::new();
+    let mut pending = Pending {
+        writer: ChangeWriter::new(&change.table, &key, ChangeOptions::default()).unwrap(),
+        effects: Vec::new(),
+    };
+    // Three transactions: inserts, then updates and deletes of some of them.
+    let rows: Vec<(i64, i64, Option<String>)> = (0..30).map(|id| (id, id % 3, Some(format!("v{id}")))).collect();
+    pending.writer.write(&batch(&change.table, &rows), &vec![ChangeOp::Insert; rows.len()]).unwrap();
+    pending.effects.extend(rows.iter().map(|r| (r.0, Some((r.1, r.2.clone())))));
+    commit(&mut change, &mut pending, &mut model).await;
+    let updates: Vec<(i64, i64, Option<String>)> =
+        (0..10).flat_map(|id| [(id, id % 3, Some(format!("v{id}"))), (id, id % 3, Some(format!("u{id}")))]).collect();
+    let ops: Vec<ChangeOp> = (0..10).flat_map(|_| [ChangeOp::UpdateBefore, ChangeOp::UpdateAfter]).collect();
+    pending.writer.write(&batch(&change.table, &updates), &ops).unwrap();
+    pending.effects.extend((0..10).map(|id| (id, Some((id % 3, Some(format!("u{id}")))))));
+    commit(&mut change, &mut pending, &mut model).await;
+    let deletes: Vec<(i64, i64, Option<String>)> = (20..25).map(|id| (id, id % 3, Some(format!("v{id}")))).collect();
+    pending.writer.write(&batch(&change.table, &deletes), &vec![ChangeOp::Delete; deletes.len()]).unwrap();
+    pending.effects.extend((20..25).map(|id| (id, None)));
+    commit(&mut change, &mut pending, &mut model).await;
+    let folded_up_to = change.table.metadata().last_sequence_number();
+
+    // Fold: the merged rows become base files, and every partition's sequence is advanced.
+    let merged = merge_on_read(&base.table, &change.table, &key).await.unwrap();
+    assert_eq!(model_of(&merged), model);
+    let mut delta = RowDelta::new().set_property(OPTIMIZED_SEQUENCE_EXIST, "true");
+    for b in &merged {
+        for f in write_data_files(&base.table, b).await.unwrap() {
+            delta = delta.add_rows(f);
+        }
+    }
+    let mut commit_base = delta.prepare(&base.table).await.unwrap();
+    let sequence = OptimizedSequence((0..3).map(|r| (format!("region={r}"), folded_up_to)).collect());
+    attach_optimized_sequence(&base.table, &mut commit_base, &sequence).await.unwrap();
+    base.commit(commit_base).await.unwrap();
+    assert_eq!(read_optimized_sequence(&base.table).await.unwrap(), sequence);
+    let statistics = base.table.metadata().statistics_iter().next().unwrap().clone();
+    assert!(statistics.statistics_path.contains("/data/puffin/"), "{}", statistics.statistics_path);
+
+    // Without the sequence every key would be read twice (base and change); with it, once.
+    let read = scan_merged(&base.table, &change.table, &key, &MergeRead::default()).await.unwrap();
+    let stats = read.stats;
+    let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(read.rows).await.unwrap();
+    assert_eq!(model_of(&batches), model);
+    assert_eq!(stats.skipped_as_optimized, stats.change_files, "{stats:?}");
+
+    // Changes after the fold apply to the folded rows; the sequence persists across snapshots.
+    let later: Vec<(i64, i64, Option<String>)> = vec![
+        (1, 1, Some("u1".into())),
+        (1, 1, Some("later1".into())),
+        (2, 2, Some("u2".into())),
+        (40, 1, Some("new".into())),
+    ];
+    let ops = [ChangeOp::UpdateBefore, ChangeOp::UpdateAfter, ChangeOp::Delete, ChangeOp::Insert];
+    pending.writer.write(&batch(&change.table, &later), &ops).unwrap();
+    pending.effects.extend([(1, Some((1, Some("later1".into())))), (2, None), (40, Some((1, Some("new".into()))))]);
+    commit(&mut change, &mut pending, &mut model).await;
+    base.commit(RowDelta::new().prepare(&base.table).await.unwrap()).await.unwrap();
+    assert_eq!(read_optimized_sequence(&base.table).await.unwrap(), sequence, "read from the ancestor");
+    assert_eq!(model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap()), model);
 }
