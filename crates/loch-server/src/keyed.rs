@@ -271,6 +271,9 @@ pub async fn ingest(
     Ok(Json(Ingested { transaction_id, snapshot_id, rows }))
 }
 
+/// Attempts of an ingest's commit that loses races with other servers.
+const COMMIT_ATTEMPTS: u32 = 5;
+
 /// Commits a transaction's change files through the catalog service, under the change store's
 /// lock so that concurrent ingests commit one after the other (commit order is transaction
 /// order).
@@ -293,37 +296,53 @@ impl ChangeCommitter for StoreCommitter {
             }
         };
         let lock = state.catalogs.lock_table(&change.catalog, &change.name).await;
-        let current = match ManagedTable::load(&state.catalogs, change.record.id).await {
-            Ok(Some(current)) => current,
-            other => {
-                discard().await;
-                return Err(other
-                    .err()
-                    .map(ApiError::from)
-                    .unwrap_or_else(|| ApiError::not_found("the change store is gone")));
-            }
-        };
-        let mut delta = RowDelta::new();
-        for f in files {
-            delta = delta.add_rows(f);
-        }
-        let pending = match delta.prepare(&current.table).await {
-            Ok(pending) => pending,
-            Err(e) => {
-                discard().await;
-                return Err(ApiError::internal(e));
-            }
-        };
-        let snapshot_id = pending.snapshot_id;
-        let request =
-            TableChange { ident: current.name.clone(), requirements: pending.requirements, updates: pending.updates };
-        let committed = match state.catalogs.commit_table_locked(&lock, &current.catalog, request).await {
-            Ok(committed) => committed,
-            Err(e) => {
-                if !matches!(e, loch_catalog::CatalogError::CommitStateUnknown(_)) {
+        // The lock serializes this process's ingests; another server's commit can still land
+        // first, so a lost race is retried on the new head (appends never truly conflict).
+        let mut attempt = 0;
+        let (committed, snapshot_id) = loop {
+            attempt += 1;
+            let current = match ManagedTable::load(&state.catalogs, change.record.id).await {
+                Ok(Some(current)) => current,
+                other => {
                     discard().await;
+                    return Err(other
+                        .err()
+                        .map(ApiError::from)
+                        .unwrap_or_else(|| ApiError::not_found("the change store is gone")));
                 }
-                return Err(e.into());
+            };
+            let mut delta = RowDelta::new();
+            for f in &files {
+                delta = delta.add_rows(f.clone());
+            }
+            let pending = match delta.prepare(&current.table).await {
+                Ok(pending) => pending,
+                Err(e) => {
+                    discard().await;
+                    return Err(ApiError::internal(e));
+                }
+            };
+            let (snapshot_id, metadata_files) = (pending.snapshot_id, pending.written_files);
+            let request = TableChange {
+                ident: current.name.clone(),
+                requirements: pending.requirements,
+                updates: pending.updates,
+            };
+            match state.catalogs.commit_table_locked(&lock, &current.catalog, request).await {
+                Ok(committed) => break (committed, snapshot_id),
+                Err(e) => {
+                    if matches!(e, loch_catalog::CatalogError::CommitStateUnknown(_)) {
+                        return Err(e.into());
+                    }
+                    for path in &metadata_files {
+                        let _ = io.delete(path).await;
+                    }
+                    if !matches!(e, loch_catalog::CatalogError::CommitFailed(_)) || attempt >= COMMIT_ATTEMPTS {
+                        discard().await;
+                        return Err(e.into());
+                    }
+                    tracing::info!(table = %change.name, attempt, "an ingest lost a commit race; retrying");
+                }
             }
         };
         drop(lock);

@@ -130,6 +130,11 @@ impl TestServer {
         Some(test)
     }
 
+    /// The configuration the server runs with (a second server may share its store and data).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Exchanges the test client's credentials for a token.
     pub async fn fetch_token(&self) -> String {
         let response = self

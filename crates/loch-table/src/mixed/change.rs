@@ -96,21 +96,22 @@ impl Default for ChangeOptions {
     }
 }
 
-/// Names change files as Amoro does, for one (bucket, type) of one writer.
+/// Names files as Amoro does, for one (bucket, type) of one writer.
 #[derive(Debug, Clone)]
-struct ChangeFileNames {
+struct MixedFileNames {
     node: TreeNode,
     file_type: FileType,
+    transaction_id: i64,
     operation_id: u64,
     count: Arc<AtomicU64>,
 }
 
-impl FileNameGenerator for ChangeFileNames {
+impl FileNameGenerator for MixedFileNames {
     fn generate_file_name(&self) -> String {
         let name = FileName {
             node: self.node,
             file_type: self.file_type,
-            transaction_id: 0,
+            transaction_id: self.transaction_id,
             partition_id: 0,
             task_id: 0,
             operation_id: self.operation_id,
@@ -149,8 +150,7 @@ impl ChangeWriter {
             return Err(TableError::Invalid(format!("{} buckets is not a power of two", options.buckets)));
         }
         let file_schema = Arc::new(change_file_schema(change.metadata().current_schema())?);
-        let operation_id =
-            u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or_default()) & (i64::MAX as u64);
+        let operation_id = operation_id();
         Ok(Self {
             table: change.clone(),
             file_schema,
@@ -276,38 +276,98 @@ impl ChangeWriter {
 
     /// Writes the buffer out, adding the files to `flushed` as they close.
     async fn write_files(&mut self) -> Result<()> {
-        let metadata = self.table.metadata();
-        let spec = metadata.default_partition_spec().clone();
-        let props = parquet_writer_properties(metadata.properties())?;
         self.buffered = 0;
         for ((type_id, node), batches) in std::mem::take(&mut self.groups) {
             let file_type = FileType::ALL.into_iter().find(|t| t.id() == type_id).unwrap_or(FileType::Insert);
-            let arrow = batches[0].schema();
-            let batch = arrow_select::concat::concat_batches(&arrow, &batches)
-                .map_err(|e| TableError::Invalid(format!("collecting rows: {e}")))?;
-            let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if spec.is_unpartitioned() {
-                vec![(None, batch)]
-            } else {
-                RecordBatchPartitionSplitter::try_new_with_computed_values(self.file_schema.clone(), spec.clone())?
-                    .split(&batch)?
-                    .into_iter()
-                    .map(|(key, batch)| (Some(key), batch))
-                    .collect()
+            let names = MixedFileNames {
+                node,
+                file_type,
+                transaction_id: 0,
+                operation_id: self.operation_id,
+                count: self.count.clone(),
             };
-            for (key, part) in parts {
-                let names =
-                    ChangeFileNames { node, file_type, operation_id: self.operation_id, count: self.count.clone() };
-                let rolling = RollingFileWriterBuilder::new_with_default_file_size(
-                    ParquetWriterBuilder::new(props.clone(), self.file_schema.clone()),
-                    self.table.file_io().clone(),
-                    DefaultLocationGenerator::new(metadata)?,
-                    names,
-                );
-                let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
-                writer.write(part).await?;
-                self.flushed.extend(writer.close().await?);
-            }
+            let files = write_mixed_files(&self.table, self.file_schema.clone(), names, &batches).await?;
+            self.flushed.extend(files);
         }
         Ok(())
     }
+}
+
+/// A fresh writer's operation id (the unique part of its file names).
+fn operation_id() -> u64 {
+    u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or_default()) & (i64::MAX as u64)
+}
+
+/// Writes `batches` (rows of `file_schema`) of one (bucket, type) into `table`'s data
+/// directory, one file per partition and roll, named by `names`.
+async fn write_mixed_files(
+    table: &Table,
+    file_schema: Arc<Schema>,
+    names: MixedFileNames,
+    batches: &[RecordBatch],
+) -> Result<Vec<DataFile>> {
+    let Some(first) = batches.first() else { return Ok(Vec::new()) };
+    let metadata = table.metadata();
+    let spec = metadata.default_partition_spec().clone();
+    let props = parquet_writer_properties(metadata.properties())?;
+    let batch = arrow_select::concat::concat_batches(&first.schema(), batches)
+        .map_err(|e| TableError::Invalid(format!("collecting rows: {e}")))?;
+    let parts: Vec<(Option<PartitionKey>, RecordBatch)> = if spec.is_unpartitioned() {
+        vec![(None, batch)]
+    } else {
+        RecordBatchPartitionSplitter::try_new_with_computed_values(file_schema.clone(), spec.clone())?
+            .split(&batch)?
+            .into_iter()
+            .map(|(key, batch)| (Some(key), batch))
+            .collect()
+    };
+    let mut files = Vec::new();
+    for (key, part) in parts {
+        let rolling = RollingFileWriterBuilder::new_with_default_file_size(
+            ParquetWriterBuilder::new(props.clone(), file_schema.clone()),
+            table.file_io().clone(),
+            DefaultLocationGenerator::new(metadata)?,
+            names.clone(),
+        );
+        let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
+        writer.write(part).await?;
+        files.extend(writer.close().await?);
+    }
+    Ok(files)
+}
+
+/// Writes base-store (`B`) files of transaction `transaction_id` from rows of the table's
+/// schema, routed to `buckets` buckets by key, as optimizing folds changes into the base.
+pub async fn write_base_files(
+    base: &Table,
+    primary_key: &[String],
+    buckets: u32,
+    transaction_id: i64,
+    batches: &[RecordBatch],
+) -> Result<Vec<DataFile>> {
+    let schema = base.metadata().current_schema().clone();
+    let mut groups: BTreeMap<TreeNode, Vec<RecordBatch>> = BTreeMap::new();
+    for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+        let key = KeyColumns::find(primary_key, batch, &schema)?;
+        let mut routed: BTreeMap<TreeNode, Vec<u32>> = BTreeMap::new();
+        for row in 0..batch.num_rows() {
+            let node = TreeNode::of_hash(key_hash(&key.java_values(batch, row)?), buckets)
+                .map_err(|e| TableError::Invalid(e.to_string()))?;
+            routed.entry(node).or_default().push(row as u32);
+        }
+        for (node, rows) in routed {
+            let indices = UInt32Array::from(rows);
+            let taken = arrow_select::take::take_record_batch(batch, &indices)
+                .map_err(|e| TableError::Invalid(format!("routing rows: {e}")))?;
+            groups.entry(node).or_default().push(taken);
+        }
+    }
+    let (operation_id, count) = (operation_id(), Arc::new(AtomicU64::new(0)));
+    let mut files = Vec::new();
+    for (node, batches) in groups {
+        let names =
+            MixedFileNames { node, file_type: FileType::Base, transaction_id, operation_id, count: count.clone() };
+        files.extend(write_mixed_files(base, schema.clone(), names, &batches).await?);
+    }
+    Ok(files)
 }

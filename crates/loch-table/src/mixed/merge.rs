@@ -45,7 +45,7 @@ struct ChangeRows {
     file_type: FileType,
 }
 
-fn partition_key(spec_id: i32, partition: &iceberg::spec::Struct) -> String {
+pub(super) fn partition_key(spec_id: i32, partition: &iceberg::spec::Struct) -> String {
     format!("{spec_id}:{partition:?}")
 }
 
@@ -76,7 +76,7 @@ async fn read_change_files(change: &Table, from: Option<i64>, to: Option<i64>) -
     Ok(out)
 }
 
-fn offsets(batch: &RecordBatch) -> Result<&arrow_array::PrimitiveArray<Int64Type>> {
+pub(super) fn offsets(batch: &RecordBatch) -> Result<&arrow_array::PrimitiveArray<Int64Type>> {
     batch
         .column_by_name(FILE_OFFSET)
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
@@ -92,14 +92,14 @@ fn without_offset(batch: &RecordBatch) -> RecordBatch {
 
 /// Encodes keys as comparable bytes with one converter, so equal keys give equal bytes across
 /// files.
-struct KeyEncoder {
+pub(super) struct KeyEncoder {
     converter: RowConverter,
     primary_key: Vec<String>,
     schema: Schema,
 }
 
 impl KeyEncoder {
-    fn new(primary_key: &[String], schema: &Schema) -> Result<Self> {
+    pub(super) fn new(primary_key: &[String], schema: &Schema) -> Result<Self> {
         let arrow = schema_to_arrow_schema(schema)?;
         let fields = primary_key
             .iter()
@@ -114,7 +114,7 @@ impl KeyEncoder {
         Ok(Self { converter, primary_key: primary_key.to_vec(), schema: schema.clone() })
     }
 
-    fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+    pub(super) fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
         let columns = KeyColumns::find(&self.primary_key, batch, &self.schema)?.columns(batch);
         let rows = self.converter.convert_columns(&columns).map_err(|e| TableError::Invalid(e.to_string()))?;
         Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())

@@ -6,6 +6,7 @@
 
 pub mod change;
 pub mod file_name;
+pub mod fold;
 pub mod key;
 pub mod key_hash;
 pub mod merge;

@@ -14,6 +14,7 @@ use iceberg::spec::Datum;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
 use loch_table::mixed::file_name::{FileMeta, FileType};
+use loch_table::mixed::fold::fold;
 use loch_table::mixed::merge::{MergeRead, MergeStats, merge_on_read, read_changes, scan_merged};
 use loch_table::mixed::sequence::{
     OPTIMIZED_SEQUENCE_EXIST, OptimizedSequence, attach_optimized_sequence, read_optimized_sequence,
@@ -239,6 +240,7 @@ async fn random_changes(partitioned: bool, rng_seed: u64) {
         .collect();
     let mut view: [Model; 2] = [model.clone(), model.clone()];
     let mut commits = 0;
+    let mut folds = 0;
     let mut ops_done = 0;
     while commits < 40 {
         let w = rng.next(2) as usize;
@@ -289,9 +291,27 @@ async fn random_changes(partitioned: bool, rng_seed: u64) {
         commits += 1;
         let merged = model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap());
         assert_eq!(merged, model, "merge-on-read after commit {commits} (seed {rng_seed})");
+        // Now and then, minor optimizing folds the change store into the base; sometimes the
+        // other writer commits while the fold runs.
+        if rng.next(5) == 0 {
+            let folding = fold(&base.table, &change.table, &key, 4).await.unwrap();
+            let other = 1 - w;
+            if rng.next(2) == 0 && writers[other].writer.rows() > 0 {
+                commit(&mut change, &mut writers[other], &mut model).await;
+                commits += 1;
+            }
+            if !folding.is_empty() {
+                let pending = folding.prepare_commit(&base.table).await.unwrap();
+                base.commit(pending).await.unwrap();
+                folds += 1;
+            }
+            let merged = model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap());
+            assert_eq!(merged, model, "merge-on-read after fold {folds} (seed {rng_seed})");
+        }
         filtered_reads_match(&base.table, &change.table, &model, &mut rng).await;
     }
     assert!(ops_done > 1_000, "thousands of changes: {ops_done}");
+    assert!(folds >= 3, "the change store was folded into the base {folds} times");
 
     // Replaying the CDC stream from the start onto the seed gives the model, in commit order.
     for pending in &mut writers {
