@@ -168,6 +168,7 @@ async fn stream_changes(
 ) -> Result<u64, ApiError> {
     let mut decoder = arrow_ipc::reader::StreamDecoder::new();
     let (mut total, mut since_batch, mut rows) = (0u64, 0u64, 0u64);
+    let mut schema_checked = false;
     loop {
         // Time between frames, not for the whole body: a large ingest may take long.
         let frame = tokio::time::timeout(limits.body_read_timeout, body.frame()).await.map_err(|_| {
@@ -190,7 +191,15 @@ async fn stream_changes(
         }
         let mut buffer = arrow_buffer::Buffer::from(data);
         while !buffer.is_empty() {
-            let decoded = decoder.decode(&mut buffer).map_err(|e| broken(&decoder, e))?;
+            // Arrow asserts on some malformed messages (a buffer past the body's end): that is
+            // the client's broken stream, not a server failure.
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder.decode(&mut buffer)))
+                .map_err(|_| ApiError::bad_request("the Arrow IPC stream is broken: a message is malformed"))?
+                .map_err(|e| broken(&decoder, e))?;
+            if !schema_checked && let Some(schema) = decoder.schema() {
+                check_ingest_schema(&schema)?;
+                schema_checked = true;
+            }
             if let Some(batch) = decoded {
                 // What is left of this frame starts the next message.
                 since_batch = buffer.len() as u64;
@@ -212,6 +221,31 @@ async fn stream_changes(
         return Err(ApiError::bad_request("the body is not an Arrow IPC stream: it is empty"));
     }
     Ok(rows)
+}
+
+/// Refuses stream columns whose memory is not bounded by their message: dictionaries (delta
+/// dictionaries accumulate across messages) and run-end encoding (a tiny message expands).
+fn check_ingest_schema(schema: &arrow_schema::Schema) -> Result<(), ApiError> {
+    fn unbounded(ty: &DataType) -> bool {
+        match ty {
+            DataType::Dictionary(..) | DataType::RunEndEncoded(..) => true,
+            DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+                unbounded(f.data_type())
+            }
+            DataType::ListView(f) | DataType::LargeListView(f) => unbounded(f.data_type()),
+            DataType::Struct(fields) => fields.iter().any(|f| unbounded(f.data_type())),
+            DataType::Union(fields, _) => fields.iter().any(|(_, f)| unbounded(f.data_type())),
+            _ => false,
+        }
+    }
+    match schema.fields().iter().find(|f| unbounded(f.data_type())) {
+        Some(f) => Err(ApiError::bad_request(format!(
+            "column {:?} is {}; send plain (not dictionary or run-end encoded) columns",
+            f.name(),
+            f.data_type()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// A 400 for a body the decoder gave up on: not a stream at all before its schema, broken after.
@@ -395,8 +429,8 @@ pub async fn rows(
             if columns.is_empty() {
                 return Err(ApiError::bad_request("columns= names no column"));
             }
-            if let Some(unknown) = columns.iter().find(|c| schema.field_by_name(c).is_none()) {
-                return Err(ApiError::bad_request(format!("the table has no column {unknown:?}")));
+            if let Some(unknown) = columns.iter().find(|c| schema.as_struct().field_by_name(c).is_none()) {
+                return Err(ApiError::bad_request(format!("the table has no top-level column {unknown:?}")));
             }
             Some(columns)
         }

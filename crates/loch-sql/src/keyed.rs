@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -22,7 +23,7 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
-use iceberg::expr::Predicate;
+use iceberg::expr::{Bind, Predicate};
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 use loch_table::mixed::merge::{MergeRead, scan_merged};
@@ -74,8 +75,16 @@ impl TableProvider for KeyedTableProvider {
         };
         let columns = output.fields().iter().map(|f| f.name().clone()).collect();
         // Each filter on its own, so one that does not convert leaves the others pushed down.
-        let filter =
-            filters.iter().filter_map(|f| convert_filters_to_predicate(std::slice::from_ref(f))).reduce(Predicate::and);
+        // The scan filters rows by what it is given, so only filters that convert exactly go
+        // down: none through a cast (the converter drops casts: `CAST(id AS VARCHAR) < '5'`
+        // would become `id < 5`), none whose literal does not fit its column.
+        let schema = self.base.metadata().current_schema().clone();
+        let filter = filters
+            .iter()
+            .filter(|f| !f.exists(|e| Ok(matches!(e, Expr::Cast(_) | Expr::TryCast(_)))).unwrap_or(true))
+            .filter_map(|f| convert_filters_to_predicate(std::slice::from_ref(f)))
+            .filter(|p| p.bind(schema.clone(), true).is_ok())
+            .reduce(Predicate::and);
         Ok(Arc::new(KeyedScanExec {
             provider: self.clone(),
             read: MergeRead { columns: Some(columns), filter },

@@ -9,8 +9,16 @@ use iceberg::spec::{Datum, PrimitiveType, Schema, Type};
 
 use crate::error::{Result, TableError};
 
+/// Longest filter text accepted.
+pub const MAX_FILTER_LEN: usize = 8192;
+/// Most comparisons one filter may join.
+pub const MAX_COMPARISONS: usize = 64;
+
 /// Parses `text` into a predicate on `schema`'s columns; the error says what is wrong where.
 pub fn parse_filter(text: &str, schema: &Schema) -> Result<Predicate> {
+    if text.len() > MAX_FILTER_LEN {
+        return Err(bad(format!("the filter is longer than {MAX_FILTER_LEN} bytes")));
+    }
     let tokens = tokenize(text)?;
     if tokens.is_empty() {
         return Err(bad("the filter is empty".into()));
@@ -20,6 +28,9 @@ pub fn parse_filter(text: &str, schema: &Schema) -> Result<Predicate> {
     loop {
         let (predicate, after) = comparison(rest, schema)?;
         parts.push(predicate);
+        if parts.len() > MAX_COMPARISONS {
+            return Err(bad(format!("the filter joins more than {MAX_COMPARISONS} comparisons")));
+        }
         match after {
             [] => break,
             [Token::Word(w), more @ ..] if w.eq_ignore_ascii_case("and") => rest = more,
@@ -218,7 +229,7 @@ mod tests {
 
     #[test]
     fn bad_filters_say_what_is_wrong() {
-        for (text, says) in [
+        let cases: Vec<(&str, &str)> = vec![
             ("", "empty"),
             ("nope = 1", "no column \"nope\""),
             ("id = x", "not a value of \"id\""),
@@ -230,7 +241,12 @@ mod tests {
             ("price = 1.234", "at most 2 digits"),
             ("id is maybe", "is null"),
             ("= 1", "expected a column"),
-        ] {
+        ];
+        let many = "id = 1 and ".repeat(65);
+        let long = format!("name = '{}'", "x".repeat(9000));
+        let limits =
+            [(many.trim_end_matches(" and "), "more than 64 comparisons"), (long.as_str(), "longer than 8192")];
+        for (text, says) in cases.into_iter().chain(limits) {
             let error = parse_filter(text, &schema()).unwrap_err().to_string();
             assert!(error.contains(says), "{text:?}: {error}");
         }

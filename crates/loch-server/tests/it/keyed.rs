@@ -349,7 +349,7 @@ async fn ingest_and_read_over_http() {
         get_ipc(&server, "/api/v1/tables/local/kt/orders/rows?filter=name%20%3E%3D%20'b'%20and%20id%20!%3D%204").await;
     assert_eq!(id_names(&filtered), [(2, "b2".to_string())]);
     for (query, says) in [
-        ("columns=nope", "no column \"nope\""),
+        ("columns=nope", "no top-level column \"nope\""),
         ("columns=,", "names no column"),
         ("filter=id%20%3D%20x", "not a value of \"id\""),
         ("filter=nope%20%3D%201", "no column \"nope\""),
@@ -411,6 +411,20 @@ async fn ingest_and_read_over_http() {
         .unwrap();
         ipc_of(&batch)
     };
+    let dictionary = {
+        let names: arrow_array::DictionaryArray<arrow_array::types::Int32Type> = vec!["x"].into_iter().collect();
+        let schema = Arc::new(arrow_schema::Schema::new(vec![
+            arrow_schema::Field::new("id", arrow_schema::DataType::Int64, true),
+            arrow_schema::Field::new("name", names.data_type().clone(), true),
+            arrow_schema::Field::new("_op", arrow_schema::DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![5])), Arc::new(names), Arc::new(StringArray::from(vec!["+I"]))],
+        )
+        .unwrap();
+        ipc_of(&batch)
+    };
     let huge: Vec<(Option<i64>, &str, Option<&str>)> = (0..20_000).map(|i| (Some(i), "bulk", Some("+I"))).collect();
     for (body, status, expected) in [
         (ipc(&[(Some(5), "e", Some("+X"))]), 400, "unknown operation \"+X\""),
@@ -420,6 +434,7 @@ async fn ingest_and_read_over_http() {
         (wrong_type, 400, "\"id\" is Utf8, which does not fit"),
         (truncated, 400, "Arrow IPC"),
         (b"not arrow at all".to_vec(), 400, "not an Arrow IPC stream"),
+        (dictionary, 400, "not dictionary or run-end encoded"),
         (ipc(&huge), 413, ""),
     ] {
         let (got, answer) = post_changes(&server, body).await;

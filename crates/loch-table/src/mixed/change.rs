@@ -133,8 +133,11 @@ pub struct ChangeWriter {
     groups: BTreeMap<(u8, TreeNode), Vec<RecordBatch>>,
     /// Bytes of `groups`.
     buffered: usize,
-    /// Files written by earlier flushes of this transaction.
+    /// Files written by earlier flushes of this transaction; deleted if the writer is dropped
+    /// before [`ChangeWriter::finish`] hands them over.
     flushed: Vec<DataFile>,
+    /// A flush failed part-way: rows of the transaction are lost, so it can only be aborted.
+    failed: bool,
     rows: u64,
     operation_id: u64,
     count: Arc<AtomicU64>,
@@ -160,6 +163,7 @@ impl ChangeWriter {
             groups: BTreeMap::new(),
             buffered: 0,
             flushed: Vec::new(),
+            failed: false,
             rows: 0,
             operation_id,
             count: Arc::new(AtomicU64::new(0)),
@@ -173,6 +177,7 @@ impl ChangeWriter {
 
     /// Buffers `batch` (the table's columns, in its order) whose rows are the changes `ops`.
     pub fn write(&mut self, batch: &RecordBatch, ops: &[ChangeOp]) -> Result<()> {
+        self.check_usable()?;
         if ops.len() != batch.num_rows() {
             return Err(TableError::Invalid(format!("{} rows but {} operations", batch.num_rows(), ops.len())));
         }
@@ -255,6 +260,7 @@ impl ChangeWriter {
     /// change store in one snapshot (its sequence number is their transaction). The writer
     /// starts afresh.
     pub async fn finish(&mut self) -> Result<Vec<DataFile>> {
+        self.check_usable()?;
         self.write_files().await?;
         let files = std::mem::take(&mut self.flushed);
         self.offset = 0;
@@ -272,12 +278,25 @@ impl ChangeWriter {
         self.buffered = 0;
         self.offset = 0;
         self.rows = 0;
+        self.failed = false;
     }
 
-    /// Writes the buffer out, adding the files to `flushed` as they close.
+    fn check_usable(&self) -> Result<()> {
+        if self.failed {
+            return Err(TableError::Invalid(
+                "an earlier flush of this transaction failed; abort it and write it again".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer out, adding the files to `flushed` as they close; a failure leaves
+    /// the writer failed (the rows taken from the buffer are gone).
     async fn write_files(&mut self) -> Result<()> {
         self.buffered = 0;
-        for ((type_id, node), batches) in std::mem::take(&mut self.groups) {
+        let groups = std::mem::take(&mut self.groups);
+        self.failed = true;
+        for ((type_id, node), batches) in groups {
             let file_type = FileType::ALL.into_iter().find(|t| t.id() == type_id).unwrap_or(FileType::Insert);
             let names = MixedFileNames {
                 node,
@@ -286,10 +305,31 @@ impl ChangeWriter {
                 operation_id: self.operation_id,
                 count: self.count.clone(),
             };
-            let files = write_mixed_files(&self.table, self.file_schema.clone(), names, &batches).await?;
-            self.flushed.extend(files);
+            write_mixed_files(&self.table, self.file_schema.clone(), names, &batches, &mut self.flushed).await?;
         }
+        self.failed = false;
         Ok(())
+    }
+}
+
+impl Drop for ChangeWriter {
+    /// A transaction dropped unfinished (a cancelled request) deletes the files it flushed.
+    fn drop(&mut self) {
+        let paths: Vec<String> = self.flushed.drain(..).map(|f| f.file_path().to_string()).collect();
+        if paths.is_empty() {
+            return;
+        }
+        let io = self.table.file_io().clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    for path in paths {
+                        let _ = io.delete(&path).await;
+                    }
+                });
+            }
+            Err(_) => tracing::warn!(files = paths.len(), "a dropped change writer left its flushed files behind"),
+        }
     }
 }
 
@@ -299,14 +339,16 @@ fn operation_id() -> u64 {
 }
 
 /// Writes `batches` (rows of `file_schema`) of one (bucket, type) into `table`'s data
-/// directory, one file per partition and roll, named by `names`.
+/// directory, one file per partition and roll, named by `names`, adding each to `written` as
+/// it closes (so a failure part-way still knows what to delete).
 async fn write_mixed_files(
     table: &Table,
     file_schema: Arc<Schema>,
     names: MixedFileNames,
     batches: &[RecordBatch],
-) -> Result<Vec<DataFile>> {
-    let Some(first) = batches.first() else { return Ok(Vec::new()) };
+    written: &mut Vec<DataFile>,
+) -> Result<()> {
+    let Some(first) = batches.first() else { return Ok(()) };
     let metadata = table.metadata();
     let spec = metadata.default_partition_spec().clone();
     let props = parquet_writer_properties(metadata.properties())?;
@@ -321,7 +363,6 @@ async fn write_mixed_files(
             .map(|(key, batch)| (Some(key), batch))
             .collect()
     };
-    let mut files = Vec::new();
     for (key, part) in parts {
         let rolling = RollingFileWriterBuilder::new_with_default_file_size(
             ParquetWriterBuilder::new(props.clone(), file_schema.clone()),
@@ -331,20 +372,22 @@ async fn write_mixed_files(
         );
         let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
         writer.write(part).await?;
-        files.extend(writer.close().await?);
+        written.extend(writer.close().await?);
     }
-    Ok(files)
+    Ok(())
 }
 
 /// Writes base-store (`B`) files of transaction `transaction_id` from rows of the table's
-/// schema, routed to `buckets` buckets by key, as optimizing folds changes into the base.
+/// schema, routed to `buckets` buckets by key, as optimizing folds changes into the base; each
+/// file is added to `written` as it closes.
 pub async fn write_base_files(
     base: &Table,
     primary_key: &[String],
     buckets: u32,
     transaction_id: i64,
     batches: &[RecordBatch],
-) -> Result<Vec<DataFile>> {
+    written: &mut Vec<DataFile>,
+) -> Result<()> {
     let schema = base.metadata().current_schema().clone();
     let mut groups: BTreeMap<TreeNode, Vec<RecordBatch>> = BTreeMap::new();
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
@@ -363,11 +406,10 @@ pub async fn write_base_files(
         }
     }
     let (operation_id, count) = (operation_id(), Arc::new(AtomicU64::new(0)));
-    let mut files = Vec::new();
     for (node, batches) in groups {
         let names =
             MixedFileNames { node, file_type: FileType::Base, transaction_id, operation_id, count: count.clone() };
-        files.extend(write_mixed_files(base, schema.clone(), names, &batches).await?);
+        write_mixed_files(base, schema.clone(), names, &batches, written).await?;
     }
-    Ok(files)
+    Ok(())
 }

@@ -66,19 +66,39 @@ impl Fold {
             delta = delta.add_deletes(f.clone());
         }
         let mut pending = delta.prepare(base).await?;
-        attach_optimized_sequence(base, &mut pending, &self.sequence).await?;
+        if let Err(e) = attach_optimized_sequence(base, &mut pending, &self.sequence).await {
+            for path in &pending.written_files {
+                let _ = base.file_io().delete(path).await;
+            }
+            return Err(e);
+        }
         Ok(pending)
     }
 }
 
 /// Folds every change file above its partition's optimized sequence into the base store of a
 /// table keyed by `primary_key` with `buckets` base buckets; an empty fold when there is none.
+/// A failure deletes what it wrote.
 pub async fn fold(base: &Table, change: &Table, primary_key: &[String], buckets: u32) -> Result<Fold> {
+    let mut out = Fold::default();
+    match fold_into(base, change, primary_key, buckets, &mut out).await {
+        Ok(()) => Ok(out),
+        Err(e) => {
+            for path in out.written_files() {
+                let _ = base.file_io().delete(&path).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn fold_into(base: &Table, change: &Table, primary_key: &[String], buckets: u32, out: &mut Fold) -> Result<()> {
     let schema = base.metadata().current_schema().clone();
     let mut sequence = read_optimized_sequence(base).await?;
     let change_metadata = change.metadata_ref();
     let Some(head) = change_metadata.current_snapshot().cloned() else {
-        return Ok(Fold { sequence, ..Fold::default() });
+        out.sequence = sequence;
+        return Ok(());
     };
     let files: Vec<LiveFile> =
         live_files(change.file_io().clone(), change_metadata.clone(), head).try_collect().await?;
@@ -98,11 +118,12 @@ pub async fn fold(base: &Table, change: &Table, primary_key: &[String], buckets:
         if sequence.covers(&path, file.data_sequence_number) {
             continue;
         }
-        let key = partition_key(file.spec_id, file.file.partition());
+        let key = partition_key(file.file.partition());
         folded.push((file, key, path));
     }
     if folded.is_empty() {
-        return Ok(Fold { sequence, ..Fold::default() });
+        out.sequence = sequence;
+        return Ok(());
     }
 
     let file_schema = Arc::new(change_file_schema(&schema)?);
@@ -167,11 +188,11 @@ pub async fn fold(base: &Table, change: &Table, primary_key: &[String], buckets:
         }
     }
 
-    let mut out = Fold { change_files: folded.len(), ..Fold::default() };
+    out.change_files = folded.len();
     for (path, batches) in &inserts {
         let transaction = to_sequence.get(path).copied().unwrap_or_default();
         out.rows_inserted += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        out.data_files.extend(write_base_files(base, primary_key, buckets, transaction, batches).await?);
+        write_base_files(base, primary_key, buckets, transaction, batches, &mut out.data_files).await?;
     }
 
     // Base rows a folded delete removes: by position, in each base file of a folded partition.
@@ -183,7 +204,7 @@ pub async fn fold(base: &Table, change: &Table, primary_key: &[String], buckets:
         let base_schema = base.metadata().current_schema().clone();
         let base_key_fields = key_fields[..key_fields.len() - 1].to_vec();
         for file in base_files.iter().filter(|f| !f.is_delete()) {
-            let partition = partition_key(file.spec_id, file.file.partition());
+            let partition = partition_key(file.file.partition());
             let meta = FileMeta::of_base(file.path());
             let task = whole_file_task(file, &base.metadata_ref(), base_schema.clone(), base_key_fields.clone());
             let mut positions = Vec::new();
@@ -216,5 +237,5 @@ pub async fn fold(base: &Table, change: &Table, primary_key: &[String], buckets:
         *entry = (*entry).max(to);
     }
     out.sequence = sequence;
-    Ok(out)
+    Ok(())
 }

@@ -45,8 +45,10 @@ struct ChangeRows {
     file_type: FileType,
 }
 
-pub(super) fn partition_key(spec_id: i32, partition: &iceberg::spec::Struct) -> String {
-    format!("{spec_id}:{partition:?}")
+/// The key deletes and rows are matched by: the partition's values. Not its spec id: Iceberg's
+/// scan plans base files without their spec, and both stores share their specs.
+pub(super) fn partition_key(partition: &iceberg::spec::Struct) -> String {
+    format!("{partition:?}")
 }
 
 /// Reads the change files whose transaction lies in `(from, to]`, with `_file_offset`.
@@ -177,8 +179,8 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
     let columns: Vec<String> = match &read.columns {
         Some(columns) => {
             for c in columns {
-                if schema.field_by_name(c).is_none() {
-                    return Err(TableError::Invalid(format!("the table has no column {c:?}")));
+                if arrow.index_of(c).is_err() {
+                    return Err(TableError::Invalid(format!("the table has no top-level column {c:?}")));
                 }
             }
             columns.clone()
@@ -248,7 +250,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                 row_files.push(RowFile::Insert(task, meta.transaction_id));
                 continue;
             }
-            let partition = partition_key(file.spec_id, file.file.partition());
+            let partition = partition_key(file.file.partition());
             for batch in read_task(change.file_io(), task).await? {
                 let offsets = offsets(&batch)?;
                 for (i, key) in encoder.keys(&batch)?.into_iter().enumerate() {
@@ -290,8 +292,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                     RowFile::Base(task, meta) => (base_io, task, meta.transaction_id, false),
                     RowFile::Insert(task, transaction) => (change_io, task, transaction, true),
                 };
-                let spec_id = task.partition_spec.as_ref().map(|s| s.spec_id()).unwrap_or_default();
-                let partition = partition_key(spec_id, &task.partition.clone().unwrap_or_else(Struct::empty));
+                let partition = partition_key(&task.partition.clone().unwrap_or_else(Struct::empty));
                 let mut batches = Vec::new();
                 for batch in read_task(&io, task).await? {
                     let offsets = if offsets_of { Some(offsets(&batch)?) } else { None };
