@@ -305,8 +305,9 @@ pub async fn ingest(
     Ok(Json(Ingested { transaction_id, snapshot_id, rows }))
 }
 
-/// Attempts of an ingest's commit that loses races with other servers.
-const COMMIT_ATTEMPTS: u32 = 5;
+/// Attempts of an ingest's commit that loses races with other servers (each after a short,
+/// growing, jittered pause, so two busy servers take turns).
+const COMMIT_ATTEMPTS: u32 = 20;
 
 /// Commits a transaction's change files through the catalog service, under the change store's
 /// lock so that concurrent ingests commit one after the other (commit order is transaction
@@ -376,6 +377,9 @@ impl ChangeCommitter for StoreCommitter {
                         return Err(e.into());
                     }
                     tracing::info!(table = %change.name, attempt, "an ingest lost a commit race; retrying");
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0] % 16);
+                    let pause = std::time::Duration::from_millis((4u64 << attempt.min(5)) + jitter);
+                    tokio::time::sleep(pause).await;
                 }
             }
         };

@@ -89,9 +89,16 @@ pub async fn expire_snapshots(
     }
     summary.older_than_ms = older_than;
 
-    let Some(change) = plan_expiry(&table.table, older_than, props.expire.min_count).await? else {
+    let Some(mut change) = plan_expiry(&table.table, older_than, props.expire.min_count).await? else {
         return Ok((summary, None));
     };
+    // A keyed table's base store keeps its optimized sequence (folded change files would be
+    // read again otherwise).
+    if loch_table::mixed::properties::store_of(table.table.metadata().properties())
+        == Some(loch_table::mixed::properties::Store::Base)
+    {
+        loch_table::mixed::sequence::keep_optimized_sequence(&table.table.metadata_ref(), &mut change)?;
+    }
     summary.snapshots_expired = change.expired_snapshots.len();
     summary.refs_removed = change.removed_refs.clone();
     summary.metadata_before = table.table.metadata_location().map(str::to_string);

@@ -14,10 +14,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use iceberg::compression::CompressionCodec;
 use iceberg::puffin::{Blob, PuffinReader, PuffinWriter};
-use iceberg::spec::{BlobMetadata, PartitionSpec, SchemaRef, StatisticsFile, Struct};
+use iceberg::spec::{
+    BlobMetadata, PartitionSpec, SchemaRef, StatisticsFile, Struct, TableMetadata, TableMetadataBuilder,
+};
 use iceberg::table::Table;
 
 use crate::error::{Result, TableError};
+use crate::expire::ExpireChange;
 
 /// Blob type of the optimized sequence.
 pub const BLOB_TYPE_OPTIMIZED_SEQUENCE: &str = "optimized-sequence";
@@ -78,34 +81,66 @@ fn url_encode(text: &str) -> String {
     out
 }
 
-/// The optimized sequence of a keyed table whose base store is `base`, as of its current
-/// snapshot (empty when nothing was optimized).
-pub async fn read_optimized_sequence(base: &Table) -> Result<OptimizedSequence> {
-    let metadata = base.metadata();
+/// The statistics file that holds the optimized sequence as of the current snapshot: the
+/// newest one with the blob, from the current snapshot back through its ancestors.
+pub fn optimized_sequence_file(metadata: &TableMetadata) -> Option<StatisticsFile> {
     let mut cursor = metadata.current_snapshot_id();
     while let Some(snapshot_id) = cursor {
         if let Some(file) = metadata
             .statistics_for_snapshot(snapshot_id)
             .filter(|f| f.blob_metadata.iter().any(|b| b.r#type == BLOB_TYPE_OPTIMIZED_SEQUENCE))
         {
-            crate::scan::owned(&base.metadata_ref(), &file.statistics_path, "statistics file")?;
-            let reader = PuffinReader::new(base.file_io().new_input(&file.statistics_path)?);
-            let footer = reader.file_metadata().await?.clone();
-            let Some(blob) = footer.blobs().iter().find(|b| b.blob_type() == BLOB_TYPE_OPTIMIZED_SEQUENCE) else {
-                return Err(TableError::Invalid(format!(
-                    "statistics file {} lists an optimized sequence but holds none",
-                    file.statistics_path
-                )));
-            };
-            let data = reader.blob(blob).await?;
-            let map: HashMap<String, i64> = serde_json::from_slice(data.data()).map_err(|e| {
-                TableError::Invalid(format!("the optimized sequence in {} is not valid: {e}", file.statistics_path))
-            })?;
-            return Ok(OptimizedSequence(map.into_iter().collect()));
+            return Some(file.clone());
         }
         cursor = metadata.snapshot_by_id(snapshot_id).and_then(|s| s.parent_snapshot_id());
     }
-    Ok(OptimizedSequence::default())
+    None
+}
+
+/// The optimized sequence of a keyed table whose base store is `base`, as of its current
+/// snapshot (empty when nothing was optimized).
+pub async fn read_optimized_sequence(base: &Table) -> Result<OptimizedSequence> {
+    let Some(file) = optimized_sequence_file(base.metadata()) else { return Ok(OptimizedSequence::default()) };
+    crate::scan::owned(&base.metadata_ref(), &file.statistics_path, "statistics file")?;
+    let reader = PuffinReader::new(base.file_io().new_input(&file.statistics_path)?);
+    let footer = reader.file_metadata().await?.clone();
+    let Some(blob) = footer.blobs().iter().find(|b| b.blob_type() == BLOB_TYPE_OPTIMIZED_SEQUENCE) else {
+        return Err(TableError::Invalid(format!(
+            "statistics file {} lists an optimized sequence but holds none",
+            file.statistics_path
+        )));
+    };
+    let data = reader.blob(blob).await?;
+    let map: HashMap<String, i64> = serde_json::from_slice(data.data()).map_err(|e| {
+        TableError::Invalid(format!("the optimized sequence in {} is not valid: {e}", file.statistics_path))
+    })?;
+    Ok(OptimizedSequence(map.into_iter().collect()))
+}
+
+/// Keeps an expiry of a base store from losing its optimized sequence (which would make folded
+/// change files visible again, every folded row twice): when the snapshot carrying it expires,
+/// its statistics entry moves onto the current snapshot, pointing at the same file, as Amoro's
+/// `copyToSnapshot` does. Refused (an error) when the current snapshot has statistics of its
+/// own, which the move would replace.
+pub fn keep_optimized_sequence(before: &TableMetadata, change: &mut ExpireChange) -> Result<()> {
+    let Some(file) = optimized_sequence_file(before) else { return Ok(()) };
+    let Some(current) = before.current_snapshot_id() else { return Ok(()) };
+    if file.snapshot_id == current || !change.expired_snapshots.contains(&file.snapshot_id) {
+        return Ok(());
+    }
+    if before.statistics_for_snapshot(current).is_some() {
+        return Err(TableError::Unsupported(format!(
+            "expiring snapshot {} would drop the keyed table's optimized sequence, and the current snapshot has \
+             statistics of its own to keep; keep more snapshots",
+            file.snapshot_id
+        )));
+    }
+    let update = iceberg::TableUpdate::SetStatistics { statistics: StatisticsFile { snapshot_id: current, ..file } };
+    let after =
+        update.clone().apply(TableMetadataBuilder::new_from_metadata((*change.after).clone(), None))?.build()?;
+    change.after = std::sync::Arc::new(after.metadata);
+    change.updates.push(update);
+    Ok(())
 }
 
 /// Writes `sequence` as the Puffin statistics file of base snapshot `snapshot_id` (sequence

@@ -12,12 +12,14 @@ use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use iceberg::expr::{Predicate, Reference};
 use iceberg::spec::Datum;
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use loch_table::expire::{CANDIDATE_BATCH, plan_expiry, unreachable_files};
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
 use loch_table::mixed::file_name::{FileMeta, FileType};
 use loch_table::mixed::fold::fold;
 use loch_table::mixed::merge::{MergeRead, MergeStats, merge_on_read, read_changes, scan_merged};
 use loch_table::mixed::sequence::{
-    OPTIMIZED_SEQUENCE_EXIST, OptimizedSequence, attach_optimized_sequence, read_optimized_sequence,
+    OPTIMIZED_SEQUENCE_EXIST, OptimizedSequence, attach_optimized_sequence, keep_optimized_sequence,
+    read_optimized_sequence,
 };
 use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
@@ -550,5 +552,18 @@ async fn an_optimized_sequence_hides_folded_change_files() {
     commit(&mut change, &mut pending, &mut model).await;
     base.commit(RowDelta::new().prepare(&base.table).await.unwrap()).await.unwrap();
     assert_eq!(read_optimized_sequence(&base.table).await.unwrap(), sequence, "read from the ancestor");
+    assert_eq!(model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap()), model);
+
+    // Expiring every snapshot but the current one moves the sequence onto it: the Puffin file
+    // is kept, and folded change files stay hidden.
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut expiry = plan_expiry(&base.table, now + 1, 1).await.unwrap().expect("older snapshots expire");
+    let before = base.table.metadata_ref();
+    keep_optimized_sequence(&before, &mut expiry).unwrap();
+    let doomed = unreachable_files(base.table.file_io(), &before, &expiry.after, CANDIDATE_BATCH).await.unwrap();
+    assert!(!doomed.statistics_files.contains(&statistics.statistics_path), "{doomed:?}");
+    base.apply(expiry.requirements, expiry.updates).await.unwrap();
+    assert_eq!(base.table.metadata().snapshots().count(), 1);
+    assert_eq!(read_optimized_sequence(&base.table).await.unwrap(), sequence, "carried onto the current snapshot");
     assert_eq!(model_of(&merge_on_read(&base.table, &change.table, &key).await.unwrap()), model);
 }
