@@ -154,45 +154,49 @@ async fn fold_into(base: &Table, change: &Table, primary_key: &[String], buckets
         }
     }
 
-    // Surviving inserts, grouped per partition path with its greatest folded sequence.
+    // Surviving inserts, one partition at a time (memory holds one partition's), written as B
+    // files named with the partition's greatest folded sequence.
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&schema)?);
-    let mut inserts: HashMap<String, Vec<RecordBatch>> = HashMap::new();
     let mut to_sequence: HashMap<String, i64> = HashMap::new();
-    for (file, partition, path) in &folded {
+    for (file, _, path) in &folded {
         let entry = to_sequence.entry(path.clone()).or_insert(file.data_sequence_number);
         *entry = (*entry).max(file.data_sequence_number);
-        let meta = FileMeta::of_change(file.path(), file.data_sequence_number);
-        if meta.file_type == FileType::EqDelete {
-            continue;
-        }
-        let task = whole_file_task(file, &change_metadata, file_schema.clone(), all_fields.clone());
-        for batch in read_task(change.file_io(), task).await? {
-            let offsets = offsets(&batch)?;
-            let keep: BooleanArray = encoder
-                .keys(&batch)?
-                .into_iter()
-                .enumerate()
-                .map(|(i, key)| {
-                    let lsn = (meta.transaction_id, offsets.value(i));
-                    Some(deletes.get(&(partition.clone(), key)).is_none_or(|d| *d <= lsn))
-                })
-                .collect();
-            let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
-                .map_err(|e| TableError::Invalid(e.to_string()))?;
-            if kept.num_rows() > 0 {
-                let columns = kept.columns()[..arrow.fields().len()].to_vec();
-                let rows =
-                    RecordBatch::try_new(arrow.clone(), columns).map_err(|e| TableError::Invalid(e.to_string()))?;
-                inserts.entry(path.clone()).or_default().push(rows);
+    }
+    folded.sort_by(|a, b| a.2.cmp(&b.2));
+    out.change_files = folded.len();
+    for partition_files in folded.chunk_by(|a, b| a.2 == b.2) {
+        let path = &partition_files[0].2;
+        let mut inserts: Vec<RecordBatch> = Vec::new();
+        for (file, partition, _) in partition_files {
+            let meta = FileMeta::of_change(file.path(), file.data_sequence_number);
+            if meta.file_type == FileType::EqDelete {
+                continue;
+            }
+            let task = whole_file_task(file, &change_metadata, file_schema.clone(), all_fields.clone());
+            for batch in read_task(change.file_io(), task).await? {
+                let offsets = offsets(&batch)?;
+                let keep: BooleanArray = encoder
+                    .keys(&batch)?
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, key)| {
+                        let lsn = (meta.transaction_id, offsets.value(i));
+                        Some(deletes.get(&(partition.clone(), key)).is_none_or(|d| *d <= lsn))
+                    })
+                    .collect();
+                let kept = arrow_select::filter::filter_record_batch(&batch, &keep)
+                    .map_err(|e| TableError::Invalid(e.to_string()))?;
+                if kept.num_rows() > 0 {
+                    let columns = kept.columns()[..arrow.fields().len()].to_vec();
+                    inserts.push(
+                        RecordBatch::try_new(arrow.clone(), columns).map_err(|e| TableError::Invalid(e.to_string()))?,
+                    );
+                }
             }
         }
-    }
-
-    out.change_files = folded.len();
-    for (path, batches) in &inserts {
         let transaction = to_sequence.get(path).copied().unwrap_or_default();
-        out.rows_inserted += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-        write_base_files(base, primary_key, buckets, transaction, batches, &mut out.data_files).await?;
+        out.rows_inserted += inserts.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+        write_base_files(base, primary_key, buckets, transaction, &inserts, &mut out.data_files).await?;
     }
 
     // Base rows a folded delete removes: by position, in each base file of a folded partition.
