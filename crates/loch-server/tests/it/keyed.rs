@@ -497,20 +497,19 @@ async fn the_readme_python_example_works() {
     );
 }
 
+/// Creates namespace `kt` and the keyed table `kt.orders` (key `id`).
+async fn create_orders(server: &TestServer) {
+    server.rest_catalog().await.create_namespace(&NamespaceIdent::new("kt".into()), HashMap::new()).await.unwrap();
+    let body = Some(create_body("orders", "mixed-iceberg", &["id"]));
+    let (status, created) = call(server, Method::POST, "/api/v1/catalogs/local/namespaces/kt/tables", body).await;
+    assert_eq!(status, 201, "{created}");
+}
+
 /// Concurrent ingests into one table all commit, one transaction each, and every row reads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_ingests_serialize() {
     let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
-    let catalog = server.rest_catalog().await;
-    catalog.create_namespace(&NamespaceIdent::new("kt".into()), HashMap::new()).await.unwrap();
-    let (status, created) = call(
-        &server,
-        Method::POST,
-        "/api/v1/catalogs/local/namespaces/kt/tables",
-        Some(create_body("orders", "mixed-iceberg", &["id"])),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
+    create_orders(&server).await;
     let server = Arc::new(server);
     let mut handles = Vec::new();
     for w in 0..8i64 {
@@ -548,16 +547,7 @@ async fn ingests_through_two_servers_serialize() {
     else {
         return;
     };
-    let catalog = first.rest_catalog().await;
-    catalog.create_namespace(&NamespaceIdent::new("kt".into()), HashMap::new()).await.unwrap();
-    let (status, created) = call(
-        &first,
-        Method::POST,
-        "/api/v1/catalogs/local/namespaces/kt/tables",
-        Some(create_body("orders", "mixed-iceberg", &["id"])),
-    )
-    .await;
-    assert_eq!(status, 201, "{created}");
+    create_orders(&first).await;
     let servers = [Arc::new(first), Arc::new(second)];
     let mut handles = Vec::new();
     for w in 0..12i64 {

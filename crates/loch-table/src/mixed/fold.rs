@@ -18,7 +18,7 @@ use iceberg::table::Table;
 
 use super::change::{FILE_OFFSET_ID, change_file_schema, write_base_files};
 use super::file_name::{FileMeta, FileType};
-use super::merge::{KeyEncoder, offsets, partition_key};
+use super::merge::{KeyEncoder, change_meta, offsets, partition_key};
 use super::sequence::{
     OPTIMIZED_SEQUENCE_EXIST, OptimizedSequence, attach_optimized_sequence, partition_path, read_optimized_sequence,
 };
@@ -105,12 +105,7 @@ async fn fold_into(base: &Table, change: &Table, primary_key: &[String], buckets
     // Partition key (spec and values, as readers match deletes) → path and files to fold.
     let mut folded: Vec<(LiveFile, String, String)> = Vec::new();
     for file in files {
-        if file.is_delete() {
-            return Err(TableError::Unsupported(format!(
-                "the change store holds Iceberg delete file {}; keyed tables delete with ED files",
-                file.path()
-            )));
-        }
+        change_meta(&file)?;
         let spec = change_metadata
             .partition_spec_by_id(file.spec_id)
             .ok_or_else(|| TableError::Invalid(format!("change file {} has an unknown spec", file.path())))?;

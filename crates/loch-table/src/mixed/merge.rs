@@ -60,13 +60,7 @@ async fn read_change_files(change: &Table, from: Option<i64>, to: Option<i64>) -
     let fields: Vec<i32> = schema.as_struct().fields().iter().map(|f| f.id).collect();
     let mut out = Vec::new();
     for file in files {
-        if file.is_delete() {
-            return Err(TableError::Unsupported(format!(
-                "the change store holds Iceberg delete file {}; keyed tables delete with ED files",
-                file.path()
-            )));
-        }
-        let meta = FileMeta::of_change(file.path(), file.data_sequence_number);
+        let meta = change_meta(&file)?;
         if from.is_some_and(|f| meta.transaction_id <= f) || to.is_some_and(|t| meta.transaction_id > t) {
             continue;
         }
@@ -76,6 +70,18 @@ async fn read_change_files(change: &Table, from: Option<i64>, to: Option<i64>) -
         }
     }
     Ok(out)
+}
+
+/// What a change file's name says; an Iceberg delete file in a change store is refused (keyed
+/// tables delete with `ED` data files, which readers would not apply it with).
+pub(super) fn change_meta(file: &LiveFile) -> Result<FileMeta> {
+    if file.is_delete() {
+        return Err(TableError::Unsupported(format!(
+            "the change store holds Iceberg delete file {}; keyed tables delete with ED files",
+            file.path()
+        )));
+    }
+    Ok(FileMeta::of_change(file.path(), file.data_sequence_number))
 }
 
 pub(super) fn offsets(batch: &RecordBatch) -> Result<&arrow_array::PrimitiveArray<Int64Type>> {
@@ -209,13 +215,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
         let file_schema = Arc::new(change_file_schema(&schema)?);
         let optimized = read_optimized_sequence(base).await?;
         for file in files {
-            if file.is_delete() {
-                return Err(TableError::Unsupported(format!(
-                    "the change store holds Iceberg delete file {}; keyed tables delete with ED files",
-                    file.path()
-                )));
-            }
-            let meta = FileMeta::of_change(file.path(), file.data_sequence_number);
+            let meta = change_meta(&file)?;
             if !optimized.is_empty() {
                 let spec = change_metadata.partition_spec_by_id(file.spec_id).ok_or_else(|| {
                     TableError::Invalid(format!(
