@@ -315,6 +315,7 @@ fn loch_task(input: &Input, files: &[(PathBuf, u64, u64)], out: &Path, target: u
         reposition: vec![],
         deletes: vec![],
         obsolete_deletes: vec![],
+        keyed: None,
     })
 }
 

@@ -182,6 +182,35 @@ pub struct TaskInput {
     /// file they apply to is rewritten or repositioned); the task does not read them.
     #[serde(default)]
     pub obsolete_deletes: Vec<InputFile>,
+    /// For a keyed (Mixed-Iceberg) table: the change files and key layout of the task; the
+    /// files above are then base-store files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyed: Option<KeyedTask>,
+}
+
+/// The keyed part of a task: one partition and one subtree of key buckets of a Mixed-Iceberg
+/// table. Surviving change inserts and the rewrite files' live rows become base files; change
+/// deletes that hit repositioned base files become their position deletes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct KeyedTask {
+    /// The base store's metadata file the task was planned on (the worker writes with its
+    /// schema, spec and properties).
+    pub base_metadata: String,
+    /// Primary key columns.
+    pub primary_key: Vec<String>,
+    /// Base buckets (`base.file-index.hash-bucket`) new base files are spread over.
+    pub buckets: u32,
+    /// The partition, as Amoro's optimized sequence names it (`region=1`, empty when
+    /// unpartitioned).
+    pub partition: String,
+    /// The partition's optimized sequence when planned; the commit fails if it moved.
+    pub from_sequence: Option<i64>,
+    /// The greatest change sequence the process folds in the partition.
+    pub to_sequence: Option<i64>,
+    /// Change files (inserts and deletes), encoded with the change store's file schema
+    /// (the table's columns and `_file_offset`).
+    pub change: Vec<InputFile>,
 }
 
 /// A file of a task input.
@@ -278,6 +307,7 @@ mod tests {
             "default-spec-id": 1, "properties": {}, "storage": {}, "target-file-size": 128,
             "rewrite": [], "reposition": [], "deletes": [], "obsolete-deletes": []
         });
+        assert!(serde_json::from_value::<TaskInput>(json.clone()).unwrap().keyed.is_none());
         let input: TaskInput = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(input.format_version, FormatVersion::V2);
         assert_eq!(input.schema.as_struct().fields().len(), 2);

@@ -150,6 +150,28 @@ pub struct Process {
     pub output_files: i64,
     /// Bytes written.
     pub output_bytes: i64,
+    /// For a keyed table, inputs and outputs per store (its base store and change store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stores: Option<StoreFiles>,
+}
+
+/// A keyed table's process, per store: change files folded, base files rewritten or
+/// repositioned, and what it wrote (always into the base store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreFiles {
+    /// Change-store files read (inserts and deletes).
+    pub change_input_files: i64,
+    /// Their bytes.
+    pub change_input_bytes: i64,
+    /// Base-store files read (data and position deletes).
+    pub base_input_files: i64,
+    /// Their bytes.
+    pub base_input_bytes: i64,
+    /// Base-store files written (data and position deletes).
+    pub base_output_files: i64,
+    /// Their bytes.
+    pub base_output_bytes: i64,
 }
 
 /// A maintenance run on a table.

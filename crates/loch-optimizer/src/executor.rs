@@ -91,6 +91,9 @@ fn decode(input: &TaskInput) -> Result<Decoded> {
 
 /// Runs a task.
 pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
+    if let Some(keyed) = &input.keyed {
+        return crate::keyed::execute_keyed(input, keyed).await;
+    }
     let start = Instant::now();
     let task = decode(input)?;
     let mut summary = TaskSummary::default();

@@ -5,6 +5,7 @@
 pub mod client;
 mod error;
 pub mod executor;
+mod keyed;
 pub mod worker;
 
 pub use client::{Credential, HttpCoordinator};

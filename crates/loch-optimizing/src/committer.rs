@@ -62,6 +62,25 @@ pub async fn commit_rewrite(catalogs: &CatalogService, output: ProcessOutput<'_>
     run_with_retries(policy, |_| commit_once(catalogs, output), retried).await.map_err(|(e, _)| e)
 }
 
+/// Commits the results of a keyed process (see `keyed`), retried like [`commit_rewrite`];
+/// `start` is the base snapshot it was planned on.
+pub async fn commit_keyed(
+    catalogs: &CatalogService,
+    output: ProcessOutput<'_>,
+    start: Option<i64>,
+) -> Result<Committed> {
+    let retried = |e: &OptimizingError| matches!(e, OptimizingError::Catalog(CatalogError::CommitFailed(_)));
+    let policy = async {
+        match ManagedTable::load(catalogs, output.table_id).await {
+            Ok(Some(table)) => RetryPolicy::for_table(table.table.metadata().properties(), COMMIT_RETRIES),
+            _ => RetryPolicy::server(COMMIT_RETRIES),
+        }
+    };
+    run_with_retries(policy, |_| crate::keyed::commit_keyed_once(catalogs, output, start), retried)
+        .await
+        .map_err(|(e, _)| e)
+}
+
 /// One attempt: under the table's commit lock, recognizes an earlier attempt that committed,
 /// or builds the rewrite against the current head and commits it.
 async fn commit_once(catalogs: &CatalogService, output: ProcessOutput<'_>) -> Result<Committed> {

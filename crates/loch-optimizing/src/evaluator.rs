@@ -90,10 +90,22 @@ pub struct PartitionStats {
     pub pos_delete_records: u64,
     /// Position delete files not written by optimizing.
     pub foreign_pos_deletes: u64,
+    /// Keyed tables: change files not folded into the base yet (inserts and deletes).
+    #[serde(default)]
+    pub change_files: u64,
+    /// Keyed tables: change delete (`ED`) files among them.
+    #[serde(default)]
+    pub change_delete_files: u64,
+    /// Keyed tables: bytes of those change files.
+    #[serde(default)]
+    pub change_bytes: u64,
+    /// Keyed tables: rows of those change files.
+    #[serde(default)]
+    pub change_records: u64,
 }
 
 impl PartitionStats {
-    fn add(&mut self, file: &LiveFile, props: &OptimizingProperties) {
+    pub(crate) fn add(&mut self, file: &LiveFile, props: &OptimizingProperties) {
         let size = file.file.file_size_in_bytes();
         let records = file.file.record_count();
         match file.content() {
@@ -136,6 +148,59 @@ impl PartitionStats {
         let mut smallest: Vec<u64> = self.smallest_undersized.iter().flatten().copied().chain([size]).collect();
         smallest.sort_unstable();
         self.smallest_undersized = [smallest.first().copied(), smallest.get(1).copied()];
+    }
+
+    /// Counts a change file of a keyed table (not folded yet); every one is a fragment.
+    pub fn add_change(&mut self, file: &LiveFile, is_delete: bool) {
+        self.change_files += 1;
+        self.change_delete_files += u64::from(is_delete);
+        self.change_bytes += file.file.file_size_in_bytes();
+        self.change_records += file.file.record_count();
+    }
+
+    /// The optimizing a partition of a keyed table needs (Amoro's
+    /// `MixedIcebergPartitionEvaluator`): change files count as fragments; minor folds them
+    /// once there are `max(buckets + 1, minor.trigger.file-count)` small files, or any after
+    /// the minor interval; major and full as for Iceberg tables, full also for change files.
+    pub fn keyed_decision(
+        &self,
+        props: &OptimizingProperties,
+        times: &LastOptimized,
+        now_ms: i64,
+        buckets: u32,
+    ) -> Option<OptimizingType> {
+        let full_due =
+            props.full_trigger_interval_ms >= 0 && now_ms - times.full.unwrap_or(0) > props.full_trigger_interval_ms;
+        if full_due {
+            let worth = self.delete_files() > 0 || self.fragments > u64::from(buckets) || self.change_files > 0;
+            return worth.then_some(OptimizingType::Full);
+        }
+        let small = self.fragments + self.eq_delete_files + self.change_files;
+        let minor_interval_due = now_ms - times.minor.unwrap_or(0) > props.minor_trigger_interval_ms;
+        let trigger = (u64::from(buckets) + 1).max(props.minor_trigger_file_count as u64);
+        let minor = small >= trigger
+            || ((small > u64::from(buckets) || self.change_files > 0) && minor_interval_due)
+            || self.pos_delete_files > self.segments + self.undersized;
+        let enough_undersized = self.undersized_bytes >= props.target_size
+            && matches!(self.smallest_undersized, [Some(a), Some(b)] if a + b <= props.target_size);
+        if self.rewrite_segments(props) || enough_undersized {
+            Some(OptimizingType::Major)
+        } else if minor {
+            Some(OptimizingType::Minor)
+        } else {
+            None
+        }
+    }
+
+    /// When a keyed partition's time-based triggers could next change its decision.
+    pub fn keyed_next_due(&self, props: &OptimizingProperties, times: &LastOptimized, buckets: u32) -> Option<i64> {
+        let full_worth = self.delete_files() > 0 || self.fragments > u64::from(buckets) || self.change_files > 0;
+        let full = (props.full_trigger_interval_ms >= 0 && full_worth)
+            .then(|| times.full.unwrap_or(0).saturating_add(props.full_trigger_interval_ms).saturating_add(1));
+        let small = self.fragments + self.eq_delete_files + self.change_files;
+        let minor = (small > u64::from(buckets) || self.change_files > 0)
+            .then(|| times.minor.unwrap_or(0).saturating_add(props.minor_trigger_interval_ms).saturating_add(1));
+        full.into_iter().chain(minor).min()
     }
 
     fn delete_files(&self) -> u64 {
@@ -200,11 +265,11 @@ impl PartitionStats {
 
     /// Planning weight (Amoro's partition cost): bytes to rewrite, delete bytes and file count.
     pub fn cost(&self, props: &OptimizingProperties) -> u64 {
-        (self.fragment_bytes + self.undersized_bytes) * 2
+        (self.fragment_bytes + self.undersized_bytes + self.change_bytes) * 2
             + self.segment_bytes / 10
             + self.pos_delete_bytes
             + self.eq_delete_bytes
-            + (self.data_files + self.delete_files()) * props.open_file_cost
+            + (self.data_files + self.delete_files() + self.change_files) * props.open_file_cost
     }
 
     /// Health score 0–100: small files (≤ 40), equality deletes (≤ 40), position deletes (≤ 20).
@@ -247,8 +312,11 @@ pub struct PendingPartition {
 /// The result of evaluating a snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Evaluation {
-    /// The evaluated snapshot.
+    /// The evaluated snapshot (of the base store for a keyed table; 0 when it has none).
     pub snapshot_id: i64,
+    /// What was evaluated, as the runtime remembers it: the snapshot id, or for a keyed table
+    /// a mix of both stores' snapshot ids (see `ManagedTable::state`).
+    pub state: i64,
     /// Partitions that need optimizing, heaviest first.
     pub pending: Vec<PendingPartition>,
     /// Totals over all partitions.
@@ -281,6 +349,7 @@ impl Evaluation {
             "segments": t.segments,
             "equalityDeleteFiles": t.eq_delete_files,
             "positionDeleteFiles": t.pos_delete_files,
+            "changeFiles": t.change_files,
             "healthScore": (self.health * 10.0).round() / 10.0,
         })
     }
@@ -291,8 +360,8 @@ impl Evaluation {
         let mut files = 0;
         let mut bytes = 0;
         for p in &self.pending {
-            files += p.stats.data_files + p.stats.eq_delete_files + p.stats.pos_delete_files;
-            bytes += p.stats.data_bytes + p.stats.eq_delete_bytes + p.stats.pos_delete_bytes;
+            files += p.stats.data_files + p.stats.eq_delete_files + p.stats.pos_delete_files + p.stats.change_files;
+            bytes += p.stats.data_bytes + p.stats.eq_delete_bytes + p.stats.pos_delete_bytes + p.stats.change_bytes;
         }
         Some(
             serde_json::json!({"type": kind.as_str(), "partitions": self.pending.len(), "files": files, "bytes": bytes}),
@@ -316,7 +385,7 @@ pub async fn evaluate(
         check_supported(&metadata, &file)?;
         partitions.entry((file.spec_id, file.file.partition().clone())).or_default().add(&file, props);
     }
-    Ok(evaluate_partitions(snapshot_id, partitions, props, times, now_ms))
+    Ok(evaluate_partitions(snapshot_id, partitions, props, times, now_ms, None))
 }
 
 /// Refuses files Loch cannot rewrite yet, so the table is skipped (and says why) instead of
@@ -337,13 +406,15 @@ pub fn check_supported(metadata: &TableMetadataRef, file: &LiveFile) -> std::res
     loch_table::scan::owned(metadata, file.path(), "file")
 }
 
-/// The decisions for already counted partitions.
+/// The decisions for already counted partitions; `keyed_buckets` for a keyed table (its base
+/// buckets), whose rules differ.
 pub fn evaluate_partitions(
     snapshot_id: i64,
     partitions: HashMap<PartitionId, PartitionStats>,
     props: &OptimizingProperties,
     times: &LastOptimized,
     now_ms: i64,
+    keyed_buckets: Option<u32>,
 ) -> Evaluation {
     let mut totals = PartitionStats::default();
     let mut health = 0.0;
@@ -360,19 +431,30 @@ pub fn evaluate_partitions(
             (&mut totals.segments, stats.segments),
             (&mut totals.eq_delete_files, stats.eq_delete_files),
             (&mut totals.pos_delete_files, stats.pos_delete_files),
+            (&mut totals.change_files, stats.change_files),
+            (&mut totals.change_bytes, stats.change_bytes),
         ] {
             *sum += part;
         }
         health += stats.health(props);
-        if let Some(decision) = stats.decision(props, times, now_ms) {
-            pending.push(PendingPartition { cost: stats.cost(props), id, decision, stats });
-        } else if let Some(due) = stats.next_due(props, times).filter(|due| *due > now_ms) {
+        let (decision, next_due) = match keyed_buckets {
+            Some(buckets) => {
+                (stats.keyed_decision(props, times, now_ms, buckets), stats.keyed_next_due(props, times, buckets))
+            }
+            None => (stats.decision(props, times, now_ms), stats.next_due(props, times)),
+        };
+        if let Some(decision) = decision {
+            // Keyed partitions with change files go first (Amoro's weight).
+            let cost = stats.cost(props) + if stats.change_files > 0 { 1 << 50 } else { 0 };
+            pending.push(PendingPartition { cost, id, decision, stats });
+        } else if let Some(due) = next_due.filter(|due| *due > now_ms) {
             next_due_ms = Some(next_due_ms.map_or(due, |d: i64| d.min(due)));
         }
     }
     pending.sort_by(|a, b| b.decision.cmp(&a.decision).then(b.cost.cmp(&a.cost)));
     Evaluation {
         snapshot_id,
+        state: snapshot_id,
         pending,
         totals,
         partitions: count,

@@ -16,7 +16,8 @@
 //! - `keeper`: housekeeping, recovery after a restart and the background loops;
 //! - `evaluator` (which partitions need which optimizing), `plan` (a process's tasks; `plan::
 //!   partition` for one partition's files), `task` (tasks ↔ the protocol's inputs and outputs),
-//!   `committer` (one rewrite snapshot through the catalog's commit path).
+//!   `committer` (one rewrite snapshot through the catalog's commit path), `keyed` (the same
+//!   for keyed tables: change files folded into the base store, tasks by file-tree node).
 //!
 //! `maintenance` holds table maintenance (snapshot expiry first); its actions will run as
 //! processes of the same framework.
@@ -25,6 +26,7 @@ pub mod committer;
 pub mod error;
 pub mod evaluator;
 mod keeper;
+mod keyed;
 mod lifecycle;
 pub mod maintenance;
 pub mod plan;

@@ -16,15 +16,24 @@ use crate::table::ManagedTable;
 
 /// Evaluates the table's current snapshot; `None` for a table without snapshots.
 pub(crate) async fn evaluate_table(table: &ManagedTable, runtime: &RuntimeRecord) -> Result<Option<Evaluation>> {
-    if let Some(store) = loch_table::mixed::properties::store_of(table.table.metadata().properties()) {
-        return Err(OptimizingError::Table(loch_table::TableError::Unsupported(format!(
-            "this is the {} store of a Mixed-Iceberg (primary-key) table; Loch does not optimize keyed tables yet",
-            if store == loch_table::mixed::properties::Store::Change { "change" } else { "base" }
-        ))));
-    }
-    let Some(snapshot) = table.table.metadata().current_snapshot().cloned() else { return Ok(None) };
     let times =
         LastOptimized { minor: runtime.last_minor_at, major: runtime.last_major_at, full: runtime.last_full_at };
+    if table.is_change_store() {
+        return Err(OptimizingError::Table(loch_table::TableError::Unsupported(
+            "this is the change store of a keyed table; it is optimized with its base store".into(),
+        )));
+    }
+    if let Some(keyed) = &table.keyed {
+        return crate::keyed::evaluate_keyed(table, keyed, &times, now_ms()).await;
+    }
+    if table.record.format == loch_catalog::keyed::FORMAT_MIXED_ICEBERG
+        && !loch_table::mixed::properties::primary_key(table.table.metadata().properties()).is_empty()
+    {
+        return Err(OptimizingError::Table(loch_table::TableError::Unsupported(
+            "this keyed table's change store is missing; its base store alone cannot be optimized".into(),
+        )));
+    }
+    let Some(snapshot) = table.table.metadata().current_snapshot().cloned() else { return Ok(None) };
     let evaluation =
         evaluate(table.table.file_io().clone(), table.table.metadata_ref(), snapshot, &table.props, &times, now_ms())
             .await?;
@@ -57,6 +66,17 @@ impl OptimizingService {
             self.lock_switches().remove(&table_id);
             return Ok(());
         };
+        if table.is_change_store() {
+            // A keyed table is looked at through its base store, which reads both stores.
+            let location = table.table.metadata_location().unwrap_or_default().to_string();
+            let base_name = table.name.name.strip_suffix(loch_catalog::keyed::CHANGE_SUFFIX).unwrap_or_default();
+            let base = self.store.get_table(table.catalog.record.id, &table.name.namespace, base_name).await?;
+            if let Some(base) = base {
+                Box::pin(self.refresh(base.id, due)).await?;
+            }
+            self.tracker.looked(table_id, &location, table.catalog.record.updated_at);
+            return Ok(());
+        }
         let props = crate::properties::merge(&table.catalog.record.properties, table.table.metadata().properties());
         self.lock_switches().insert(table_id, crate::maintenance::switched_on(&props));
         let location = table.table.metadata_location().unwrap_or_default().to_string();
@@ -86,7 +106,7 @@ impl OptimizingService {
             runtime = moved;
         }
         let now = now_ms();
-        let current = table.table.metadata().current_snapshot_id();
+        let current = table.state();
         let block_expired = runtime.blocked.is_some() && now - runtime.status_since > BLOCKED_RECHECK_MS;
         let time_due = due && runtime.due_at.is_some_and(|at| at <= now);
         if !table.props.enabled
@@ -143,7 +163,7 @@ impl OptimizingService {
             _ => {
                 let idle = |r: &mut RuntimeRecord| {
                     evaluated(r);
-                    r.last_evaluated_snapshot = Some(evaluation.snapshot_id);
+                    r.last_evaluated_snapshot = Some(evaluation.state);
                     r.pending_input = None;
                 };
                 if let Some(next) = move_runtime(&self.store, &runtime, TableStatus::Idle, idle).await? {

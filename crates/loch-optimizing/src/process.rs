@@ -103,37 +103,48 @@ impl ProcessKind for Optimizing {
         };
         let evaluation = match evaluate_table(table, runtime).await {
             Ok(evaluation) => evaluation,
-            Err(e) => return blocked(table.table.metadata().current_snapshot_id(), e),
+            Err(e) => return blocked(table.state(), e),
         };
         let evaluation = match evaluation {
             Some(evaluation) if evaluation.optimizing_type().is_some() => evaluation,
             other => {
                 return Ok(Planned::Nothing {
-                    evaluated_snapshot: other.as_ref().map(|e| e.snapshot_id),
+                    evaluated_snapshot: other.as_ref().map(|e| e.state),
                     due_at: other.as_ref().and_then(|e| e.next_due_ms),
                 });
             }
         };
-        let plan = match plan_process(table, &evaluation, budget).await {
+        let planned = match &table.keyed {
+            Some(keyed) => crate::keyed::plan_keyed(table, keyed, &evaluation, budget).await,
+            None => plan_process(table, &evaluation, budget).await,
+        };
+        let plan = match planned {
             Ok(Some(plan)) => plan,
-            Ok(None) => return Ok(Planned::Nothing { evaluated_snapshot: Some(evaluation.snapshot_id), due_at: None }),
-            Err(e) => return blocked(Some(evaluation.snapshot_id), e),
+            Ok(None) => return Ok(Planned::Nothing { evaluated_snapshot: Some(evaluation.state), due_at: None }),
+            Err(e) => return blocked(Some(evaluation.state), e),
         };
         let mut summary = ProcessSummary {
             quota: table.props.quota,
             retries: table.props.execute_retries,
             tasks: plan.tasks.len(),
+            keyed: table.keyed.is_some(),
             ..Default::default()
         };
         for (_, input) in &plan.tasks {
             let (files, bytes) = input_size(input);
             summary.input_files += files;
             summary.input_bytes += bytes;
+            if let Some(keyed) = &input.keyed {
+                let (files, bytes) = crate::task::files_size(&keyed.change);
+                summary.change_input_files += files;
+                summary.change_input_bytes += bytes;
+            }
         }
         Ok(Planned::Process(PlannedProcess {
             action: ProcessAction::Optimizing(plan.kind),
             running: TableStatus::optimizing(plan.kind),
-            target_snapshot_id: Some(plan.snapshot_id),
+            // A keyed table's base store may have no snapshot yet.
+            target_snapshot_id: Some(plan.snapshot_id).filter(|id| table.keyed.is_none() || *id != 0),
             tasks: plan.tasks,
             summary,
         }))
@@ -155,17 +166,22 @@ impl ProcessKind for Optimizing {
         let ProcessAction::Optimizing(kind) = process.action else {
             return Err(OptimizingError::Corrupt(format!("process {} is not an optimizing process", process.id)));
         };
-        let target = process
-            .target_snapshot_id
-            .ok_or_else(|| OptimizingError::Corrupt("process without target snapshot".into()))?;
+        let keyed = results.first().is_some_and(|(input, _)| input.keyed.is_some());
+        let target = process.target_snapshot_id;
+        if target.is_none() && !keyed {
+            return Err(OptimizingError::Corrupt("process without target snapshot".into()));
+        }
         let output = ProcessOutput {
             table_id: process.table_id,
             process_id: process.id,
             kind,
-            target_snapshot: target,
+            target_snapshot: target.unwrap_or_default(),
             results: &results,
         };
-        let committed = commit_rewrite(catalogs, output).await?;
+        let committed = match keyed {
+            true => crate::committer::commit_keyed(catalogs, output, target).await?,
+            false => commit_rewrite(catalogs, output).await?,
+        };
         Ok(committed.snapshot_id)
     }
 

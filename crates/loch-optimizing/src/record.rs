@@ -69,6 +69,15 @@ pub struct ProcessSummary {
     pub input_files: i64,
     /// Input bytes.
     pub input_bytes: i64,
+    /// Keyed tables: input files of the change store (included in `input_files`).
+    #[serde(default)]
+    pub change_input_files: i64,
+    /// Keyed tables: input bytes of the change store (included in `input_bytes`).
+    #[serde(default)]
+    pub change_input_bytes: i64,
+    /// True for a process of a keyed table (outputs go to its base store).
+    #[serde(default)]
+    pub keyed: bool,
     /// Files written.
     pub output_files: i64,
     /// Bytes written.

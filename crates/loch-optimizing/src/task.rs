@@ -42,6 +42,7 @@ pub fn task_input(table: &ManagedTable, task: &PlannedTask, obsolete: &[LiveFile
         reposition: planned(&task.reposition)?,
         deletes: task.deletes.iter().map(|f| input_file(metadata, f, Vec::new())).collect::<Result<_>>()?,
         obsolete_deletes: obsolete.iter().map(|f| input_file(metadata, f, Vec::new())).collect::<Result<_>>()?,
+        keyed: None,
     })
 }
 
@@ -76,10 +77,15 @@ pub fn decode_file(metadata: &TableMetadata, json: &serde_json::Value, spec_id: 
     Ok(loch_api::optimizer::decode_file(json, spec, metadata.current_schema())?)
 }
 
-/// Input files and bytes of a task input.
+/// Input files and bytes of a task input (both stores of a keyed table).
 pub fn input_size(input: &TaskInput) -> (i64, i64) {
-    let files = input.rewrite.iter().chain(&input.reposition).chain(&input.deletes);
-    files.fold((0, 0), |(n, b), f| (n + 1, b + file_size(&f.file)))
+    let change = input.keyed.iter().flat_map(|k| &k.change);
+    files_size(input.rewrite.iter().chain(&input.reposition).chain(&input.deletes).chain(change))
+}
+
+/// Count and bytes of `files`.
+pub fn files_size<'a>(files: impl IntoIterator<Item = &'a loch_api::optimizer::InputFile>) -> (i64, i64) {
+    files.into_iter().fold((0, 0), |(n, b), f| (n + 1, b + file_size(&f.file)))
 }
 
 fn file_size(json: &serde_json::Value) -> i64 {

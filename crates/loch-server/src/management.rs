@@ -15,7 +15,8 @@ use loch_meta::{CatalogRecord, TableRecord};
 use utoipa::OpenApi;
 
 use loch_api::optimizing::{
-    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
+    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, StoreFiles, TableOptimizing, Task,
+    UpdateGroupRequest,
 };
 
 use crate::error::{ApiError, ApiPath, JsonBody};
@@ -30,7 +31,7 @@ use crate::state::AppState;
         api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
         api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance, api::list_maintenance_runs),
     components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, CreateTableRequest, CreatedTable, Purge, Health, ErrorResponse,
-        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, Task, MaintenanceRun)),
+        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, StoreFiles, Task, MaintenanceRun)),
     tags((name = "catalogs", description = "Internal catalogs and their tables"),
         (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes"),
         (name = "maintenance", description = "Tables' maintenance: snapshot expiry, orphan and dangling-delete cleaning, data expiration, tags")),

@@ -82,6 +82,37 @@ pub async fn write_position_deletes(
     builder.build().map_err(|e| TableError::Invalid(format!("position delete file: {e}")))
 }
 
+/// The positions a position delete file holds for `data_path`.
+pub async fn read_positions(io: &FileIO, delete: &DataFile, data_path: &str) -> Result<Vec<i64>> {
+    let schema = Arc::new(position_delete_schema()?);
+    let task = iceberg::scan::FileScanTask {
+        file_size_in_bytes: delete.file_size_in_bytes(),
+        start: 0,
+        length: delete.file_size_in_bytes(),
+        record_count: Some(delete.record_count()),
+        data_file_path: delete.file_path().to_string(),
+        data_file_format: delete.file_format(),
+        schema,
+        project_field_ids: vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID],
+        predicate: None,
+        deletes: vec![],
+        partition: None,
+        partition_spec: None,
+        name_mapping: None,
+        case_sensitive: true,
+    };
+    let mut out = Vec::new();
+    for batch in crate::scan::read_task(io, task).await? {
+        let paths = batch.column(0).as_any().downcast_ref::<StringArray>();
+        let pos = batch.column(1).as_any().downcast_ref::<Int64Array>();
+        let (Some(paths), Some(pos)) = (paths, pos) else {
+            return Err(TableError::Invalid(format!("{} is not a position delete file", delete.file_path())));
+        };
+        out.extend((0..batch.num_rows()).filter(|&i| paths.value(i) == data_path).map(|i| pos.value(i)));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod garage;
+pub mod keyed;
 pub mod local;
 pub mod postgres;
 mod process;

@@ -27,6 +27,34 @@ pub struct ProcessPlan {
     pub tasks: Vec<(String, TaskInput)>,
 }
 
+/// The evaluated partitions a plan takes: heaviest first, until `budget_bytes` of input or
+/// `max-file-count` files (at least one).
+pub(crate) fn choose_partitions(
+    evaluation: &Evaluation,
+    props: &crate::properties::OptimizingProperties,
+    budget_bytes: u64,
+) -> HashMap<PartitionId, OptimizingType> {
+    let mut chosen: HashMap<PartitionId, OptimizingType> = HashMap::new();
+    let (mut bytes, mut files) = (0u64, 0u64);
+    for p in &evaluation.pending {
+        let s = &p.stats;
+        let input = match p.decision {
+            OptimizingType::Full => s.data_bytes,
+            _ => s.fragment_bytes + s.undersized_bytes,
+        } + s.eq_delete_bytes
+            + s.pos_delete_bytes
+            + s.change_bytes;
+        let count = s.data_files + s.eq_delete_files + s.pos_delete_files + s.change_files;
+        if !chosen.is_empty() && (bytes + input > budget_bytes || files + count > props.max_file_count as u64) {
+            break;
+        }
+        bytes += input;
+        files += count;
+        chosen.insert(p.id.clone(), p.decision);
+    }
+    chosen
+}
+
 /// Plans a process for `table` from `evaluation`, reading at most `budget_bytes` of input.
 /// `None` when the chosen partitions turn out to have nothing worth doing.
 pub async fn plan_process(
@@ -41,24 +69,7 @@ pub async fn plan_process(
         .cloned()
         .ok_or_else(|| OptimizingError::NotFound(format!("evaluated snapshot {}", evaluation.snapshot_id)))?;
 
-    // Partitions by weight until the budget (at least one).
-    let mut chosen: HashMap<PartitionId, OptimizingType> = HashMap::new();
-    let (mut bytes, mut files) = (0u64, 0u64);
-    for p in &evaluation.pending {
-        let s = &p.stats;
-        let input = match p.decision {
-            OptimizingType::Full => s.data_bytes,
-            _ => s.fragment_bytes + s.undersized_bytes,
-        } + s.eq_delete_bytes
-            + s.pos_delete_bytes;
-        let count = s.data_files + s.eq_delete_files + s.pos_delete_files;
-        if !chosen.is_empty() && (bytes + input > budget_bytes || files + count > props.max_file_count as u64) {
-            break;
-        }
-        bytes += input;
-        files += count;
-        chosen.insert(p.id.clone(), p.decision);
-    }
+    let chosen = choose_partitions(evaluation, props, budget_bytes);
     if chosen.is_empty() {
         return Ok(None);
     }

@@ -59,6 +59,39 @@ pub struct PlannedTask {
 }
 
 impl PlannedTask {
+    /// The base-store part of a keyed task, its position deletes indexed as tasks index them.
+    pub fn of_node(partition: &PartitionId, node: &loch_table::mixed::optimize::NodeFiles) -> Self {
+        let mut task = PlannedTask {
+            partition: partition.clone(),
+            rewrite: Vec::new(),
+            reposition: Vec::new(),
+            deletes: Vec::new(),
+        };
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut plan = |f: &loch_table::mixed::optimize::BaseFile, deletes: &mut Vec<LiveFile>| PlannedFile {
+            file: f.file.clone(),
+            deletes: f
+                .deletes
+                .iter()
+                .map(|d| {
+                    *index.entry(d.path().to_string()).or_insert_with(|| {
+                        deletes.push(d.clone());
+                        deletes.len() - 1
+                    })
+                })
+                .collect(),
+        };
+        for f in &node.rewrite {
+            let planned = plan(f, &mut task.deletes);
+            task.rewrite.push(planned);
+        }
+        for f in &node.reposition {
+            let planned = plan(f, &mut task.deletes);
+            task.reposition.push(planned);
+        }
+        task
+    }
+
     /// Input files and bytes.
     pub fn input_size(&self) -> (u64, u64) {
         let files = self.rewrite.iter().chain(&self.reposition).map(|f| &f.file).chain(&self.deletes);

@@ -7,6 +7,7 @@
 mod common;
 mod data_expire;
 mod expiry;
+mod keyed;
 mod orphans;
 mod rewrite;
 mod service;

@@ -194,19 +194,39 @@ async fn tables_with_files_loch_cannot_rewrite_are_blocked_not_retried() {
 
 /// The stores of a Mixed-Iceberg table (an Amoro table registered in Loch) are not plain
 /// Iceberg tables: compacting a change store's delete rows as data would bring deleted rows
-/// back, so both stores are blocked with the reason, and data expiration skips them.
+/// back, so a change store is only ever optimized through its base store, a base store naming
+/// a key but without its change store is blocked with the reason, and data expiration skips
+/// both. A base store without a key (Amoro's unkeyed table) is optimized as Iceberg.
 #[tokio::test]
 async fn stores_of_mixed_iceberg_tables_are_never_optimized_as_plain_tables() {
-    for store in ["change", "base"] {
-        let env = fragmented(&[("mixed-format.table-store", store)]).await;
+    let cases = [
+        (vec![("mixed-format.table-store", "change")], None),
+        (
+            vec![("mixed-format.table-store", "base"), ("mixed-format.primary-key-fields", "id")],
+            Some("change store is missing"),
+        ),
+    ];
+    for (props, reason) in cases {
+        let env = fragmented(&props).await;
         let service = service(&env, config()).await;
         service.refresh_table(env.table_id).await.unwrap();
-        let runtime = service.table_runtime(env.table_id).await.unwrap().runtime;
-        let blocked = runtime.blocked.unwrap_or_default();
-        assert!(blocked.contains(&format!("the {store} store of a Mixed-Iceberg")), "{blocked}");
+        if let Some(reason) = reason {
+            let blocked = service.table_runtime(env.table_id).await.unwrap().runtime.blocked.unwrap_or_default();
+            assert!(blocked.contains(reason), "{blocked}");
+        }
         let token = register(&service, 1, false).await;
-        assert!(service.poll(&token, 0).await.unwrap().is_none(), "no process for a {store} store");
+        assert!(service.poll(&token, 0).await.unwrap().is_none(), "no process for {props:?}");
     }
+    let unkeyed = fragmented(&[("mixed-format.table-store", "base")]).await;
+    let before = unkeyed.rows().await;
+    let service = service(&unkeyed, config()).await;
+    service.refresh_table(unkeyed.table_id).await.unwrap();
+    let token = register(&service, 1, false).await;
+    let task = poll(&service, &token, 0).await;
+    run(&service, &token, 0, &task).await;
+    assert_eq!(finished(&service, &unkeyed).await.status, ProcessStatus::Success);
+    assert_eq!(unkeyed.rows().await, before);
+
     let props = [
         ("mixed-format.table-store", "change"),
         ("data-expire.enabled", "true"),

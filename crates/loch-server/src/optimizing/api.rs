@@ -10,7 +10,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use loch_api::ErrorResponse;
 use loch_api::optimizing::{
-    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, TableOptimizing, Task, UpdateGroupRequest,
+    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, StoreFiles, TableOptimizing, Task,
+    UpdateGroupRequest,
 };
 use loch_catalog::TableName;
 use loch_meta::{GroupRecord, NamedRuntime, OptimizerRecord, TaskRecord, now_ms};
@@ -114,6 +115,14 @@ fn process_dto(record: TableProcess) -> Process {
         input_bytes: summary.input_bytes,
         output_files: summary.output_files,
         output_bytes: summary.output_bytes,
+        stores: summary.keyed.then(|| StoreFiles {
+            change_input_files: summary.change_input_files,
+            change_input_bytes: summary.change_input_bytes,
+            base_input_files: summary.input_files - summary.change_input_files,
+            base_input_bytes: summary.input_bytes - summary.change_input_bytes,
+            base_output_files: summary.output_files,
+            base_output_bytes: summary.output_bytes,
+        }),
     }
 }
 

@@ -10,6 +10,8 @@ pub mod fold;
 pub mod key;
 pub mod key_hash;
 pub mod merge;
+pub mod optimize;
+pub mod plan;
 pub mod properties;
 pub mod prune;
 pub mod sequence;

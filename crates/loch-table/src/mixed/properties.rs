@@ -18,6 +18,24 @@ pub const CHANGE_BUCKETS: &str = "change.file-index.hash-bucket";
 /// `write.upsert.enabled` (false).
 pub const UPSERT: &str = "write.upsert.enabled";
 
+/// The primary key columns a base store's properties name (empty for an unkeyed table).
+pub fn primary_key(properties: &HashMap<String, String>) -> Vec<String> {
+    properties
+        .get(PRIMARY_KEY_FIELDS)
+        .map(|k| k.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+/// The base store's bucket count (`base.file-index.hash-bucket`, 4 by default), a power of two.
+pub fn base_buckets(properties: &HashMap<String, String>) -> crate::Result<u32> {
+    let Some(text) = properties.get(BASE_BUCKETS) else { return Ok(4) };
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| n.is_power_of_two())
+        .ok_or_else(|| crate::TableError::Invalid(format!("{BASE_BUCKETS} is {text:?}, not a power of two")))
+}
+
 /// Which store of a Mixed table an Iceberg table is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {

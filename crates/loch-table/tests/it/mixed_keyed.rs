@@ -3,15 +3,13 @@
 //! seeded with rows. After every commit the merge-on-read equals an in-memory model of the
 //! table, and replaying the CDC stream from the start onto the seed gives the same model.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::Int64Type;
-use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{Array, RecordBatch};
 use iceberg::expr::{Predicate, Reference};
 use iceberg::spec::Datum;
-use iceberg::spec::{NestedField, PrimitiveType, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::spec::{Transform, UnboundPartitionSpec};
 use loch_table::expire::{CANDIDATE_BATCH, plan_expiry, unreachable_files};
 use loch_table::mixed::change::{ChangeOp, ChangeOptions, ChangeWriter};
 use loch_table::mixed::file_name::{FileMeta, FileType};
@@ -24,77 +22,8 @@ use loch_table::mixed::sequence::{
 use loch_table::mixed::writer::{ChangeCommitter, Committed, KeyedTableWriter};
 use loch_table::snapshot::{RowDelta, SnapshotAction};
 use loch_testkit::data::{arrow_schema, write_data_files};
+use loch_testkit::keyed::{Lcg, Model, Row, batch, model_of, replay, schema};
 use loch_testkit::local::LocalTable;
-
-/// A row's region and value.
-type Row = (i64, Option<String>);
-/// id → row.
-type Model = BTreeMap<i64, Row>;
-
-fn schema() -> Schema {
-    Schema::builder()
-        .with_fields(vec![
-            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::required(2, "region", Type::Primitive(PrimitiveType::Long)).into(),
-            NestedField::optional(3, "v", Type::Primitive(PrimitiveType::String)).into(),
-        ])
-        .build()
-        .unwrap()
-}
-
-fn batch(table: &iceberg::table::Table, rows: &[(i64, i64, Option<String>)]) -> RecordBatch {
-    RecordBatch::try_new(
-        arrow_schema(table),
-        vec![
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-            Arc::new(StringArray::from_iter(rows.iter().map(|r| r.2.clone()))),
-        ],
-    )
-    .unwrap()
-}
-
-fn model_of(batches: &[RecordBatch]) -> Model {
-    let mut model = Model::new();
-    for b in batches {
-        let (ids, regions, values) = (
-            b.column(0).as_primitive::<Int64Type>(),
-            b.column(1).as_primitive::<Int64Type>(),
-            b.column(2).as_string::<i32>(),
-        );
-        for i in 0..b.num_rows() {
-            let value = (!values.is_null(i)).then(|| values.value(i).to_string());
-            assert!(model.insert(ids.value(i), (regions.value(i), value)).is_none(), "key {} read twice", ids.value(i));
-        }
-    }
-    model
-}
-
-/// Applies a CDC stream to `model`.
-fn replay(model: &mut Model, batches: &[RecordBatch]) -> Vec<i64> {
-    let mut transactions = Vec::new();
-    for b in batches {
-        let ids = b.column(0).as_primitive::<Int64Type>();
-        let regions = b.column(1).as_primitive::<Int64Type>();
-        let values = b.column(2).as_string::<i32>();
-        let actions = b.column_by_name("_change_action").unwrap().as_string::<i32>();
-        let txids = b.column_by_name("_transaction_id").unwrap().as_primitive::<Int64Type>();
-        for i in 0..b.num_rows() {
-            transactions.push(txids.value(i));
-            match actions.value(i) {
-                "INSERT" | "UPDATE_AFTER" => {
-                    let value = (!values.is_null(i)).then(|| values.value(i).to_string());
-                    model.insert(ids.value(i), (regions.value(i), value));
-                }
-                "DELETE" | "UPDATE_BEFORE" => {
-                    model.remove(&ids.value(i));
-                }
-                other => panic!("unknown action {other}"),
-            }
-        }
-    }
-    transactions
-}
 
 /// Reads `filter` with `columns` merged; the rows as a model (columns beyond the key are
 /// looked up by name) and what the read planned.
@@ -168,15 +97,6 @@ async fn filtered_reads_match(
         .map(|(k, v)| (*k, v.clone()))
         .collect();
     assert_eq!(rows, expected, "id < 100 and v < w1");
-}
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % below
-    }
 }
 
 /// One writer's pending changes: rows, ops, and what they do to the model at commit.
