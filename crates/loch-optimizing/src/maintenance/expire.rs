@@ -52,13 +52,22 @@ pub async fn expire_snapshots(
     now_ms: i64,
     dry_run: bool,
 ) -> Result<(MaintenanceSummary, Option<Expired>)> {
-    let (lock, table) = ManagedTable::load_locked(catalogs, table_id).await?;
-    let metadata = table.table.metadata_ref();
+    let (mut lock, mut table) = ManagedTable::load_locked(catalogs, table_id).await?;
+    let mut metadata = table.table.metadata_ref();
     let props = MaintenanceProperties::resolve(&table.catalog.record.properties, metadata.properties())?;
     let mut summary = MaintenanceSummary { dry_run, ..MaintenanceSummary::default() };
     if !props.expire.enabled {
         summary.skipped = Some("snapshot expiry is off (table-expire.enabled or gc.enabled is false)".into());
         return Ok((summary, None));
+    }
+    // A keyed table's change store first sheds folded change data past its TTL, so that
+    // the expiry below deletes the files.
+    if table.is_change_store() {
+        drop(lock);
+        summary.change_files_expired =
+            super::change_ttl::expire_change_data(catalogs, table_id, now_ms, dry_run).await?;
+        (lock, table) = ManagedTable::load_locked(catalogs, table_id).await?;
+        metadata = table.table.metadata_ref();
     }
 
     let keep_ms = i64::try_from(props.expire.keep.as_millis()).unwrap_or(i64::MAX);

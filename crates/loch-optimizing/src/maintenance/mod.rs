@@ -3,6 +3,7 @@
 //! reads its table properties (`properties`), works on one table under its commit lock, commits
 //! through the catalog's commit path and deletes only inside the table's location.
 
+pub mod change_ttl;
 pub mod dangling;
 pub mod data_expire;
 pub mod duration;
@@ -51,6 +52,9 @@ pub struct MaintenanceSummary {
     /// Empty directories removed (orphan cleaning of a local table).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dirs_removed: usize,
+    /// Change files of a keyed table removed by its change-data TTL (this expiry run's first step).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub change_files_expired: usize,
     /// The tag an `auto-create-tags` run made (or in a dry run would make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_created: Option<String>,

@@ -389,3 +389,89 @@ async fn killed_optimizers_and_servers_lose_no_keyed_row() {
     }
     assert_eq!(env.replayed().await, model);
 }
+
+/// Folded change files past `change.data.ttl.minutes` leave the change store (and disk, with
+/// snapshot expiry); unfolded ones stay; the table reads the same; a CDC read across the
+/// removed range is refused with the reason, one after it still replays.
+#[tokio::test]
+async fn change_data_past_its_ttl_is_removed_and_cdc_says_so() {
+    let env = Keyed::new(true, &PROPERTIES).await;
+    env.set_properties(&settings(OptimizingType::Minor)).await;
+    let service = OptimizingService::new(env.catalogs.clone(), config()).await.unwrap();
+    let token = register(&service, false).await;
+    let mut model = Model::new();
+    history(&env, &service, &token, &mut model).await;
+    service.refresh_table(env.base_id).await.unwrap();
+    let first = service.poll(&token, 0).await.unwrap().expect("a process");
+    assert_eq!(run_process(&service, &token, env.base_id, first).await.status, ProcessStatus::Success);
+    let change = env.change().await;
+    let mut writer = RandomWriter::new(&change, 0, false, &model);
+    writer.write_random(&change, &mut Lcg(13), 20, "late");
+    env.commit_writer(&mut writer, &mut model).await;
+    let last = env.change().await.metadata().last_sequence_number();
+
+    let catalog = env.catalogs.resolve("local").await.unwrap();
+    let change_id =
+        env.catalogs.store().get_table(catalog.record.id, &["db".into()], "t@change").await.unwrap().unwrap().id;
+    let ttl = [("change.data.ttl.minutes", "0"), ("snapshot.keep.duration", "0")];
+    let updates = ttl.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    env.commit("t@change", (vec![], vec![iceberg::TableUpdate::SetProperties { updates }])).await;
+    let live_before = live_count(&env.change().await).await;
+    let now = loch_meta::now_ms() + 1000;
+    let (mut summary, expired) = loch_optimizing::maintenance::expire::expire_snapshots(
+        &env.catalogs,
+        env.catalogs.store(),
+        change_id,
+        now,
+        false,
+    )
+    .await
+    .unwrap();
+    assert!(summary.change_files_expired > 0, "{summary:?}");
+    let live_after = live_count(&env.change().await).await;
+    assert_eq!(live_after, live_before - summary.change_files_expired, "the unfolded transaction's files stay");
+    loch_optimizing::maintenance::expire::delete_expired(&expired.expect("expired snapshots"), &mut summary, None)
+        .await
+        .unwrap();
+    assert!(summary.content_files >= summary.change_files_expired, "the removed files left the disk: {summary:?}");
+    assert_eq!(env.read().await, model, "the table reads the same");
+
+    let change = env.change().await;
+    let through: i64 = change.metadata().properties()[loch_table::mixed::properties::REMOVED_THROUGH].parse().unwrap();
+    assert!(through < last);
+    let refused = read_changes(&change, None, None).await.unwrap_err().to_string();
+    assert!(refused.contains("change.data.ttl.minutes"), "{refused}");
+    let tail = read_changes(&change, Some(through), None).await.unwrap();
+    let mut replayed = Model::new();
+    let transactions = replay(&mut replayed, &tail);
+    assert!(transactions.contains(&last), "the late transaction is still there");
+}
+
+async fn live_count(table: &Table) -> usize {
+    let Some(head) = table.metadata().current_snapshot().cloned() else { return 0 };
+    let files = loch_table::scan::live_files(table.file_io().clone(), table.metadata_ref(), head);
+    futures::TryStreamExt::try_collect::<Vec<_>>(files).await.unwrap().len()
+}
+
+/// A commit to the change store (which announces the change store) makes the base store's
+/// runtime evaluate the table.
+#[tokio::test]
+async fn a_change_store_commit_refreshes_the_keyed_table() {
+    let env = Keyed::new(false, &PROPERTIES).await;
+    let service = OptimizingService::new(env.catalogs.clone(), config()).await.unwrap();
+    let token = register(&service, false).await;
+    let change = env.change().await;
+    let mut model = Model::new();
+    let mut writer = RandomWriter::new(&change, 0, false, &model);
+    writer.write_random(&change, &mut Lcg(1), 30, "a");
+    env.commit_writer(&mut writer, &mut model).await;
+    let catalog = env.catalogs.resolve("local").await.unwrap();
+    let change_id =
+        env.catalogs.store().get_table(catalog.record.id, &["db".into()], "t@change").await.unwrap().unwrap().id;
+    service.refresh_table(change_id).await.unwrap();
+    let runtime = service.table_runtime(env.base_id).await.unwrap().runtime;
+    assert_eq!(runtime.status, "pending", "{runtime:?}");
+    let first = service.poll(&token, 0).await.unwrap().expect("a process");
+    assert_eq!(run_process(&service, &token, env.base_id, first).await.status, ProcessStatus::Success);
+    assert_eq!(env.read().await, model);
+}

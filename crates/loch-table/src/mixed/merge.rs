@@ -363,7 +363,17 @@ fn filter_rows(batch: &RecordBatch, keep: &BooleanArray) -> Result<RecordBatch> 
 /// The changes of transactions `(from, to]` in the order they were made (transaction, then
 /// offset, a delete before the insert of the same offset), with `_change_action` and
 /// `_transaction_id`. A delete and an insert sharing an offset are an update's two halves.
+/// Refused when the change-data TTL removed changes after `from` (they would be missing).
 pub async fn read_changes(change: &Table, from: Option<i64>, to: Option<i64>) -> Result<Vec<RecordBatch>> {
+    let removed = change.metadata().properties().get(super::properties::REMOVED_THROUGH);
+    if let Some(through) = removed.and_then(|v| v.parse::<i64>().ok())
+        && from.unwrap_or(0) < through
+    {
+        return Err(TableError::Invalid(format!(
+            "the changes of transactions up to {through} were removed by change.data.ttl.minutes; \
+             read changes after transaction {through} (from={through}) or read the table itself"
+        )));
+    }
     let files = read_change_files(change, from, to).await?;
     // (transaction, offset, 0 for deletes / 1 for inserts, file, row).
     let mut order: Vec<(i64, i64, u8, usize, usize)> = Vec::new();

@@ -36,6 +36,10 @@ pub fn base_buckets(properties: &HashMap<String, String>) -> crate::Result<u32> 
         .ok_or_else(|| crate::TableError::Invalid(format!("{BASE_BUCKETS} is {text:?}, not a power of two")))
 }
 
+/// Change-store property: the greatest transaction whose change files the change-data TTL
+/// removed; CDC reads starting before it would miss changes and are refused.
+pub const REMOVED_THROUGH: &str = "loch.change-data.removed-through";
+
 /// Which store of a Mixed table an Iceberg table is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Store {
