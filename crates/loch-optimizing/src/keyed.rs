@@ -17,7 +17,7 @@ use loch_table::mixed::file_name::{FileMeta, FileType};
 use loch_table::mixed::optimize::KeyedCommit;
 use loch_table::mixed::plan::{KeyedPartition, plan_partition};
 use loch_table::mixed::sequence::{OptimizedSequence, partition_path, read_optimized_sequence};
-use loch_table::scan::{LiveFile, live_files};
+use loch_table::scan::{LiveFile, live_files, live_files_after};
 
 use crate::committer::{OPTIMIZING_TYPE_PROPERTY, PROCESS_ID_PROPERTY, ProcessOutput, discard_written};
 use crate::error::{OptimizingError, Result};
@@ -72,7 +72,8 @@ async fn unfolded_change(
     let change = keyed.change.metadata_ref();
     let Some(head) = change.current_snapshot().cloned() else { return Ok(Vec::new()) };
     let mut out = Vec::new();
-    let mut files = live_files(keyed.change.file_io().clone(), change.clone(), head);
+    let floor = sequence.floor(&change);
+    let mut files = live_files_after(keyed.change.file_io().clone(), change.clone(), head, floor);
     while let Some(file) = files.try_next().await? {
         check_supported(&change, &file)?;
         if file.is_delete() {

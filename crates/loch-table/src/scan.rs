@@ -79,8 +79,21 @@ pub fn live_files(
     metadata: TableMetadataRef,
     snapshot: SnapshotRef,
 ) -> BoxStream<'static, Result<LiveFile>> {
+    live_files_after(io, metadata, snapshot, i64::MIN)
+}
+
+/// Like [`live_files`], without the manifests added at or below sequence number `floor`: none
+/// of their files has a greater data sequence number (a keyed table's change store skips what
+/// its optimized sequence already covers without reading it).
+pub fn live_files_after(
+    io: FileIO,
+    metadata: TableMetadataRef,
+    snapshot: SnapshotRef,
+    floor: i64,
+) -> BoxStream<'static, Result<LiveFile>> {
     stream::once(async move {
-        let list = manifests(&io, &metadata, &snapshot).await?;
+        let mut list = manifests(&io, &metadata, &snapshot).await?;
+        list.retain(|m| m.sequence_number > floor);
         Ok::<_, TableError>(stream::iter(list).then(move |manifest| {
             let io = io.clone();
             async move { manifest_live_files(&io, &manifest).await }

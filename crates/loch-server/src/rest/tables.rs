@@ -1,6 +1,7 @@
 //! Table routes: list, create, load, exists, commit, drop, rename, register, credentials,
 //! metrics reports and multi-table transactions.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -154,6 +155,41 @@ fn referenced_snapshots_only(cached: &CachedMetadata) -> Result<Box<RawValue>, A
     raw(value.to_string())
 }
 
+/// Statistics blob types PyIceberg accepts: its `BlobMetadata.type` is a closed list (0.12),
+/// so one other type (Amoro's `optimized-sequence` of keyed tables) makes the whole table
+/// unloadable there.
+const PYICEBERG_BLOB_TYPES: [&str; 2] = ["apache-datasketches-theta-v1", "deletion-vector-v1"];
+
+/// The metadata as `headers`' client can read it: for PyIceberg, without the statistics files
+/// holding blob types it rejects (statistics are optional to readers; the stored metadata keeps
+/// them, and commits apply to the stored metadata). Others get it unchanged.
+fn for_client<'a>(metadata: &'a RawValue, headers: &HeaderMap) -> Result<Cow<'a, RawValue>, ApiError> {
+    let pyiceberg = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|agent| agent.starts_with("PyIceberg/"));
+    if !pyiceberg || !metadata.get().contains("\"statistics\"") {
+        return Ok(Cow::Borrowed(metadata));
+    }
+    let mut value: serde_json::Value = serde_json::from_str(metadata.get()).map_err(ApiError::internal)?;
+    let Some(statistics) = value.get_mut("statistics").and_then(|s| s.as_array_mut()) else {
+        return Ok(Cow::Borrowed(metadata));
+    };
+    let before = statistics.len();
+    statistics.retain(|file| {
+        let blobs = file.get("blob-metadata").and_then(|b| b.as_array());
+        blobs.is_none_or(|blobs| {
+            blobs
+                .iter()
+                .all(|b| b.get("type").and_then(|t| t.as_str()).is_some_and(|t| PYICEBERG_BLOB_TYPES.contains(&t)))
+        })
+    });
+    if statistics.len() == before {
+        return Ok(Cow::Borrowed(metadata));
+    }
+    Ok(Cow::Owned(raw(value.to_string())?))
+}
+
 fn etag_of(metadata_location: &str, mode: &str) -> Option<HeaderValue> {
     let digest = Sha256::digest(format!("{metadata_location}|{mode}").as_bytes());
     HeaderValue::from_str(&format!("\"{}\"", &hex::encode(digest)[..32])).ok()
@@ -215,9 +251,9 @@ pub async fn load(
     }
     if mode == "refs" {
         let filtered = referenced_snapshots_only(&table.metadata)?;
-        return Ok(load_response(&table, &filtered, etag));
+        return Ok(load_response(&table, &for_client(&filtered, &headers)?, etag));
     }
-    Ok(load_response(&table, &table.metadata.json, etag))
+    Ok(load_response(&table, &for_client(&table.metadata.json, &headers)?, etag))
 }
 
 /// `HEAD .../tables/{table}`.
@@ -231,6 +267,7 @@ pub async fn exists(State(state): State<AppState>, ApiPath(target): ApiPath<Targ
 pub async fn commit(
     State(state): State<AppState>,
     ApiPath(target): ApiPath<Target>,
+    headers: HeaderMap,
     JsonBody(request): JsonBody<CommitTableRequest>,
 ) -> Result<Response, ApiError> {
     let catalog = target.catalog(&state).await?;
@@ -245,8 +282,8 @@ pub async fn commit(
     }
     let change = TableChange { ident, requirements: request.requirements, updates: request.updates };
     let committed = state.catalogs.commit_table(&catalog, change).await?;
-    let body =
-        CommitTableResponse { metadata_location: &committed.metadata_location, metadata: &committed.metadata.json };
+    let metadata = for_client(&committed.metadata.json, &headers)?;
+    let body = CommitTableResponse { metadata_location: &committed.metadata_location, metadata: &metadata };
     Ok(json_response(StatusCode::OK, &body, &[]))
 }
 

@@ -643,3 +643,85 @@ async fn random_ingests_over_http_match_a_model() {
     }
     assert_eq!(replayed, model, "the CDC stream replays to the model");
 }
+/// `loch serve` optimizes keyed tables by itself: ingested transactions are folded by its
+/// optimizer thread (the process shows its change-store inputs), and after a full optimizing
+/// PyIceberg reading the base store alone sees exactly what the merge-on-read returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_tables_are_optimized_by_the_server() {
+    let Some(server) = TestServer::start_configured(Backend::Sqlite, Storage::File, false, |config| {
+        config.optimizer.local_threads = 1;
+        config.refresh_tables.interval = std::time::Duration::from_millis(500);
+    })
+    .await
+    else {
+        return;
+    };
+    create_orders(&server).await;
+    let props = json!({"requirements": [], "updates": [{"action": "set-properties", "updates": {
+        "self-optimizing.enabled": "true",
+        "self-optimizing.min-plan-interval": "0",
+        "self-optimizing.minor.trigger.file-count": "1",
+    }}]});
+    let table = "/api/iceberg/rest/v1/catalogs/local/namespaces/kt/tables/orders";
+    assert_eq!(call(&server, Method::POST, table, Some(props)).await.0, 200);
+    for round in 0..6i64 {
+        let rows: Vec<(Option<i64>, String, Option<&str>)> = (0..20)
+            .map(|i| (Some((round * 7 + i) % 50), format!("r{round}i{i}"), Some(if i % 5 == 4 { "-D" } else { "+I" })))
+            .collect();
+        let rows: Vec<(Option<i64>, &str, Option<&str>)> =
+            rows.iter().map(|(id, n, op)| (*id, n.as_str(), *op)).collect();
+        let (status, body) = post_changes(&server, ipc(&rows)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let processes = "/api/v1/tables/local/kt/orders/optimizing/processes";
+    let server = &server;
+    let wait_for = |count: usize| async move {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let list = call(server, Method::GET, processes, None).await.1;
+            let done: Vec<Value> =
+                list.as_array().unwrap().iter().filter(|p| p["status"] == "success").cloned().collect();
+            if done.len() >= count && list.as_array().unwrap().iter().all(|p| p["status"] != "running") {
+                return done;
+            }
+            if std::time::Instant::now() > deadline {
+                let runtime = call(server, Method::GET, "/api/v1/tables/local/kt/orders/optimizing", None).await.1;
+                let metrics =
+                    server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+                let metrics: Vec<&str> =
+                    metrics.lines().filter(|l| l.contains("optimizing") && !l.starts_with('#')).collect();
+                panic!("no keyed process finished: {list}; {runtime}; {metrics:?}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    let done = wait_for(1).await;
+    let stores = &done[0]["stores"];
+    assert!(stores["changeInputFiles"].as_i64().unwrap() > 0, "{}", done[0]);
+    assert!(stores["baseOutputFiles"].as_i64().unwrap() > 0, "{}", done[0]);
+
+    // A property change is no data change: the next transaction is evaluated with it.
+    let full = json!({"requirements": [], "updates": [{"action": "set-properties",
+        "updates": {"self-optimizing.full.trigger.interval": "0"}}]});
+    assert_eq!(call(server, Method::POST, table, Some(full)).await.0, 200);
+    let (status, body) = post_changes(server, ipc(&[(Some(3), "late", Some("+I")), (Some(4), "x", Some("-D"))])).await;
+    assert_eq!(status, 200, "{body}");
+    let merged = id_names(&get_ipc(server, "/api/v1/tables/local/kt/orders/rows").await);
+    let done = wait_for(done.len() + 1).await;
+    assert!(done.iter().any(|p| p["type"] == "full"), "{done:?}");
+    assert_eq!(id_names(&get_ipc(server, "/api/v1/tables/local/kt/orders/rows").await), merged);
+    if let Some(digest) = tables_py(server, &["digest", "kt.orders"]).await {
+        assert_eq!(digest["rows"], merged.len(), "{digest}");
+        assert_eq!(digest["delete_files"], 0, "no deletes left after full optimizing: {digest}");
+        let rows: Vec<String> =
+            merged.iter().map(|(id, name)| format!("{{\"id\": {id}, \"name\": \"{name}\"}}")).collect();
+        let json = format!("[{}]", rows.join(", "));
+        let sha = sha256_hex(json.as_bytes());
+        assert_eq!(digest["sha256"], sha, "PyIceberg reads the base store as the merge-on-read: {digest}");
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}

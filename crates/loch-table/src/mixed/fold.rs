@@ -19,7 +19,7 @@ use super::optimize::{KeyedCommit, optimize_node};
 use super::plan::{KeyedPartition, plan_partition};
 use super::sequence::{OptimizedSequence, partition_path, read_optimized_sequence};
 use crate::error::{Result, TableError};
-use crate::scan::{LiveFile, live_files};
+use crate::scan::{LiveFile, live_files, live_files_after};
 use crate::snapshot::PendingCommit;
 
 /// What a fold wrote, to commit to the base store in one snapshot with its sequence attached.
@@ -128,7 +128,8 @@ pub async fn unfolded(
     let mut partitions: BTreeMap<String, KeyedPartition> = BTreeMap::new();
     let change_metadata = change.metadata_ref();
     let Some(head) = change_metadata.current_snapshot().cloned() else { return Ok(partitions) };
-    let mut files = live_files(change.file_io().clone(), change_metadata.clone(), head);
+    let floor = sequence.floor(&change_metadata);
+    let mut files = live_files_after(change.file_io().clone(), change_metadata.clone(), head, floor);
     while let Some(file) = files.try_next().await? {
         change_meta(&file)?;
         let path = path_of(&change_metadata, &file)?;

@@ -31,12 +31,17 @@ use super::key::KeyColumns;
 use super::prune::{MergeFilter, identity_columns};
 use super::sequence::{partition_path, read_optimized_sequence};
 use crate::error::{Result, TableError};
-use crate::scan::{LiveFile, live_files, read_task, whole_file_task};
+use crate::scan::{LiveFile, live_files, live_files_after, read_task, whole_file_task};
 
 /// Name of the CDC column holding the change (`INSERT`, `DELETE`, `UPDATE_BEFORE`, `UPDATE_AFTER`).
 pub const CHANGE_ACTION: &str = "_change_action";
 /// Name of the CDC column holding the change's transaction.
 pub const TRANSACTION_ID: &str = "_transaction_id";
+
+/// Change files a merged read lists above which it prunes them by metrics too.
+const METRICS_PRUNING_MIN_FILES: usize = 32;
+/// The same, when the optimized sequence let it skip folded manifests.
+const METRICS_PRUNING_FOLDED_MIN_FILES: usize = 256;
 
 /// A change file read whole: its rows, transaction and kind.
 struct ChangeRows {
@@ -207,13 +212,21 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
     let mut deletes: HashMap<(String, Vec<u8>), (i64, i64)> = HashMap::new();
     let change_metadata = change.metadata_ref();
     if let Some(head) = change_metadata.current_snapshot().cloned() {
-        let files: Vec<LiveFile> =
-            live_files(change.file_io().clone(), change_metadata.clone(), head).try_collect().await?;
-        stats.change_files = files.len();
-        let may_insert = surviving(change, filter.rows.as_ref()).await?;
-        let may_delete = surviving(change, filter.deletes.as_ref()).await?;
-        let file_schema = Arc::new(change_file_schema(&schema)?);
         let optimized = read_optimized_sequence(base).await?;
+        let floor = optimized.floor(&change_metadata);
+        let files: Vec<LiveFile> =
+            live_files_after(change.file_io().clone(), change_metadata.clone(), head, floor).try_collect().await?;
+        stats.change_files = files.len();
+        // Pruning by metrics plans the whole change store (iceberg's scan reads every
+        // manifest, folded ones too): worth it for more than a few files, and once a folded
+        // prefix was skipped above, only for many.
+        let worth = if floor == i64::MIN { METRICS_PRUNING_MIN_FILES } else { METRICS_PRUNING_FOLDED_MIN_FILES };
+        let (may_insert, may_delete) = if files.len() > worth {
+            (surviving(change, filter.rows.as_ref()).await?, surviving(change, filter.deletes.as_ref()).await?)
+        } else {
+            (None, None)
+        };
+        let file_schema = Arc::new(change_file_schema(&schema)?);
         for file in files {
             let meta = change_meta(&file)?;
             if !optimized.is_empty() {

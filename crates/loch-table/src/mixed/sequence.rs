@@ -43,6 +43,17 @@ impl OptimizedSequence {
         self.get(path).is_some_and(|optimized| sequence <= optimized)
     }
 
+    /// A sequence number every change file at or below which is covered, when one holds for
+    /// every partition of the change store `change` (an unpartitioned one: its only partition).
+    /// Change-store manifests added at or below it need not be read.
+    pub fn floor(&self, change: &TableMetadata) -> i64 {
+        if change.partition_specs_iter().all(|s| s.is_unpartitioned()) {
+            self.get("").unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        }
+    }
+
     /// True when no partition was optimized.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
