@@ -6,15 +6,16 @@
 //! updates of random old orders), while an analytical query (a three-way join with an
 //! aggregate) runs through the merge-on-read DataFusion provider every `--query-secs`.
 //!
-//! The arms run side by side, each on its own `loch serve` in this process (the machine idles
-//! between commits; their queries are spread over the query interval so they do not overlap).
-//! Each arm starts from the same state — the initial load folded into the base stores — and
-//! then runs `--minutes` with self-optimizing on (the server's optimizer thread, Amoro's
-//! default triggers, plans at most every 10 s) or off. Per minute it reports ingest rows/s,
-//! commit-to-visible latency (from sending a transaction until a key lookup through the rows route returns its newest
-//! order), query latency, and the live files the merge-on-read reads (change files above the
-//! optimized sequence, base files). It prints a table per arm, end/start query-latency
-//! ratios, and draws query latency over time for both arms as a PNG (`--plot`).
+//! The arms run one after the other (or side by side with `--side-by-side`), each on its own
+//! `loch serve` in this process. Each arm starts from the same state — the initial load folded
+//! into the base stores — and then runs `--minutes` with self-optimizing on (the server's
+//! optimizer thread, Amoro's default triggers, plans at most every 10 s) or off. Per minute it
+//! reports ingest rows/s, commit-to-visible latency (from sending a transaction until a key
+//! lookup through the rows route returns its newest order), query latency (the median of
+//! `--query-repeats` back-to-back runs), the live files the merge-on-read reads (change files
+//! above the optimized sequence, base files) and what the stores' metadata holds. It prints a
+//! table per arm, end/start query-latency ratios, and draws query latency over time for both
+//! arms as a PNG (`--plot`).
 //!
 //! Build with `--release`; see `bench/README.md`.
 
@@ -61,9 +62,15 @@ struct Args {
     /// Payments (random old orders updated) per commit.
     #[arg(long, default_value_t = 50)]
     payments: i64,
+    /// Queries run back to back each time; their median is reported.
+    #[arg(long, default_value_t = 3)]
+    query_repeats: usize,
     /// Arms to run, in order.
     #[arg(long, value_delimiter = ',', default_value = "on,off")]
     arms: Vec<String>,
+    /// Run the arms side by side (each on its own server) instead of one after the other.
+    #[arg(long)]
+    side_by_side: bool,
     /// Where to draw the query latency over time.
     #[arg(long, default_value = "bench/keyed-stream.png")]
     plot: String,
@@ -79,9 +86,28 @@ struct Minute {
     rows: u64,
     visible_ms: Vec<f64>,
     query_s: Option<f64>,
+    load_s: f64,
     change_files: usize,
     base_files: usize,
+    shape: Shape,
     processes: usize,
+}
+
+/// What the stores' metadata holds (summed over the tables): what every query loads.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    change_snapshots: usize,
+    change_manifests: usize,
+    base_snapshots: usize,
+    base_manifests: usize,
+    base_deletes: usize,
+    base_delete_records: u64,
+    base_records: u64,
+    /// Milliseconds to load the change stores' and the base stores' metadata (REST).
+    change_load_ms: f64,
+    base_load_ms: f64,
+    /// Milliseconds to read the change stores' manifest lists.
+    change_list_ms: f64,
 }
 
 struct Client {
@@ -136,11 +162,20 @@ impl Client {
         Ok((self.load(table).await?, self.load(&format!("{table}@change")).await?))
     }
 
+    /// Loads a table as a REST client does: its metadata from the `loadTable` answer.
     async fn load(&self, name: &str) -> Result<Table> {
-        let loaded = self.get(&format!("/api/iceberg/rest/v1/catalogs/local/namespaces/tpcc/tables/{name}")).await?;
-        let location = loaded["metadata-location"].as_str().context("metadata-location")?.to_string();
+        #[derive(serde::Deserialize)]
+        struct Loaded {
+            #[serde(rename = "metadata-location")]
+            location: String,
+            metadata: TableMetadata,
+        }
+        // Only the snapshots refs name: the reads here need the current one alone.
+        let path = format!("/api/iceberg/rest/v1/catalogs/local/namespaces/tpcc/tables/{name}?snapshots=refs");
+        let answer = self.http.get(format!("{}{path}", self.url)).send().await?;
+        ensure!(answer.status().is_success(), "GET {path}: {}", answer.status());
+        let Loaded { location, metadata } = serde_json::from_slice(&answer.bytes().await?)?;
         let io = loch_table::io::file_io(std::collections::HashMap::<String, String>::new());
-        let metadata = TableMetadata::read_from(&io, &location).await?;
         Ok(Table::builder()
             .identifier(TableIdent::new(NamespaceIdent::new("tpcc".into()), name.into()))
             .file_io(io)
@@ -275,8 +310,8 @@ const QUERY: &str = "SELECT o.w_id, count(*) AS lines, sum(ol.amount) AS amount,
     WHERE o.carrier_id > 0 GROUP BY o.w_id ORDER BY o.w_id";
 
 /// Runs the analytical query through the merge-on-read provider; its time (loading the
-/// tables' metadata included) and the rows of its answer.
-async fn query(client: &Client) -> Result<(f64, usize)> {
+/// tables' metadata included), the part of it spent loading, and the rows of its answer.
+async fn query(client: &Client) -> Result<(f64, f64, usize)> {
     let start = Instant::now();
     let ctx = datafusion::prelude::SessionContext::new();
     for table in ["orders", "order_line", "stock"] {
@@ -284,8 +319,48 @@ async fn query(client: &Client) -> Result<(f64, usize)> {
         let provider = loch_sql::KeyedTableProvider::try_new(base, change, vec!["id".into()])?;
         ctx.register_table(table, Arc::new(provider))?;
     }
+    let loaded = start.elapsed().as_secs_f64();
     let batches = ctx.sql(QUERY).await?.collect().await?;
-    Ok((start.elapsed().as_secs_f64(), batches.iter().map(|b| b.num_rows()).sum()))
+    Ok((start.elapsed().as_secs_f64(), loaded, batches.iter().map(|b| b.num_rows()).sum()))
+}
+
+/// The stores' snapshots, manifests and base delete files.
+async fn shape(client: &Client) -> Result<Shape> {
+    let mut shape = Shape::default();
+    for table in ["orders", "order_line", "stock"] {
+        let start = Instant::now();
+        let base = client.load(table).await?;
+        shape.base_load_ms += start.elapsed().as_secs_f64() * 1000.0;
+        let start = Instant::now();
+        let change = client.load(&format!("{table}@change")).await?;
+        shape.change_load_ms += start.elapsed().as_secs_f64() * 1000.0;
+        for (store, snapshots, manifests) in [
+            (&change, &mut shape.change_snapshots, &mut shape.change_manifests),
+            (&base, &mut shape.base_snapshots, &mut shape.base_manifests),
+        ] {
+            // The snapshot log: loads answer only the snapshots refs name.
+            *snapshots += store.metadata().history().len();
+            if let Some(head) = store.metadata().current_snapshot() {
+                let start = Instant::now();
+                *manifests += loch_table::scan::manifests(store.file_io(), &store.metadata_ref(), head).await?.len();
+                if std::ptr::eq(store, &change) {
+                    shape.change_list_ms += start.elapsed().as_secs_f64() * 1000.0;
+                }
+            }
+        }
+        if let Some(head) = base.metadata().current_snapshot().cloned() {
+            let files = loch_table::scan::live_files(base.file_io().clone(), base.metadata_ref(), head);
+            for file in futures::TryStreamExt::try_collect::<Vec<_>>(files).await? {
+                if file.is_delete() {
+                    shape.base_deletes += 1;
+                    shape.base_delete_records += file.file.record_count();
+                } else {
+                    shape.base_records += file.file.record_count();
+                }
+            }
+        }
+    }
+    Ok(shape)
 }
 
 /// Live files merge-on-read reads: change files above the optimized sequence, base files.
@@ -387,10 +462,19 @@ async fn arm(args: &Args, optimizing: bool, offset: Duration) -> Result<(Vec<Min
         rows_total += rows;
         if start.elapsed() >= next_query {
             next_query += Duration::from_secs(args.query_secs);
-            let (seconds, _) = query(&client).await.context("query")?;
+            // The median of back-to-back queries, so one that met a commit does not stand out.
+            let mut runs = Vec::new();
+            for _ in 0..args.query_repeats.max(1) {
+                runs.push(query(&client).await.context("query")?);
+            }
+            runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (seconds, load_s, _) = runs[runs.len() / 2];
             let (change_files, base_files) = live_files(&client).await?;
+            let shape = shape(&client).await?;
             let m = &mut minutes[slot];
             m.query_s = Some(seconds);
+            m.load_s = load_s;
+            m.shape = shape;
             m.change_files = change_files;
             m.base_files = base_files;
             let mut processes = 0;
@@ -399,13 +483,13 @@ async fn arm(args: &Args, optimizing: bool, offset: Duration) -> Result<(Vec<Min
             }
             m.processes = processes;
             eprintln!(
-                "arm {} minute {}: query {seconds:.2} s, change files {change_files}, base files {base_files}, processes {processes}",
+                "arm {} minute {}: query {seconds:.2} s (loading {load_s:.3} s), change files {change_files}, base files {base_files}, processes {processes}, {shape:?}",
                 if optimizing { "on" } else { "off" },
                 slot + 1
             );
         }
     }
-    // Process CPU: with arms side by side it is shared, so per-core figures cover both.
+    // Process CPU (server and client): with arms side by side it is shared.
     let cpu = (cpu_time() - cpu0).as_secs_f64();
     let rows_per_s = rows_total as f64 / start.elapsed().as_secs_f64();
     server.shutdown().await?;
@@ -471,25 +555,33 @@ fn plot(path: &str, arms: &[(String, Vec<Minute>)]) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    // The arms run side by side (the machine idles between commits), each on its own server.
-    let runs = args.arms.iter().enumerate().map(|(i, name)| {
+    for name in &args.arms {
+        ensure!(name == "on" || name == "off", "unknown arm {name:?}; use on or off");
+    }
+    let run = |i: usize, name: String| {
         let args = &args;
         async move {
-            let optimizing = match name.as_str() {
-                "on" => true,
-                "off" => false,
-                other => anyhow::bail!("unknown arm {other:?}; use on or off"),
-            };
-            let offset = Duration::from_secs(args.query_secs * i as u64 / args.arms.len().max(1) as u64);
+            // Side by side, the arms' queries are spread over the query interval.
+            let share = if args.side_by_side { i as u64 } else { 0 };
+            let offset = Duration::from_secs(args.query_secs * share / args.arms.len().max(1) as u64);
             let (minutes, rows_per_s, rows_per_core) =
-                arm(args, optimizing, offset).await.with_context(|| format!("arm {name}"))?;
-            Ok::<_, anyhow::Error>((name.clone(), minutes, rows_per_s, rows_per_core))
+                arm(args, name == "on", offset).await.with_context(|| format!("arm {name}"))?;
+            Ok::<_, anyhow::Error>((name, minutes, rows_per_s, rows_per_core))
         }
-    });
-    let results = futures::future::try_join_all(runs).await?;
+    };
+    let results = if args.side_by_side {
+        futures::future::try_join_all(args.arms.iter().enumerate().map(|(i, n)| run(i, n.clone()))).await?
+    } else {
+        let mut results = Vec::new();
+        for (i, name) in args.arms.iter().enumerate() {
+            results.push(run(i, name.clone()).await?);
+        }
+        results
+    };
     for (name, minutes, rows_per_s, rows_per_core) in &results {
         println!(
-            "### self-optimizing {name}: {rows_per_s:.0} rows/s, {rows_per_core:.0} rows/s per core of the process (shared by the arms)"
+            "### self-optimizing {name}: {rows_per_s:.0} rows/s, {rows_per_core:.0} rows/s per CPU-second of the process{}",
+            if args.side_by_side { " (shared by the arms)" } else { "" }
         );
         println!();
         println!(

@@ -31,6 +31,10 @@ pub struct CachedMetadata {
     pub metadata: Arc<TableMetadata>,
     /// The metadata as JSON, exactly as stored.
     pub json: Box<RawValue>,
+    /// The JSON with only the snapshots a branch or tag references (`snapshots=refs`) and
+    /// their statistics, made once: a streaming table keeps thousands of snapshots its
+    /// readers never look at.
+    refs_json: std::sync::OnceLock<Box<RawValue>>,
 }
 
 impl CachedMetadata {
@@ -38,7 +42,35 @@ impl CachedMetadata {
     pub fn from_metadata(metadata: TableMetadata) -> Result<Self> {
         let json = to_ordered_json(&metadata, TABLE_LISTS)
             .map_err(|e| CatalogError::Internal(format!("serialize metadata: {e}")))?;
-        Ok(Self { metadata: Arc::new(metadata), json })
+        Ok(Self { metadata: Arc::new(metadata), json, refs_json: Default::default() })
+    }
+
+    /// The metadata JSON keeping only the snapshots a branch or tag references, and their
+    /// statistics.
+    pub fn referenced_snapshots_only(&self) -> Result<&RawValue> {
+        if let Some(json) = self.refs_json.get() {
+            return Ok(json);
+        }
+        let internal = |e: serde_json::Error| CatalogError::Internal(format!("metadata json: {e}"));
+        let mut value: serde_json::Value = serde_json::from_str(self.json.get()).map_err(internal)?;
+        // The refs' snapshots, and the current one (v1 metadata may name it without a ref).
+        let mut referenced: Vec<i64> = value
+            .get("refs")
+            .and_then(|r| r.as_object())
+            .map(|refs| refs.values().filter_map(|r| r.get("snapshot-id")?.as_i64()).collect())
+            .unwrap_or_default();
+        referenced.extend(self.metadata.current_snapshot_id());
+        // The snapshots, and the statistics of snapshots left out (a keyed table's base store
+        // gets one per optimizing commit).
+        for list in ["snapshots", "statistics", "partition-statistics"] {
+            if let Some(entries) = value.get_mut(list).and_then(|s| s.as_array_mut()) {
+                entries.retain(|s| {
+                    s.get("snapshot-id").and_then(|id| id.as_i64()).is_some_and(|id| referenced.contains(&id))
+                });
+            }
+        }
+        let json = RawValue::from_string(value.to_string()).map_err(internal)?;
+        Ok(self.refs_json.get_or_init(|| json))
     }
 
     /// Parses metadata JSON read from a file, keeping the text.
@@ -46,7 +78,7 @@ impl CachedMetadata {
         let metadata: TableMetadata =
             serde_json::from_str(&json).map_err(|e| CatalogError::BadRequest(e.to_string()))?;
         let json = RawValue::from_string(json).map_err(|e| CatalogError::Internal(format!("metadata json: {e}")))?;
-        Ok(Self { metadata: Arc::new(metadata), json })
+        Ok(Self { metadata: Arc::new(metadata), json, refs_json: Default::default() })
     }
 }
 

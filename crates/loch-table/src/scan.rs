@@ -93,7 +93,8 @@ pub fn live_files_after(
 ) -> BoxStream<'static, Result<LiveFile>> {
     stream::once(async move {
         let mut list = manifests(&io, &metadata, &snapshot).await?;
-        list.retain(|m| m.sequence_number > floor);
+        // A manifest with neither added nor existing entries holds no live file.
+        list.retain(|m| m.sequence_number > floor && (m.has_added_files() || m.has_existing_files()));
         Ok::<_, TableError>(stream::iter(list).then(move |manifest| {
             let io = io.clone();
             async move { manifest_live_files(&io, &manifest).await }

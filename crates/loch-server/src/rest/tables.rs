@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use iceberg::TableIdent;
 use iceberg_catalog_rest::{CommitTableRequest, CreateTableRequest, RegisterTableRequest, RenameTableRequest};
-use loch_catalog::{CachedMetadata, CreateTable, LoadedTable, TableChange, TableName};
+use loch_catalog::{CreateTable, LoadedTable, TableChange, TableName};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -140,21 +140,6 @@ fn load_response(table: &LoadedTable, metadata: &RawValue, etag: Option<HeaderVa
     json_response(StatusCode::OK, &body, &headers)
 }
 
-/// Metadata keeping only snapshots that a branch or tag references (`snapshots=refs`).
-fn referenced_snapshots_only(cached: &CachedMetadata) -> Result<Box<RawValue>, ApiError> {
-    let mut value: serde_json::Value = serde_json::from_str(cached.json.get()).map_err(ApiError::internal)?;
-    let referenced: Vec<i64> = value
-        .get("refs")
-        .and_then(|r| r.as_object())
-        .map(|refs| refs.values().filter_map(|r| r.get("snapshot-id")?.as_i64()).collect())
-        .unwrap_or_default();
-    if let Some(snapshots) = value.get_mut("snapshots").and_then(|s| s.as_array_mut()) {
-        snapshots
-            .retain(|s| s.get("snapshot-id").and_then(|id| id.as_i64()).is_some_and(|id| referenced.contains(&id)));
-    }
-    raw(value.to_string())
-}
-
 /// Statistics blob types PyIceberg accepts: its `BlobMetadata.type` is a closed list (0.12),
 /// so one other type (Amoro's `optimized-sequence` of keyed tables) makes the whole table
 /// unloadable there.
@@ -250,8 +235,8 @@ pub async fn load(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag.clone())]).into_response());
     }
     if mode == "refs" {
-        let filtered = referenced_snapshots_only(&table.metadata)?;
-        return Ok(load_response(&table, &for_client(&filtered, &headers)?, etag));
+        let filtered = table.metadata.referenced_snapshots_only()?;
+        return Ok(load_response(&table, &for_client(filtered, &headers)?, etag));
     }
     Ok(load_response(&table, &for_client(&table.metadata.json, &headers)?, etag))
 }

@@ -231,3 +231,75 @@ async fn a_create_keeps_the_requested_format_version() {
     let creation = TableCreation::builder().name("v9".into()).schema(simple_schema()).properties(bad).build();
     assert!(catalog.create_table(&ns, creation).await.is_err());
 }
+
+/// `loadTable?snapshots=refs` answers the snapshots a branch or tag references and no other
+/// (what a reader of the current state needs, however long the history); `all` answers every
+/// snapshot; anything else is a 400.
+#[tokio::test]
+async fn loading_with_snapshots_refs_answers_the_referenced_snapshots_only() {
+    let Some(server) = TestServer::start(Backend::Sqlite, Storage::File).await else { return };
+    let catalog = server.rest_catalog().await;
+    let ns = NamespaceIdent::new("refs".into());
+    catalog.create_namespace(&ns, HashMap::new()).await.unwrap();
+    let mut table = catalog
+        .create_table(&ns, TableCreation::builder().name("t".into()).schema(simple_schema()).build())
+        .await
+        .unwrap();
+    for i in 0..4 {
+        table = append(&catalog, &table, &batch(&table, &[i], "x")).await.unwrap();
+    }
+    let snapshots: Vec<i64> = table.metadata().snapshots().map(|s| s.snapshot_id()).collect();
+    let first =
+        *snapshots.iter().min_by_key(|id| table.metadata().snapshot_by_id(**id).unwrap().sequence_number()).unwrap();
+    let tag = serde_json::json!({"requirements": [], "updates": [{"action": "set-snapshot-ref", "ref-name": "v1",
+        "type": "tag", "snapshot-id": first}]});
+    let path = "/api/iceberg/rest/v1/catalogs/local/namespaces/refs/tables/t";
+    let (status, body) = crate::common::call(&server, reqwest::Method::POST, path, Some(tag)).await;
+    assert_eq!(status, 200, "{body}");
+    // Statistics for the tagged snapshot and for one no ref names.
+    let unreferenced =
+        *snapshots.iter().find(|id| **id != first && Some(**id) != table.metadata().current_snapshot_id()).unwrap();
+    let location = table.metadata().location().to_string();
+    let statistics = |id: i64| {
+        serde_json::json!({"action": "set-statistics", "snapshot-id": id, "statistics": {
+        "snapshot-id": id, "statistics-path": format!("{location}/metadata/{id}.stats"), "file-size-in-bytes": 10,
+        "file-footer-size-in-bytes": 5, "blob-metadata": []}})
+    };
+    let set = serde_json::json!({"requirements": [], "updates": [statistics(first), statistics(unreferenced)]});
+    let (status, body) = crate::common::call(&server, reqwest::Method::POST, path, Some(set)).await;
+    assert_eq!(status, 200, "{body}");
+
+    let ids = |body: &serde_json::Value| {
+        let mut ids: Vec<i64> = body["metadata"]["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["snapshot-id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let current = table.metadata().current_snapshot_id().unwrap();
+    let mut referenced = vec![first, current];
+    referenced.sort();
+    for _ in 0..2 {
+        // Twice: the second answer comes from the cached entry.
+        let (status, body) =
+            crate::common::call(&server, reqwest::Method::GET, &format!("{path}?snapshots=refs"), None).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(ids(&body), referenced);
+        assert_eq!(body["metadata"]["current-snapshot-id"], current);
+        assert_eq!(body["metadata"]["snapshot-log"].as_array().unwrap().len(), 4);
+        let stats = body["metadata"]["statistics"].as_array().unwrap();
+        assert_eq!(stats.iter().map(|s| s["snapshot-id"].as_i64().unwrap()).collect::<Vec<_>>(), vec![first]);
+    }
+    let (_, all) = crate::common::call(&server, reqwest::Method::GET, &format!("{path}?snapshots=all"), None).await;
+    let mut every = snapshots.clone();
+    every.sort();
+    assert_eq!(ids(&all), every);
+    assert_eq!(all["metadata"]["statistics"].as_array().unwrap().len(), 2);
+    let (status, body) =
+        crate::common::call(&server, reqwest::Method::GET, &format!("{path}?snapshots=some"), None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("snapshots must be"), "{body}");
+}

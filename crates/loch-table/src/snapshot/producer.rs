@@ -95,9 +95,14 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
         let parent_manifests: Vec<ManifestFile> =
             ManifestList::parse_with_version(&bytes, format)?.consume_entries().into_iter().collect();
         for manifest in parent_manifests {
-            let may_hold_removed = !changes.removed_paths.is_empty()
-                && found.len() < changes.removed_paths.len()
-                && (manifest.has_added_files() || manifest.has_existing_files());
+            let live = manifest.has_added_files() || manifest.has_existing_files();
+            // A manifest left with DELETED entries only belongs to the snapshot that deleted
+            // them (as Iceberg Java keeps it): carried on, every later snapshot would list it
+            // and every scan read it, one more per rewrite.
+            if !live {
+                continue;
+            }
+            let may_hold_removed = !changes.removed_paths.is_empty() && found.len() < changes.removed_paths.len();
             if !may_hold_removed {
                 manifests.push(manifest);
                 continue;

@@ -116,6 +116,42 @@ async fn rewrite_keeps_every_row_and_drops_applied_deletes() {
     assert_eq!(files[0].file_sequence_number, 5);
 }
 
+/// Manifests of `table`'s current snapshot: (with live entries, with DELETED entries only).
+async fn manifest_kinds(table: &Table) -> (usize, usize) {
+    let head = table.metadata().current_snapshot().unwrap();
+    let list = loch_table::scan::manifests(table.file_io(), &table.metadata_ref(), head).await.unwrap();
+    let live = list.iter().filter(|m| m.has_added_files() || m.has_existing_files()).count();
+    (live, list.len() - live)
+}
+
+#[tokio::test]
+async fn manifests_of_deleted_entries_only_stay_with_the_snapshot_that_deleted_them() {
+    let (mut t, _dir) = fragmented().await;
+    let before = ids(&scan_all(&t.table).await.unwrap());
+    t.commit(plan_full_rewrite(&t).await.prepare(&t.table).await.unwrap()).await.unwrap();
+    // The rewrite lists the manifests that mark the old files DELETED (four: three data, one
+    // delete manifest) beside the new one.
+    assert_eq!(manifest_kinds(&t.table).await, (1, 4));
+    let rewrite = t.table.metadata().current_snapshot_id().unwrap();
+    // The next snapshots do not carry them on (otherwise every rewrite leaves one more manifest
+    // that every later scan reads).
+    t.append(&batch(&t.table, 100..105)).await.unwrap();
+    assert_eq!(manifest_kinds(&t.table).await, (2, 0));
+    let mut expected = before;
+    expected.extend(100..105);
+    assert_eq!(ids(&scan_all(&t.table).await.unwrap()), expected);
+    // What the rewrite removed is still told by its own snapshot.
+    let changes = loch_table::scan::changes_since(
+        t.table.file_io(),
+        &t.table.metadata_ref(),
+        t.table.metadata().snapshot_by_id(rewrite).cloned(),
+        t.table.metadata().snapshot_by_id(rewrite).and_then(|s| s.parent_snapshot_id()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(changes.removed.len(), 5);
+}
+
 #[tokio::test]
 async fn equality_deletes_committed_after_planning_still_apply() {
     let (mut t, _dir) = fragmented().await;
