@@ -55,6 +55,34 @@ pub(crate) fn to_ordered_json<T: Serialize>(value: &T, lists: Lists) -> serde_js
     serde_json::value::to_raw_value(&fields)
 }
 
+/// `json` (an object) with the elements of `lists` kept only where `keep(list, element ids)`
+/// holds; everything else as it was. Like [`to_ordered_json`], no JSON tree is built.
+pub(crate) fn retain_in_lists(
+    json: &str,
+    lists: Lists,
+    mut keep: impl FnMut(&str, &Ids) -> bool,
+) -> serde_json::Result<Box<RawValue>> {
+    let mut fields: Fields<'_> = {
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        let fields = FieldsSeed(lists).deserialize(&mut deserializer)?;
+        deserializer.end()?;
+        fields
+    };
+    for (key, field) in &mut fields.0 {
+        if let Field::List(items) = field {
+            let mut kept = Vec::with_capacity(items.len());
+            for item in items.drain(..) {
+                let ids: Ids = serde_json::from_str(item.get())?;
+                if keep(key, &ids) {
+                    kept.push(item);
+                }
+            }
+            *items = kept;
+        }
+    }
+    serde_json::value::to_raw_value(&fields)
+}
+
 /// A field of the top-level object: raw, or (a list to sort) its raw elements.
 enum Field<'a> {
     Raw(&'a RawValue),
@@ -114,7 +142,7 @@ impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed {
 /// The ids an element of a metadata list may be ordered by.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-struct Ids {
+pub(crate) struct Ids {
     schema_id: Option<i64>,
     spec_id: Option<i64>,
     order_id: Option<i64>,
@@ -125,7 +153,8 @@ struct Ids {
 }
 
 impl Ids {
-    fn get(&self, field: &str) -> i64 {
+    /// The id `field` (`snapshot-id`, `schema-id`, ...), 0 when the element has none.
+    pub(crate) fn get(&self, field: &str) -> i64 {
         let value = match field {
             "schema-id" => self.schema_id,
             "spec-id" => self.spec_id,
@@ -168,5 +197,13 @@ mod tests {
         unordered["snapshots"] = value["snapshots"].clone();
         unordered["schemas"] = value["schemas"].clone();
         assert_eq!(unordered, value, "nothing else changed");
+    }
+
+    #[test]
+    fn retained_elements_are_the_kept_ones_and_the_rest_is_as_it_was() {
+        let json = r#"{"b":1,"snapshots":[{"snapshot-id":1,"x":[1]},{"snapshot-id":2},{"y":3}],"a":{"k":"v"},"statistics":[]}"#;
+        let kept =
+            retain_in_lists(json, TABLE_LISTS, |list, ids| list == "snapshots" && ids.get("snapshot-id") == 2).unwrap();
+        assert_eq!(kept.get(), r#"{"b":1,"snapshots":[{"snapshot-id":2}],"a":{"k":"v"},"statistics":[]}"#);
     }
 }

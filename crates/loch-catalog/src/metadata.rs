@@ -15,7 +15,7 @@ use loch_meta::TableStats;
 use serde_json::value::RawValue;
 
 use crate::error::{CatalogError, Result};
-use crate::json_order::{TABLE_LISTS, to_ordered_json};
+use crate::json_order::{TABLE_LISTS, retain_in_lists, to_ordered_json};
 use crate::storage::policy::{ReadLimits, read_bounded, write_inside};
 use loch_table::location::Location;
 
@@ -51,25 +51,7 @@ impl CachedMetadata {
         if let Some(json) = self.refs_json.get() {
             return Ok(json);
         }
-        let internal = |e: serde_json::Error| CatalogError::Internal(format!("metadata json: {e}"));
-        let mut value: serde_json::Value = serde_json::from_str(self.json.get()).map_err(internal)?;
-        // The refs' snapshots, and the current one (v1 metadata may name it without a ref).
-        let mut referenced: Vec<i64> = value
-            .get("refs")
-            .and_then(|r| r.as_object())
-            .map(|refs| refs.values().filter_map(|r| r.get("snapshot-id")?.as_i64()).collect())
-            .unwrap_or_default();
-        referenced.extend(self.metadata.current_snapshot_id());
-        // The snapshots, and the statistics of snapshots left out (a keyed table's base store
-        // gets one per optimizing commit).
-        for list in ["snapshots", "statistics", "partition-statistics"] {
-            if let Some(entries) = value.get_mut(list).and_then(|s| s.as_array_mut()) {
-                entries.retain(|s| {
-                    s.get("snapshot-id").and_then(|id| id.as_i64()).is_some_and(|id| referenced.contains(&id))
-                });
-            }
-        }
-        let json = RawValue::from_string(value.to_string()).map_err(internal)?;
+        let json = referenced_snapshots_only(self.json.get(), self.metadata.current_snapshot_id())?;
         Ok(self.refs_json.get_or_init(|| json))
     }
 
@@ -80,6 +62,29 @@ impl CachedMetadata {
         let json = RawValue::from_string(json).map_err(|e| CatalogError::Internal(format!("metadata json: {e}")))?;
         Ok(Self { metadata: Arc::new(metadata), json, refs_json: Default::default() })
     }
+}
+
+/// `json` (a metadata file's text) with only the snapshots a ref or `current` references, and
+/// their statistics (a keyed table's base store gets one per optimizing commit). Works on raw
+/// JSON: a metadata file of thousands of snapshots is scanned, never built as a tree.
+fn referenced_snapshots_only(json: &str, current: Option<i64>) -> Result<Box<RawValue>> {
+    #[derive(serde::Deserialize)]
+    struct Ref {
+        #[serde(rename = "snapshot-id")]
+        snapshot_id: i64,
+    }
+    #[derive(serde::Deserialize)]
+    struct Refs {
+        refs: Option<std::collections::HashMap<String, Ref>>,
+    }
+    const LISTS: crate::json_order::Lists = &[("snapshots", &[]), ("statistics", &[]), ("partition-statistics", &[])];
+    let internal = |e: serde_json::Error| CatalogError::Internal(format!("metadata json: {e}"));
+    let refs: Refs = serde_json::from_str(json).map_err(internal)?;
+    // The refs' snapshots, and the current one (v1 metadata may name it without a ref).
+    let mut referenced: std::collections::HashSet<i64> =
+        refs.refs.unwrap_or_default().values().map(|r| r.snapshot_id).collect();
+    referenced.extend(current);
+    retain_in_lists(json, LISTS, |_, ids| referenced.contains(&ids.get("snapshot-id"))).map_err(internal)
 }
 
 /// Cache of parsed metadata files, weighted by JSON size.

@@ -18,6 +18,7 @@ use loch_table::mixed::optimize::KeyedCommit;
 use loch_table::mixed::plan::{KeyedPartition, plan_partition};
 use loch_table::mixed::sequence::{OptimizedSequence, partition_path, read_optimized_sequence};
 use loch_table::scan::{LiveFile, live_files, live_files_after};
+use loch_table::snapshot::{MergeManifests, merge_manifests};
 
 use crate::committer::{OPTIMIZING_TYPE_PROPERTY, PROCESS_ID_PROPERTY, ProcessOutput, discard_written};
 use crate::error::{OptimizingError, Result};
@@ -299,6 +300,57 @@ pub(crate) async fn commit_keyed_once(
         }
     }
 }
+
+/// Merges the change store's manifests that the optimized sequence covers, once there are
+/// `commit.manifest.min-count-to-merge` (100) of them, into manifests of about
+/// `commit.manifest.target-size-bytes` (see [`MergeManifests`]): the change store gets one
+/// manifest per commit and keeps folded files for the change-data TTL, and without this every
+/// read and ingest commit reads a manifest list that grows for days. True when it committed.
+pub(crate) async fn merge_folded_change_manifests(catalogs: &CatalogService, table_id: i64) -> Result<bool> {
+    let Some(base) = ManagedTable::load(catalogs, table_id).await? else { return Ok(false) };
+    if base.keyed.is_none() {
+        return Ok(false);
+    }
+    let change_name = loch_catalog::keyed::change_name(&base.name.name);
+    let Some(record) = catalogs.store().get_table(base.catalog.record.id, &base.name.namespace, &change_name).await?
+    else {
+        return Ok(false);
+    };
+    let sequence = read_optimized_sequence(&base.table).await?;
+    let (lock, change) = ManagedTable::load_locked(catalogs, record.id).await?;
+    let metadata = change.table.metadata();
+    let floor = sequence.floor(metadata);
+    // The keyed table's properties (catalog defaults, base store), then the change store's own.
+    let mut props = crate::properties::merge(&base.catalog.record.properties, base.table.metadata().properties());
+    props.extend(metadata.properties().iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let props = crate::properties::Props(&props);
+    let enabled = props.bool(MANIFEST_MERGE_ENABLED, true)?;
+    if floor == i64::MIN || !enabled {
+        return Ok(false);
+    }
+    let min_count = props.num(MANIFEST_MIN_MERGE_COUNT, merge_manifests::DEFAULT_MIN_COUNT_TO_MERGE)?;
+    let target = props.num(MANIFEST_TARGET_SIZE_BYTES, merge_manifests::DEFAULT_TARGET_SIZE_BYTES)?;
+    let merge = MergeManifests::through(floor)
+        .min_count(min_count)
+        .target_size_bytes(target)
+        .set_property("snapshot.producer", "OPTIMIZE");
+    let Some(pending) = merge.prepare(&change.table).await? else { return Ok(false) };
+    let commit =
+        TableChange { ident: change.name.clone(), requirements: pending.requirements, updates: pending.updates };
+    if let Err(e) = catalogs.commit_table_locked(&lock, &change.catalog, commit).await {
+        discard_written(change.table.file_io(), &pending.written_files, &e).await;
+        return Err(e.into());
+    }
+    tracing::debug!(table = %change.display_name(), floor, "merged the change store's folded manifests");
+    Ok(true)
+}
+
+/// Iceberg's `commit.manifest-merge.enabled`.
+const MANIFEST_MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
+/// Iceberg's `commit.manifest.min-count-to-merge`.
+const MANIFEST_MIN_MERGE_COUNT: &str = "commit.manifest.min-count-to-merge";
+/// Iceberg's `commit.manifest.target-size-bytes`.
+const MANIFEST_TARGET_SIZE_BYTES: &str = "commit.manifest.target-size-bytes";
 
 fn add_results(
     metadata: &iceberg::spec::TableMetadata,

@@ -182,6 +182,13 @@ impl ProcessKind for Optimizing {
             true => crate::committer::commit_keyed(catalogs, output, target).await?,
             false => commit_rewrite(catalogs, output).await?,
         };
+        if keyed {
+            // Tidying the change store's metadata is no part of the process: a failure waits
+            // for the next fold.
+            if let Err(e) = crate::keyed::merge_folded_change_manifests(catalogs, process.table_id).await {
+                tracing::warn!(table_id = process.table_id, error = %e, "cannot merge the change store's folded manifests");
+            }
+        }
         Ok(committed.snapshot_id)
     }
 

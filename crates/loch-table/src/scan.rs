@@ -16,6 +16,7 @@ use iceberg::spec::{
 
 use crate::error::{Result, TableError};
 use crate::location::Location;
+use crate::snapshot::merge_manifests::max_data_sequence;
 
 /// A file of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,9 +83,10 @@ pub fn live_files(
     live_files_after(io, metadata, snapshot, i64::MIN)
 }
 
-/// Like [`live_files`], without the manifests added at or below sequence number `floor`: none
-/// of their files has a greater data sequence number (a keyed table's change store skips what
-/// its optimized sequence already covers without reading it).
+/// Like [`live_files`], without the manifests whose files all have data sequence numbers at or
+/// below `floor` (added at or below it, or merged from such manifests: see
+/// [`crate::snapshot::merge_manifests`]); a keyed table's change store skips what its optimized
+/// sequence already covers without reading it.
 pub fn live_files_after(
     io: FileIO,
     metadata: TableMetadataRef,
@@ -94,7 +96,7 @@ pub fn live_files_after(
     stream::once(async move {
         let mut list = manifests(&io, &metadata, &snapshot).await?;
         // A manifest with neither added nor existing entries holds no live file.
-        list.retain(|m| m.sequence_number > floor && (m.has_added_files() || m.has_existing_files()));
+        list.retain(|m| max_data_sequence(m) > floor && (m.has_added_files() || m.has_existing_files()));
         Ok::<_, TableError>(stream::iter(list).then(move |manifest| {
             let io = io.clone();
             async move { manifest_live_files(&io, &manifest).await }

@@ -184,8 +184,13 @@ fn settings(kind: OptimizingType) -> [(&'static str, &'static str); 3] {
     }
 }
 
-const PROPERTIES: [(&str, &str); 2] =
-    [("self-optimizing.min-plan-interval", "0"), ("self-optimizing.minor.trigger.interval", "0")];
+/// Plans at once; the change store's folded manifests merge after nearly every fold (once two
+/// are there), so reads, CDC and later folds run across merged manifests.
+const PROPERTIES: [(&str, &str); 3] = [
+    ("self-optimizing.min-plan-interval", "0"),
+    ("self-optimizing.minor.trigger.interval", "0"),
+    ("commit.manifest.min-count-to-merge", "2"),
+];
 
 async fn random_keyed_optimizing(partitioned: bool, seed: u64) {
     let env = Keyed::new(partitioned, &PROPERTIES).await;
@@ -238,6 +243,15 @@ async fn random_keyed_optimizing(partitioned: bool, seed: u64) {
     assert_eq!(env.replayed().await, model, "CDC replay (seed {seed})");
     assert!(during >= 1, "a transaction landed during a process (seed {seed})");
     assert_eq!(kinds.len(), 3, "minor, major and full all ran: {kinds:?} (seed {seed})");
+    // An unpartitioned change store merged its folded manifests (a partitioned one has no
+    // single optimized sequence to merge below).
+    let change = env.change().await;
+    let merges = change
+        .metadata()
+        .snapshots()
+        .filter(|s| s.summary().additional_properties.contains_key("manifests-created"))
+        .count();
+    assert_eq!(merges > 0, !partitioned, "{merges} merges of folded manifests (seed {seed})");
 
     // A full optimizing leaves a base store that alone holds the table.
     env.set_properties(&settings(OptimizingType::Full)).await;

@@ -7,6 +7,7 @@
 //! files and the manifest list, and computes the snapshot summary. The result is a
 //! [`PendingCommit`]: requirements and updates for the catalog's commit path.
 
+pub mod merge_manifests;
 mod overwrite;
 mod producer;
 pub mod rewrite;
@@ -18,6 +19,7 @@ use std::future::Future;
 use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
 
+pub use merge_manifests::MergeManifests;
 pub use overwrite::OverwriteFiles;
 pub use rewrite::RewriteFiles;
 pub use row_delta::RowDelta;

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile, ManifestList, ManifestListWriter,
-    ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpecRef, Snapshot, SnapshotReference, SnapshotRetention,
-    SnapshotSummaryCollector, Summary, TableMetadata, TableProperties, UNASSIGNED_SEQUENCE_NUMBER,
+    ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpecRef, Snapshot, SnapshotRef, SnapshotReference,
+    SnapshotRetention, SnapshotSummaryCollector, Summary, TableMetadata, TableProperties, UNASSIGNED_SEQUENCE_NUMBER,
 };
 use iceberg::table::Table;
 use iceberg::{TableRequirement, TableUpdate};
@@ -43,13 +43,7 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
     let format = metadata.format_version();
     validate(metadata, &changes)?;
     let parent = metadata.snapshot_for_ref(&changes.branch).cloned();
-    let mut writer = Writer {
-        table,
-        commit_uuid: Uuid::now_v7(),
-        snapshot_id: unique_snapshot_id(metadata),
-        counter: 0,
-        written: Vec::new(),
-    };
+    let mut writer = Writer::new(table);
     let schema = metadata.current_schema().clone();
     let mut summary = SnapshotSummaryCollector::default();
     let limit = metadata
@@ -116,60 +110,9 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
         return Err(TableError::FileNotInTable(missing.clone()));
     }
 
-    // Manifest list and snapshot.
-    let sequence_number = metadata.next_sequence_number();
-    let first_row_id = metadata.next_row_id();
-    let list_path = format!(
-        "{}/metadata/snap-{}-0-{}.avro",
-        metadata.location().trim_end_matches('/'),
-        writer.snapshot_id,
-        writer.commit_uuid
-    );
-    let parent_id = parent.as_ref().map(|p| p.snapshot_id());
-    let output = table.file_io().new_output(&list_path)?.writer().await?;
-    writer.written.push(list_path.clone());
-    let mut list = match format {
-        FormatVersion::V1 => ManifestListWriter::v1(output, writer.snapshot_id, parent_id),
-        FormatVersion::V2 => ManifestListWriter::v2(output, writer.snapshot_id, parent_id, sequence_number),
-        FormatVersion::V3 => {
-            ManifestListWriter::v3(output, writer.snapshot_id, parent_id, sequence_number, Some(first_row_id))
-        }
-    };
-    list.add_manifests(manifests.into_iter())?;
-    let next_row_id = list.next_row_id();
-    list.close().await?;
-
     let mut properties = changes.properties.clone();
     properties.extend(summary.build());
-    update_totals(&mut properties, parent.as_ref().map(|p| p.summary()));
-    let snapshot = Snapshot::builder()
-        .with_manifest_list(list_path)
-        .with_snapshot_id(writer.snapshot_id)
-        .with_parent_snapshot_id(parent_id)
-        .with_sequence_number(sequence_number)
-        .with_summary(Summary { operation: changes.operation, additional_properties: properties })
-        .with_schema_id(metadata.current_schema_id())
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(metadata.last_updated_ms()));
-    let snapshot = match next_row_id {
-        Some(next) => snapshot.with_row_range(first_row_id, next - first_row_id).build(),
-        None => snapshot.build(),
-    };
-
-    Ok(PendingCommit {
-        snapshot_id: writer.snapshot_id,
-        requirements: vec![
-            TableRequirement::UuidMatch { uuid: metadata.uuid() },
-            TableRequirement::RefSnapshotIdMatch { r#ref: changes.branch.clone(), snapshot_id: parent_id },
-        ],
-        updates: vec![
-            TableUpdate::AddSnapshot { snapshot },
-            TableUpdate::SetSnapshotRef {
-                ref_name: changes.branch,
-                reference: SnapshotReference::new(writer.snapshot_id, SnapshotRetention::branch(None, None, None)),
-            },
-        ],
-        written_files: writer.written,
-    })
+    writer.finish(parent, manifests, changes.operation, properties, changes.branch).await
 }
 
 fn validate(metadata: &TableMetadata, changes: &SnapshotChanges) -> Result<()> {
@@ -213,7 +156,7 @@ fn unique_snapshot_id(metadata: &TableMetadata) -> i64 {
 }
 
 /// Writes the new snapshot's manifests and remembers their paths.
-struct Writer<'a> {
+pub(crate) struct Writer<'a> {
     table: &'a Table,
     commit_uuid: Uuid,
     snapshot_id: i64,
@@ -221,11 +164,32 @@ struct Writer<'a> {
     written: Vec<String>,
 }
 
-impl Writer<'_> {
+impl<'a> Writer<'a> {
+    /// A writer for a new snapshot of `table`.
+    pub(crate) fn new(table: &'a Table) -> Self {
+        Self {
+            table,
+            commit_uuid: Uuid::now_v7(),
+            snapshot_id: unique_snapshot_id(table.metadata()),
+            counter: 0,
+            written: Vec::new(),
+        }
+    }
+
     fn manifest(&mut self, content: ManifestContentType, spec: PartitionSpecRef) -> Result<ManifestWriter> {
+        self.manifest_named(content, spec, "")
+    }
+
+    /// A manifest writer whose file name ends in `suffix` before `.avro`.
+    pub(crate) fn manifest_named(
+        &mut self,
+        content: ManifestContentType,
+        spec: PartitionSpecRef,
+        suffix: &str,
+    ) -> Result<ManifestWriter> {
         let metadata = self.table.metadata();
         let path = format!(
-            "{}/metadata/{}-m{}.avro",
+            "{}/metadata/{}-m{}{suffix}.avro",
             metadata.location().trim_end_matches('/'),
             self.commit_uuid,
             self.counter
@@ -288,8 +252,74 @@ impl Writer<'_> {
         Ok(Some(writer.write_manifest_file().await?))
     }
 
+    /// Writes the manifest list of `manifests` and the snapshot on top of `parent`, as the new
+    /// head of `branch`.
+    pub(crate) async fn finish(
+        self,
+        parent: Option<SnapshotRef>,
+        manifests: Vec<ManifestFile>,
+        operation: Operation,
+        mut properties: HashMap<String, String>,
+        branch: String,
+    ) -> Result<PendingCommit> {
+        let metadata = self.table.metadata();
+        let format = metadata.format_version();
+        let mut writer = self;
+        let sequence_number = metadata.next_sequence_number();
+        let first_row_id = metadata.next_row_id();
+        let list_path = format!(
+            "{}/metadata/snap-{}-0-{}.avro",
+            metadata.location().trim_end_matches('/'),
+            writer.snapshot_id,
+            writer.commit_uuid
+        );
+        let parent_id = parent.as_ref().map(|p| p.snapshot_id());
+        let output = writer.table.file_io().new_output(&list_path)?.writer().await?;
+        writer.written.push(list_path.clone());
+        let mut list = match format {
+            FormatVersion::V1 => ManifestListWriter::v1(output, writer.snapshot_id, parent_id),
+            FormatVersion::V2 => ManifestListWriter::v2(output, writer.snapshot_id, parent_id, sequence_number),
+            FormatVersion::V3 => {
+                ManifestListWriter::v3(output, writer.snapshot_id, parent_id, sequence_number, Some(first_row_id))
+            }
+        };
+        list.add_manifests(manifests.into_iter())?;
+        let next_row_id = list.next_row_id();
+        list.close().await?;
+
+        update_totals(&mut properties, parent.as_ref().map(|p| p.summary()));
+        let snapshot = Snapshot::builder()
+            .with_manifest_list(list_path)
+            .with_snapshot_id(writer.snapshot_id)
+            .with_parent_snapshot_id(parent_id)
+            .with_sequence_number(sequence_number)
+            .with_summary(Summary { operation, additional_properties: properties })
+            .with_schema_id(metadata.current_schema_id())
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis().max(metadata.last_updated_ms()));
+        let snapshot = match next_row_id {
+            Some(next) => snapshot.with_row_range(first_row_id, next - first_row_id).build(),
+            None => snapshot.build(),
+        };
+
+        Ok(PendingCommit {
+            snapshot_id: writer.snapshot_id,
+            requirements: vec![
+                TableRequirement::UuidMatch { uuid: metadata.uuid() },
+                TableRequirement::RefSnapshotIdMatch { r#ref: branch.clone(), snapshot_id: parent_id },
+            ],
+            updates: vec![
+                TableUpdate::AddSnapshot { snapshot },
+                TableUpdate::SetSnapshotRef {
+                    ref_name: branch,
+                    reference: SnapshotReference::new(writer.snapshot_id, SnapshotRetention::branch(None, None, None)),
+                },
+            ],
+            written_files: writer.written,
+        })
+    }
+
     /// Deletes what was written so far (the snapshot will not be committed).
-    async fn cleanup(&self) {
+    pub(crate) async fn cleanup(&self) {
         for path in &self.written {
             if let Err(e) = self.table.file_io().delete(path).await {
                 tracing::warn!(%path, error = %e, "cannot delete an uncommitted manifest");
