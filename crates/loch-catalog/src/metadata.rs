@@ -96,9 +96,15 @@ pub struct MetadataCache {
 
 impl MetadataCache {
     /// A cache holding up to `max_bytes` of metadata JSON, reading files within `limits`.
+    ///
+    /// Least recently used goes first. Moka's default (TinyLFU) admits a new entry into a full
+    /// cache only when it was asked for more often than the entry it would evict, and a table's
+    /// newest version never was: once a streaming table's versions filled the cache, every
+    /// commit and load parsed the whole metadata file again, growing with its snapshot log.
     pub fn new(max_bytes: u64, limits: ReadLimits) -> Self {
         let cache = moka::future::Cache::builder()
             .max_capacity(max_bytes)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .weigher(|k: &String, v: &Arc<CachedMetadata>| {
                 u32::try_from(k.len() + v.json.get().len() * 4).unwrap_or(u32::MAX)
             })
@@ -236,6 +242,47 @@ pub fn stats_of(metadata: &TableMetadata) -> TableStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iceberg::spec::{
+        NestedField, PrimitiveType, Schema, SortOrder, TableMetadataBuilder, Type, UnboundPartitionSpec,
+    };
+
+    fn metadata(location: &str) -> TableMetadata {
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into()])
+            .build()
+            .unwrap();
+        let spec = UnboundPartitionSpec::builder().build();
+        let format = iceberg::spec::FormatVersion::V2;
+        let builder = TableMetadataBuilder::new(
+            schema,
+            spec,
+            SortOrder::unsorted_order(),
+            location.into(),
+            format,
+            Default::default(),
+        );
+        builder.unwrap().build().unwrap().metadata
+    }
+
+    /// A streaming table writes a new version every few seconds, each read again right after:
+    /// the newest must stay cached however full the cache is of older, often-read versions.
+    #[tokio::test]
+    async fn a_full_cache_keeps_the_newest_version() {
+        let entry = Arc::new(CachedMetadata::from_metadata(metadata("file:///wh/t")).unwrap());
+        let weight = (entry.json.get().len() * 4 + 64) as u64;
+        let cache = MetadataCache::new(weight * 4, ReadLimits::default());
+        let io = FileIO::new_with_fs();
+        for version in 0..40 {
+            let location = format!("file:///wh/t/metadata/{version:05}-x.metadata.json");
+            cache.insert(&location, entry.clone()).await;
+            cache.cache.run_pending_tasks().await;
+            // Read as often as a streaming table's versions are: more than once.
+            for _ in 0..3 {
+                let loaded = cache.load(&io, &location).await;
+                assert!(loaded.is_ok(), "version {version} was not cached: {:?}", loaded.err());
+            }
+        }
+    }
 
     #[test]
     fn versions_are_parsed_from_both_naming_styles() {

@@ -127,10 +127,16 @@ impl KeyEncoder {
         Ok(Self { converter, primary_key: primary_key.to_vec(), schema: schema.clone() })
     }
 
+    /// The keys of `batch`'s rows, owned (for maps of deletes, which outlive the batch).
     pub(super) fn keys(&self, batch: &RecordBatch) -> Result<Vec<Vec<u8>>> {
+        Ok(self.rows(batch)?.iter().map(|r| r.as_ref().to_vec()).collect())
+    }
+
+    /// The keys of `batch`'s rows in one buffer: looking rows up by `rows.row(i).as_ref()`
+    /// costs no allocation per row, which matters on a scan of the whole base store.
+    pub(super) fn rows(&self, batch: &RecordBatch) -> Result<arrow_row::Rows> {
         let columns = KeyColumns::find(&self.primary_key, batch, &self.schema)?.columns(batch);
-        let rows = self.converter.convert_columns(&columns).map_err(|e| TableError::Invalid(e.to_string()))?;
-        Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+        self.converter.convert_columns(&columns).map_err(|e| TableError::Invalid(e.to_string()))
     }
 }
 
@@ -209,7 +215,9 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
 
     let mut stats = MergeStats::default();
     let mut row_files = Vec::new();
-    let mut deletes: HashMap<(String, Vec<u8>), (i64, i64)> = HashMap::new();
+    // Partition → key → greatest delete sequence number: a file looks its partition up once,
+    // and a file of a partition without deletes keeps its rows without encoding their keys.
+    let mut deletes: HashMap<String, HashMap<Vec<u8>, (i64, i64)>> = HashMap::new();
     let change_metadata = change.metadata_ref();
     if let Some(head) = change_metadata.current_snapshot().cloned() {
         let optimized = read_optimized_sequence(base).await?;
@@ -263,12 +271,12 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                 row_files.push(RowFile::Insert(task, meta.transaction_id));
                 continue;
             }
-            let partition = partition_key(file.file.partition());
+            let partition = deletes.entry(partition_key(file.file.partition())).or_default();
             for batch in read_task(change.file_io(), task).await? {
                 let offsets = offsets(&batch)?;
                 for (i, key) in encoder.keys(&batch)?.into_iter().enumerate() {
                     let lsn = (meta.transaction_id, offsets.value(i));
-                    let entry = deletes.entry((partition.clone(), key)).or_insert(lsn);
+                    let entry = partition.entry(key).or_insert(lsn);
                     *entry = (*entry).max(lsn);
                 }
             }
@@ -306,19 +314,23 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                     RowFile::Insert(task, transaction) => (change_io, task, transaction, true),
                 };
                 let partition = partition_key(&task.partition.clone().unwrap_or_else(Struct::empty));
+                let deleted = deletes.get(&partition).filter(|d| !d.is_empty());
                 let mut batches = Vec::new();
                 for batch in read_task(&io, task).await? {
-                    let offsets = if offsets_of { Some(offsets(&batch)?) } else { None };
-                    let keep: BooleanArray = encoder
-                        .keys(&batch)?
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, key)| {
-                            let lsn = (transaction, offsets.map_or(i64::MAX, |o| o.value(i)));
-                            Some(deletes.get(&(partition.clone(), key)).is_none_or(|d| *d <= lsn))
-                        })
-                        .collect();
-                    let kept = filter_rows(&batch, &keep)?;
+                    let kept = match deleted {
+                        None => batch,
+                        Some(deleted) => {
+                            let offsets = if offsets_of { Some(offsets(&batch)?) } else { None };
+                            let keys = encoder.rows(&batch)?;
+                            let keep: BooleanArray = (0..batch.num_rows())
+                                .map(|i| {
+                                    let lsn = (transaction, offsets.map_or(i64::MAX, |o| o.value(i)));
+                                    Some(deleted.get(keys.row(i).as_ref()).is_none_or(|d| *d <= lsn))
+                                })
+                                .collect();
+                            filter_rows(&batch, &keep)?
+                        }
+                    };
                     if kept.num_rows() > 0 {
                         batches.push(project(&kept, &out)?);
                     }

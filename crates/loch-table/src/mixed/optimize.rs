@@ -156,11 +156,9 @@ async fn optimize_into(
         let task = whole_file_task(file, metadata, file_schema.clone(), change_fields.clone());
         for batch in read_task(base.file_io(), task).await? {
             let offsets = offsets(&batch)?;
-            let keep: BooleanArray = encoder
-                .keys(&batch)?
-                .iter()
-                .enumerate()
-                .map(|(i, key)| Some(survives(key, (meta.transaction_id, offsets.value(i)))))
+            let keys = encoder.rows(&batch)?;
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|i| Some(survives(keys.row(i).as_ref(), (meta.transaction_id, offsets.value(i)))))
                 .collect();
             let kept = filter(&batch, &keep)?;
             let columns = kept.columns()[..arrow.fields().len()].to_vec();
@@ -173,8 +171,14 @@ async fn optimize_into(
         let mut task = whole_file_task(&file.file, metadata, schema.clone(), table_fields.clone());
         task.deletes = file.deletes.iter().map(delete_ref).collect::<Result<_>>()?;
         for batch in read_task(base.file_io(), task).await? {
-            let keep: BooleanArray = encoder.keys(&batch)?.iter().map(|key| Some(survives(key, lsn))).collect();
-            rows.push(filter(&batch, &keep)?, base, primary_key, buckets, transaction, out).await?;
+            let kept = if deletes.is_empty() {
+                batch
+            } else {
+                let keys = encoder.rows(&batch)?;
+                let keep: BooleanArray = keys.iter().map(|key| Some(survives(key.as_ref(), lsn))).collect();
+                filter(&batch, &keep)?
+            };
+            rows.push(kept, base, primary_key, buckets, transaction, out).await?;
         }
     }
     rows.flush(base, primary_key, buckets, transaction, out).await?;
@@ -192,8 +196,8 @@ async fn optimize_into(
             let task = whole_file_task(&file.file, metadata, schema.clone(), key_fields.clone());
             let mut position = 0i64;
             for batch in read_task(base.file_io(), task).await? {
-                for key in encoder.keys(&batch)? {
-                    if !survives(&key, lsn) {
+                for key in encoder.rows(&batch)?.iter() {
+                    if !survives(key.as_ref(), lsn) {
                         positions.insert(position);
                     }
                     position += 1;
