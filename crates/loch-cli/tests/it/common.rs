@@ -171,12 +171,20 @@ impl Tables {
 
     /// Runs `tables.py ARGS`; its one-line JSON answer.
     pub fn run(&self, args: &[&str]) -> Value {
+        self.try_run(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs `tables.py ARGS`; its one-line JSON answer, or its failure (a read racing a
+    /// snapshot expiry that removes the files it was about to read may fail and be retried).
+    pub fn try_run(&self, args: &[&str]) -> Result<Value, String> {
         let script = loch_testkit::workspace_root().join("tests/python/tables.py");
         let output = Command::new(&self.python).arg(script).args(args).env("LOCH_URI", &self.uri).output().unwrap();
-        assert!(output.status.success(), "tables.py {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() {
+            return Err(format!("tables.py {args:?} failed: {}", String::from_utf8_lossy(&output.stderr)));
+        }
         let stdout = String::from_utf8_lossy(&output.stdout);
         serde_json::from_str(stdout.lines().last().unwrap_or_default())
-            .unwrap_or_else(|e| panic!("tables.py {args:?} printed {stdout:?}: {e}"))
+            .map_err(|e| format!("tables.py {args:?} printed {stdout:?}: {e}"))
     }
 }
 

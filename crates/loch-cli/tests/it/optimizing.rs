@@ -278,7 +278,17 @@ fn stray_files(
     name: &str,
     dir: &std::path::Path,
 ) -> (Value, std::collections::BTreeSet<String>, Vec<String>) {
-    let reachable = tables.run(&["reachable", name]);
+    // Expiry runs every 2 s here: a snapshot PyIceberg just loaded may lose its manifests
+    // before it reads them (a reader of expired snapshots fails; it is not a stray file).
+    let mut attempts = 0;
+    let reachable = loop {
+        match tables.try_run(&["reachable", name]) {
+            Ok(reachable) => break reachable,
+            Err(e) if e.contains("No such file or directory") && attempts < 10 => attempts += 1,
+            Err(e) => panic!("{e}"),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
     let live: std::collections::BTreeSet<String> = reachable["files"]
         .as_array()
         .unwrap()
