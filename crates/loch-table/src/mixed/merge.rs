@@ -140,6 +140,16 @@ impl KeyEncoder {
     }
 }
 
+/// Which rows of `keys` no delete removes: a row survives unless `deletes` holds its key with
+/// a sequence number greater than the row's own, `lsn(row)`.
+pub(super) fn survivors(
+    keys: &arrow_row::Rows,
+    deletes: &HashMap<Vec<u8>, (i64, i64)>,
+    lsn: impl Fn(usize) -> (i64, i64),
+) -> BooleanArray {
+    (0..keys.num_rows()).map(|i| Some(deletes.get(keys.row(i).as_ref()).is_none_or(|d| *d <= lsn(i)))).collect()
+}
+
 /// Which columns and rows a merged read returns.
 #[derive(Debug, Clone, Default)]
 pub struct MergeRead {
@@ -321,13 +331,9 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                         None => batch,
                         Some(deleted) => {
                             let offsets = if offsets_of { Some(offsets(&batch)?) } else { None };
-                            let keys = encoder.rows(&batch)?;
-                            let keep: BooleanArray = (0..batch.num_rows())
-                                .map(|i| {
-                                    let lsn = (transaction, offsets.map_or(i64::MAX, |o| o.value(i)));
-                                    Some(deleted.get(keys.row(i).as_ref()).is_none_or(|d| *d <= lsn))
-                                })
-                                .collect();
+                            let keep = survivors(&encoder.rows(&batch)?, deleted, |i| {
+                                (transaction, offsets.map_or(i64::MAX, |o| o.value(i)))
+                            });
                             filter_rows(&batch, &keep)?
                         }
                     };

@@ -22,7 +22,7 @@ use iceberg::table::Table;
 
 use super::change::{FILE_OFFSET_ID, change_file_schema, write_base_files};
 use super::file_name::{FileMeta, FileType};
-use super::merge::{KeyEncoder, change_meta, offsets};
+use super::merge::{KeyEncoder, change_meta, offsets, survivors};
 use crate::error::{Result, TableError};
 use crate::position_delete::{read_positions, write_position_deletes};
 use crate::scan::{LiveFile, read_task, whole_file_task};
@@ -156,10 +156,7 @@ async fn optimize_into(
         let task = whole_file_task(file, metadata, file_schema.clone(), change_fields.clone());
         for batch in read_task(base.file_io(), task).await? {
             let offsets = offsets(&batch)?;
-            let keys = encoder.rows(&batch)?;
-            let keep: BooleanArray = (0..batch.num_rows())
-                .map(|i| Some(survives(keys.row(i).as_ref(), (meta.transaction_id, offsets.value(i)))))
-                .collect();
+            let keep = survivors(&encoder.rows(&batch)?, &deletes, |i| (meta.transaction_id, offsets.value(i)));
             let kept = filter(&batch, &keep)?;
             let columns = kept.columns()[..arrow.fields().len()].to_vec();
             let kept = RecordBatch::try_new(arrow.clone(), columns).map_err(|e| TableError::Invalid(e.to_string()))?;
@@ -174,9 +171,7 @@ async fn optimize_into(
             let kept = if deletes.is_empty() {
                 batch
             } else {
-                let keys = encoder.rows(&batch)?;
-                let keep: BooleanArray = keys.iter().map(|key| Some(survives(key.as_ref(), lsn))).collect();
-                filter(&batch, &keep)?
+                filter(&batch, &survivors(&encoder.rows(&batch)?, &deletes, |_| lsn))?
             };
             rows.push(kept, base, primary_key, buckets, transaction, out).await?;
         }
