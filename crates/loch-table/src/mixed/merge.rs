@@ -38,6 +38,10 @@ pub const CHANGE_ACTION: &str = "_change_action";
 /// Name of the CDC column holding the change's transaction.
 pub const TRANSACTION_ID: &str = "_transaction_id";
 
+/// Files a merged read reads at once: a change store holds many small files, whose reads are
+/// mostly waiting and per-file setup; a few at a time bounds the rows held in memory.
+const READ_AHEAD_FILES: usize = 4;
+
 /// Change files a merged read lists above which it prunes them by metrics too.
 const METRICS_PRUNING_MIN_FILES: usize = 32;
 /// The same, when the optimized sequence let it skip folded manifests.
@@ -228,6 +232,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
     // Partition → key → greatest delete sequence number: a file looks its partition up once,
     // and a file of a partition without deletes keeps its rows without encoding their keys.
     let mut deletes: HashMap<String, HashMap<Vec<u8>, (i64, i64)>> = HashMap::new();
+    let mut delete_files = Vec::new();
     let change_metadata = change.metadata_ref();
     if let Some(head) = change_metadata.current_snapshot().cloned() {
         let optimized = read_optimized_sequence(base).await?;
@@ -281,14 +286,25 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                 row_files.push(RowFile::Insert(task, meta.transaction_id));
                 continue;
             }
-            let partition = deletes.entry(partition_key(file.file.partition())).or_default();
-            for batch in read_task(change.file_io(), task).await? {
-                let offsets = offsets(&batch)?;
-                for (i, key) in encoder.keys(&batch)?.into_iter().enumerate() {
-                    let lsn = (meta.transaction_id, offsets.value(i));
-                    let entry = partition.entry(key).or_insert(lsn);
-                    *entry = (*entry).max(lsn);
-                }
+            delete_files.push((partition_key(file.file.partition()), meta.transaction_id, task));
+        }
+    }
+    // Delete files are small and many: read several at once.
+    let io = change.file_io().clone();
+    let mut read = stream::iter(delete_files)
+        .map(|(partition, transaction, task)| {
+            let io = io.clone();
+            spawn_read(async move { Ok((partition, transaction, read_task(&io, task).await?)) })
+        })
+        .buffer_unordered(READ_AHEAD_FILES);
+    while let Some((partition, transaction, batches)) = read.try_next().await? {
+        let partition = deletes.entry(partition).or_default();
+        for batch in batches {
+            let offsets = offsets(&batch)?;
+            for (i, key) in encoder.keys(&batch)?.into_iter().enumerate() {
+                let lsn = (transaction, offsets.value(i));
+                let entry = partition.entry(key).or_insert(lsn);
+                *entry = (*entry).max(lsn);
             }
         }
     }
@@ -315,10 +331,10 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
     let (base_io, change_io) = (base.file_io().clone(), change.file_io().clone());
     let out = output.clone();
     let rows = stream::iter(base_tasks)
-        .then(move |file| {
+        .map(move |file| {
             let (deletes, encoder, out) = (deletes.clone(), encoder.clone(), out.clone());
             let (base_io, change_io) = (base_io.clone(), change_io.clone());
-            async move {
+            spawn_read(async move {
                 let (io, task, transaction, offsets_of) = match file {
                     RowFile::Base(task, meta) => (base_io, task, meta.transaction_id, false),
                     RowFile::Insert(task, transaction) => (change_io, task, transaction, true),
@@ -341,12 +357,26 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
                         batches.push(project(&kept, &out)?);
                     }
                 }
-                Ok::<_, TableError>(stream::iter(batches.into_iter().map(Ok)))
-            }
+                Ok(stream::iter(batches.into_iter().map(Ok)))
+            })
         })
+        .buffered(READ_AHEAD_FILES)
         .try_flatten()
         .boxed();
     Ok(MergedRows { schema: output, stats, rows })
+}
+
+/// Runs one file's read on its own task, so reads overlap their I/O and decode on every core;
+/// a read whose result is no longer wanted (the stream was dropped) stops.
+async fn spawn_read<T: Send + 'static>(read: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(read));
+    (&mut task.0).await.map_err(|e| TableError::Invalid(format!("a file read stopped: {e}")))?
 }
 
 /// Paths of `table`'s current files that `filter` cannot rule out by partition or metrics;
