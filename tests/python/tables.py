@@ -5,6 +5,8 @@
     tables.py set-props NS.TABLE[,NS.TABLE...] KEY=VALUE ...
     tables.py reachable NS.TABLE
     tables.py overwrite NS.TABLE --rows R
+    tables.py rows NS.TABLE
+    tables.py delete NS.TABLE FILTER
 
 `append` creates the namespace and table if needed (partitioned by `category` when P > 1) and
 commits N appends of R rows spread over P categories; ids continue from --start. It prints the
@@ -15,6 +17,8 @@ snapshot a branch or tag names.
 `overwrite` replaces every row with R new ones (ids from 0) and prints their SHA-256.
 `reachable` prints every file the table's snapshots reach (manifest lists, manifests, live data
 and delete files), its current metadata file, and its snapshot count, as one JSON line.
+`rows` prints every row (sorted by id, values as PyIceberg reads them, JSON) as one line.
+`delete` deletes the rows matching a PyIceberg row filter (e.g. "id < 10").
 The catalog comes from LOCH_URI, LOCH_WAREHOUSE (default `local`) and LOCH_CREDENTIAL.
 """
 
@@ -137,6 +141,18 @@ def overwrite(args):
     print(json.dumps({"rows": len(rows), "sha256": rows_sha256(rows)}))
 
 
+def rows(args):
+    table = catalog().load_table(args.table)
+    found = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["id"])
+    print(json.dumps(found, default=str))
+
+
+def delete(args):
+    table = catalog().load_table(args.table)
+    table.delete(args.filter)
+    print(json.dumps({"ok": True}))
+
+
 def reachable(args):
     table = catalog().load_table(args.table)
     files = set()
@@ -185,6 +201,13 @@ def main():
     p.add_argument("table")
     p.add_argument("--rows", type=int, default=100)
     p.set_defaults(run=overwrite)
+    p = commands.add_parser("rows")
+    p.add_argument("table")
+    p.set_defaults(run=rows)
+    p = commands.add_parser("delete")
+    p.add_argument("table")
+    p.add_argument("filter")
+    p.set_defaults(run=delete)
     p = commands.add_parser("reachable")
     p.add_argument("table")
     p.set_defaults(run=reachable)

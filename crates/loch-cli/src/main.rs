@@ -2,6 +2,7 @@
 
 mod optimizer;
 mod serve;
+mod sql;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run an optimizer worker that executes optimizing tasks for a server's optimizer group.
     Optimizer(optimizer::OptimizerArgs),
+    /// SQL terminal against a server: a REPL, or statements from -e / -f.
+    Sql(sql::SqlArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Optimizer(args) => optimizer::run(args).await,
+            Command::Sql(args) => sql::run(args).await,
         }
     });
     match result {

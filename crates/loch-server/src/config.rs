@@ -40,6 +40,8 @@ pub struct Config {
     pub process: ProcessConfig,
     /// Table maintenance.
     pub maintenance: MaintenanceConfig,
+    /// SQL terminal sessions over HTTP.
+    pub terminal: TerminalConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,7 @@ impl Default for Config {
             optimizer: OptimizerConfig::default(),
             process: ProcessConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            terminal: TerminalConfig::default(),
         }
     }
 }
@@ -168,6 +171,64 @@ pub struct ProcessConfig {
 impl Default for ProcessConfig {
     fn default() -> Self {
         Self { history_data_keep_time: Duration::from_secs(7 * 24 * 3600) }
+    }
+}
+
+/// `terminal.*`: SQL terminal sessions (Amoro's keys where it has them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TerminalConfig {
+    /// `terminal.result.limit`: rows kept of each statement's answer.
+    pub result: TerminalResultConfig,
+    /// `terminal.stop-on-error`: a script stops at its first failing statement unless a
+    /// session asks otherwise.
+    pub stop_on_error: bool,
+    /// `terminal.session.timeout`: sessions nobody looked at for this long are dropped.
+    pub session: TerminalSessionConfig,
+    /// `terminal.max-sessions`: sessions kept at once (running or finished, not expired).
+    pub max_sessions: usize,
+    /// `terminal.threads`: threads that run sessions' statements, apart from the server's.
+    pub threads: usize,
+}
+
+impl Default for TerminalConfig {
+    fn default() -> Self {
+        Self {
+            result: TerminalResultConfig::default(),
+            stop_on_error: false,
+            session: TerminalSessionConfig::default(),
+            max_sessions: 50,
+            threads: 2,
+        }
+    }
+}
+
+/// `terminal.result.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TerminalResultConfig {
+    /// Rows kept of each statement's answer (Amoro: 1000).
+    pub limit: usize,
+}
+
+impl Default for TerminalResultConfig {
+    fn default() -> Self {
+        Self { limit: 1000 }
+    }
+}
+
+/// `terminal.session.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TerminalSessionConfig {
+    /// Idle time after which a session is dropped (Amoro: 30 min).
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for TerminalSessionConfig {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30 * 60) }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod observability;
 pub mod optimizing;
 pub mod rest;
 pub mod state;
+pub mod terminal;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,9 @@ pub enum ServerError {
     /// The embedded optimizer threads could not start.
     #[error("cannot start the embedded optimizer: {0}")]
     Optimizer(std::io::Error),
+    /// The terminal's threads could not start.
+    #[error("cannot start the SQL terminal's threads: {0}")]
+    Terminal(std::io::Error),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -114,6 +118,7 @@ pub fn router(state: AppState, limits: http::HttpLimits) -> Router {
         .merge(keyed::routes(limits))
         .merge(optimizing::api::routes())
         .merge(optimizing::protocol::routes())
+        .merge(terminal::routes())
         .route("/metrics", get(observability::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     let public =
@@ -158,12 +163,14 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         auth: auth.clone(),
         metrics: observability::prometheus(),
         default_catalog: config.catalog.default_name.clone().into(),
+        terminal: terminal::Terminal::new(config.terminal.clone()).map_err(ServerError::Terminal)?,
     };
 
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| ServerError::Bind { addr: config.bind, source })?;
     let addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.bind, source })?;
+    state.terminal.listening_on(addr);
     let (stop, stopped) = watch::channel(false);
 
     let mut purge_stop = stop.subscribe();

@@ -22,6 +22,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Catalog used by Iceberg REST clients that name none.
     pub default_catalog: Arc<str>,
+    /// SQL terminal sessions.
+    pub terminal: Arc<crate::terminal::Terminal>,
 }
 
 impl AppState {

@@ -1,7 +1,21 @@
-//! SQL over Loch's tables (DataFusion): table providers for Mixed-Iceberg keyed tables today;
-//! catalog and schema providers, DDL with primary keys and terminal sessions with the SQL
-//! terminal.
+//! SQL over Loch's tables (DataFusion): statements parsed with Loch's DDL and maintenance
+//! extensions, run against a Loch server (or its catalog service) through [`Backend`], with
+//! table providers for Iceberg and Mixed-Iceberg keyed tables.
 
+pub mod backend;
+pub mod ddl;
+pub mod dml;
+pub mod engine;
+pub mod error;
+pub mod http;
 pub mod keyed;
+pub mod meta_tables;
+pub mod statement;
+pub mod write;
 
+pub use backend::{Backend, LoadedTable, TableRef};
+pub use engine::{Output, SqlEngine};
+pub use error::SqlError;
+pub use http::HttpBackend;
 pub use keyed::{KeyedScanExec, KeyedTableProvider};
+pub use statement::{Located, Statement, parse_script, split_script};

@@ -8,3 +8,4 @@ mod durability;
 mod engines;
 mod optimizing;
 mod serve;
+mod sql;

@@ -16,4 +16,5 @@ mod management;
 mod optimizing;
 mod pyiceberg;
 mod rest_catalog;
+mod terminal;
 mod views_transactions;

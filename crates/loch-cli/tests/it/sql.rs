@@ -1,0 +1,379 @@
+//! The SQL terminal against a real `loch serve`: statement tests in sqllogictest format
+//! (`tests/slt/*.slt`, one fresh server per file), run through the engine `loch sql` uses.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_schema::DataType;
+use async_trait::async_trait;
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use loch_sql::{HttpBackend, SqlEngine, SqlError, parse_script};
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+use crate::common::Serve;
+
+/// One engine session, as sqllogictest drives a database.
+struct LochDb {
+    engine: SqlEngine,
+}
+
+#[async_trait]
+impl sqllogictest::AsyncDB for LochDb {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let mut statements = parse_script(sql)?;
+        let Some(last) = statements.pop() else { return Ok(DBOutput::StatementComplete(0)) };
+        for statement in &statements {
+            self.engine.execute(statement, None).await?;
+        }
+        let output = self.engine.execute(&last, None).await?;
+        if output.schema.fields().is_empty() {
+            return Ok(DBOutput::StatementComplete(0));
+        }
+        let types = output
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::UInt64 => DefaultColumnType::Integer,
+                DataType::Float16 | DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
+                    DefaultColumnType::FloatingPoint
+                }
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => DefaultColumnType::Text,
+                _ => DefaultColumnType::Any,
+            })
+            .collect();
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for batch in &output.batches {
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()?;
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| {
+                            let text = f.value(row).to_string();
+                            if text.is_empty() { "(empty)".to_string() } else { text }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "loch"
+    }
+}
+
+fn slt_dir() -> PathBuf {
+    loch_testkit::workspace_root().join("crates/loch-cli/tests/slt")
+}
+
+/// Runs one `.slt` file against a fresh `loch serve`.
+fn run_slt(name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    let url = server.url.clone();
+    let path = slt_dir().join(name);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let result = runtime.block_on(async move {
+        let mut runner = sqllogictest::Runner::new(move || {
+            let url = url.clone();
+            async move {
+                let backend = Arc::new(HttpBackend::new(&url, None)?);
+                Ok(LochDb { engine: SqlEngine::new(backend, "local") })
+            }
+        });
+        runner.run_file_async(&path).await
+    });
+    if let Err(e) = result {
+        panic!("{name}: {}\n--- server log ---\n{}", e.display(true), server.proc.log_tail());
+    }
+    server.stop("TERM");
+}
+
+#[test]
+fn slt_catalog_and_ddl() {
+    run_slt("ddl.slt");
+}
+
+#[test]
+fn slt_iceberg_reads_and_writes() {
+    run_slt("iceberg.slt");
+}
+
+#[test]
+fn slt_keyed_tables() {
+    run_slt("keyed.slt");
+}
+
+/// A tmux session on its own socket, killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn command(&self) -> std::process::Command {
+        let mut command = std::process::Command::new("tmux");
+        command.args(["-L", &self.socket]);
+        command
+    }
+
+    fn start(socket: &str, program: &[&str], home: &std::path::Path) -> Option<Self> {
+        if std::process::Command::new("tmux").arg("-V").output().is_err() {
+            loch_testkit::unavailable("tmux", "it is not installed");
+            return None;
+        }
+        let tmux = Self { socket: socket.to_string() };
+        let status = tmux
+            .command()
+            .args(["new-session", "-d", "-s", "t", "-x", "150", "-y", "60"])
+            .env("HOME", home)
+            .args(program)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let status = tmux.command().args(["set-option", "-t", "t", "remain-on-exit", "on"]).status().unwrap();
+        assert!(status.success());
+        Some(tmux)
+    }
+
+    /// Types `text` and presses Enter.
+    fn line(&self, text: &str) {
+        // tmux reads a `;` ending an argument as its own command separator.
+        let text = match text.strip_suffix(';') {
+            Some(rest) => format!("{rest}\\;"),
+            None => text.to_string(),
+        };
+        let status = self.command().args(["send-keys", "-t", "t", "-l", &text]).status().unwrap();
+        assert!(status.success());
+        let status = self.command().args(["send-keys", "-t", "t", "Enter"]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn screen(&self) -> String {
+        let output = self.command().args(["capture-pane", "-p", "-t", "t", "-S", "-200"]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Waits until the screen shows `text`; the screen.
+    fn wait_for(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let screen = self.screen();
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(std::time::Instant::now() < deadline, "the terminal never showed {text:?}:\n{screen}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn pane_dead(&self) -> bool {
+        let output = self.command().args(["display-message", "-p", "-t", "t", "#{pane_dead}"]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).trim() == "1"
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.command().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn loch_sql_in_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    let home = tempfile::tempdir().unwrap();
+    let socket = loch_testkit::unique_name("loch-sql");
+    let program = [crate::common::LOCH, "sql", "--ams", &server.url];
+    let Some(tmux) = Tmux::start(&socket, &program, home.path()) else { return };
+    tmux.wait_for("loch:local.default>");
+    tmux.line("CREATE NAMESPACE demo;");
+    tmux.wait_for("OK");
+    tmux.line("\\c local");
+    // A statement over three lines: the prompt waits for the `;`.
+    tmux.line("CREATE TABLE demo.pets (id INT NOT NULL,");
+    tmux.wait_for("      ->");
+    tmux.line("  name STRING)");
+    tmux.line("  PARTITIONED BY (bucket(4, id));");
+    tmux.line("INSERT INTO demo.pets VALUES (1, 'cat'), (2, 'dog'), (3, NULL);");
+    tmux.wait_for("inserted 3 rows");
+    tmux.line("SELECT id, name FROM demo.pets");
+    tmux.line("ORDER BY id;");
+    let screen = tmux.wait_for("| 3  |      |");
+    for row in ["| id | name |", "| 1  | cat  |", "| 2  | dog  |", "3 rows"] {
+        assert!(screen.contains(row), "no {row:?} in:\n{screen}");
+    }
+    tmux.line("SELEC * FROM demo.pets;");
+    let screen = tmux.wait_for("ERROR: syntax error");
+    let error = screen.lines().find(|l| l.starts_with("ERROR:")).unwrap();
+    assert!(error.contains("Line: 1, Column"), "the error gives no position: {error}");
+    // The session goes on after an error; helpers work.
+    tmux.line("USE demo;");
+    tmux.wait_for("loch:local.demo>");
+    tmux.line("\\d");
+    tmux.wait_for("| pets  |");
+    tmux.line("\\d pets");
+    tmux.wait_for("| name        | STRING    | YES");
+    tmux.line("\\q");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !tmux.pane_dead() {
+        assert!(std::time::Instant::now() < deadline, "loch sql did not exit on \\q:\n{}", tmux.screen());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(home.path().join(".loch_sql_history").exists(), "no history was saved");
+    server.stop("TERM");
+}
+
+#[test]
+fn loch_sql_runs_scripts_and_prints_csv_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(crate::common::LOCH)
+            .args(["sql", "--ams", &server.url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let script = dir.path().join("setup.sql");
+    std::fs::write(
+        &script,
+        "CREATE NAMESPACE s;\n-- a comment; with a semicolon\nCREATE TABLE s.t (id INT, note STRING);\nINSERT INTO s.t VALUES (1, 'a;b'), (2, 'c');\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["-f", script.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["-e", "SELECT * FROM s.t ORDER BY id", "--format", "csv"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "id,note\n1,a;b\n2,c\n");
+    let (ok, out, err) = run(&["-n", "s", "-e", "SELECT id FROM t WHERE note = 'c'", "--format", "json"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), r#"{"id":2}"#);
+    // Errors: one line, non-zero exit.
+    let (ok, _, err) = run(&["-e", "SELECT * FROM s.missing"]);
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+    let output = std::process::Command::new(crate::common::LOCH)
+        .args(["sql", "--ams", "not a url", "-e", "SELECT 1"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a URL"));
+    server.stop("TERM");
+}
+
+/// `loch sql -e SQL --format json`: the rows as JSON objects.
+fn sql_rows(server: &Serve, sql: &str) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(crate::common::LOCH)
+        .args(["sql", "--ams", &server.url, "--format", "json", "-e", sql])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{sql}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn sql_ok(server: &Serve, sql: &str) {
+    let output = std::process::Command::new(crate::common::LOCH)
+        .args(["sql", "--ams", &server.url, "-e", sql])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{sql}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Rows as `tables.py rows` prints them, and `loch sql`'s JSON rows, on one footing: every
+/// column present (NULL as null), numbers as f64.
+fn normalized(rows: &[serde_json::Value]) -> Vec<std::collections::BTreeMap<String, String>> {
+    let columns = ["id", "category", "value", "note"];
+    rows.iter()
+        .map(|row| {
+            columns
+                .iter()
+                .map(|c| {
+                    let v = &row[*c];
+                    let text = match v {
+                        serde_json::Value::Null => "null".to_string(),
+                        serde_json::Value::Number(n) => format!("{}", n.as_f64().unwrap()),
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (c.to_string(), text)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn pyiceberg_and_loch_sql_read_what_the_other_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    let Some(tables) = crate::common::Tables::new(&server) else { return };
+    let both_read = |table: &str, what: &str| {
+        let py = tables.run(&["rows", table]);
+        let py = normalized(py.as_array().unwrap());
+        let loch = normalized(&sql_rows(&server, &format!("SELECT * FROM {table} ORDER BY id")));
+        assert_eq!(loch, py, "{what}: loch sql and PyIceberg read {table} differently");
+        py.len()
+    };
+
+    // What loch sql writes, PyIceberg reads: appends, overwrite, deletes, updates.
+    sql_ok(&server, "CREATE NAMESPACE interop");
+    sql_ok(
+        &server,
+        "CREATE TABLE interop.bysql (id BIGINT NOT NULL, category STRING, value DOUBLE, note STRING) PARTITIONED BY (category)",
+    );
+    sql_ok(
+        &server,
+        "INSERT INTO interop.bysql SELECT value AS id, 'c' || CAST(value % 3 AS VARCHAR), value * 0.5, 'row ' || CAST(value AS VARCHAR) FROM range(0, 300)",
+    );
+    assert_eq!(both_read("interop.bysql", "after INSERT"), 300);
+    sql_ok(&server, "INSERT INTO interop.bysql VALUES (1000, 'c1', NULL, NULL), (1001, NULL, 2.5, 'no category')");
+    assert_eq!(both_read("interop.bysql", "after INSERT with NULLs"), 302);
+    sql_ok(&server, "INSERT OVERWRITE interop.bysql VALUES (2000, 'c2', 1.0, 'replaced c2')");
+    assert_eq!(both_read("interop.bysql", "after INSERT OVERWRITE"), 203);
+    sql_ok(&server, "DELETE FROM interop.bysql WHERE id % 7 = 0 OR category IS NULL");
+    let n = both_read("interop.bysql", "after DELETE");
+    sql_ok(&server, "UPDATE interop.bysql SET note = 'updated', value = value + 1 WHERE category = 'c1'");
+    assert_eq!(both_read("interop.bysql", "after UPDATE"), n);
+    let updated = sql_rows(&server, "SELECT count(*) AS n FROM interop.bysql WHERE note = 'updated'");
+    assert!(updated[0]["n"].as_u64().unwrap() > 50, "{updated:?}");
+
+    // What PyIceberg writes, loch sql reads: appends, an overwrite, a delete.
+    tables.run(&["append", "interop.bypy", "--appends", "3", "--rows", "200", "--partitions", "4"]);
+    assert_eq!(both_read("interop.bypy", "after PyIceberg appends"), 600);
+    tables.run(&["delete", "interop.bypy", "id < 150"]);
+    assert_eq!(both_read("interop.bypy", "after PyIceberg delete"), 450);
+    tables.run(&["overwrite", "interop.bypy", "--rows", "50"]);
+    assert_eq!(both_read("interop.bypy", "after PyIceberg overwrite"), 50);
+    // And loch sql changes PyIceberg's table, which PyIceberg then reads.
+    sql_ok(&server, "DELETE FROM interop.bypy WHERE id >= 40");
+    sql_ok(&server, "UPDATE interop.bypy SET category = 'moved' WHERE id < 5");
+    assert_eq!(both_read("interop.bypy", "after loch sql changed PyIceberg's table"), 40);
+    server.stop("TERM");
+}

@@ -1,0 +1,191 @@
+//! `DELETE` and `UPDATE`.
+//!
+//! - Iceberg tables (merge-on-read, as Iceberg's v2 row-level operations): each data file's live
+//!   rows are matched against the `WHERE` clause with their positions in the file; the matches
+//!   become one position delete file per data file, and for `UPDATE` their new values new data
+//!   files, all in one row-delta snapshot that asserts the branch head it read (a concurrent
+//!   commit fails it rather than letting it delete from files that changed).
+//! - Keyed tables: the matching rows are written to the change store as deletes (`-D`), or as
+//!   update pairs (`-U`, `+U`), in one transaction.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow_array::{Int64Array, RecordBatch};
+use arrow_row::{RowConverter, SortField};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema};
+use datafusion::catalog::MemTable;
+use datafusion::execution::context::SessionContext;
+use futures::TryStreamExt;
+use iceberg::scan::FileScanTask;
+use iceberg::table::Table;
+use loch_table::position_delete::write_position_deletes;
+use loch_table::scan::read_task;
+use loch_table::snapshot::RowDelta;
+
+use crate::backend::{Backend, TableRef};
+use crate::error::{Result, SqlError};
+use crate::write;
+
+/// Name under which one data file's rows are queried.
+pub const FILE_ROWS: &str = "__loch_file_rows";
+/// Column holding a row's position in its data file.
+pub const POSITION: &str = "__loch_pos";
+
+/// What an `UPDATE` sets: for each table column, the SQL of its new value (`None`: unchanged).
+pub type Assignments = Vec<Option<String>>;
+
+/// The live rows of one data file with their positions in it: the file read whole, and read with
+/// its deletes applied by Iceberg's reader; the second is a subsequence of the first, and lining
+/// them up gives each live row its position.
+async fn live_rows_with_positions(table: &Table, task: &FileScanTask) -> Result<Option<RecordBatch>> {
+    let arrow = write::table_arrow_schema(table)?;
+    let mut whole = task.clone();
+    whole.start = 0;
+    whole.length = whole.file_size_in_bytes;
+    whole.predicate = None;
+    let mut with_deletes = whole.clone();
+    whole.deletes = Vec::new();
+    let all = read_task(table.file_io(), whole).await?;
+    let all = concat(&arrow, &all)?;
+    if all.num_rows() == 0 {
+        return Ok(None);
+    }
+    let (live, positions) = if with_deletes.deletes.is_empty() {
+        let positions: Vec<i64> = (0..all.num_rows() as i64).collect();
+        (all, positions)
+    } else {
+        with_deletes.predicate = None;
+        let live = read_task(table.file_io(), with_deletes).await?;
+        let live = concat(&arrow, &live)?;
+        let positions = align(&all, &live)?;
+        (live, positions)
+    };
+    if live.num_rows() == 0 {
+        return Ok(None);
+    }
+    let mut fields: Vec<Field> = live.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(POSITION, DataType::Int64, false));
+    let mut columns = live.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(positions)));
+    Ok(Some(RecordBatch::try_new(Arc::new(ArrowSchema::new(fields)), columns)?))
+}
+
+fn concat(schema: &arrow_schema::SchemaRef, batches: &[RecordBatch]) -> Result<RecordBatch> {
+    let batches: Vec<RecordBatch> = batches.iter().map(|b| write::conform(b, schema)).collect::<Result<_>>()?;
+    Ok(arrow_select::concat::concat_batches(schema, &batches)?)
+}
+
+/// Positions in `all` of the rows of `live`, a subsequence of it (greedy: identical rows are
+/// interchangeable, so any embedding deletes the same content).
+fn align(all: &RecordBatch, live: &RecordBatch) -> Result<Vec<i64>> {
+    let fields = all.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    let converter = RowConverter::new(fields)?;
+    let all_rows = converter.convert_columns(all.columns())?;
+    let live_rows = converter.convert_columns(live.columns())?;
+    let mut positions = Vec::with_capacity(live.num_rows());
+    let mut i = 0usize;
+    for row in live_rows.iter() {
+        while i < all_rows.num_rows() && all_rows.row(i) != row {
+            i += 1;
+        }
+        if i == all_rows.num_rows() {
+            return Err(SqlError::invalid(
+                "a live row is missing from its data file (the reader disagrees with itself)",
+            ));
+        }
+        positions.push(i as i64);
+        i += 1;
+    }
+    Ok(positions)
+}
+
+/// Runs `DELETE` (`assignments` = `None`) or `UPDATE` on an Iceberg table; the rows changed.
+pub async fn iceberg_row_level(
+    backend: &dyn Backend,
+    table_ref: &TableRef,
+    table: &Table,
+    ctx: &SessionContext,
+    alias: &str,
+    selection: Option<&str>,
+    assignments: Option<&Assignments>,
+) -> Result<u64> {
+    let Some(_) = table.metadata().current_snapshot() else { return Ok(0) };
+    let tasks: Vec<FileScanTask> = table.scan().build()?.plan_files().await?.try_collect().await?;
+    let schema = table.metadata().current_schema().clone();
+    let columns: Vec<String> = schema.as_struct().fields().iter().map(|f| f.name.clone()).collect();
+    let projection = match assignments {
+        None => POSITION.to_string(),
+        Some(values) => {
+            let mut items = vec![POSITION.to_string()];
+            for (column, value) in columns.iter().zip(values) {
+                let quoted = crate::ddl::quote(column);
+                items.push(match value {
+                    Some(sql) => format!("{sql} AS {quoted}"),
+                    None => quoted,
+                });
+            }
+            items.join(", ")
+        }
+    };
+    let filter = selection.map(|s| format!(" WHERE {s}")).unwrap_or_default();
+    let query = format!("SELECT {projection} FROM {FILE_ROWS} AS {}{filter}", crate::ddl::quote(alias));
+    let target = write::table_arrow_schema(table)?;
+
+    let mut delta = RowDelta::new();
+    let mut written = Vec::new();
+    let mut new_rows = Vec::new();
+    let mut changed = 0u64;
+    let result: Result<()> = async {
+        for task in &tasks {
+            let Some(rows) = live_rows_with_positions(table, task).await? else { continue };
+            let _ = ctx.deregister_table(FILE_ROWS)?;
+            ctx.register_table(FILE_ROWS, Arc::new(MemTable::try_new(rows.schema(), vec![vec![rows]])?))?;
+            let matched: Vec<RecordBatch> = ctx.sql(&query).await?.collect().await?;
+            let mut positions = BTreeSet::new();
+            for batch in &matched {
+                let column = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .ok_or_else(|| SqlError::invalid("row positions are not 64-bit integers"))?;
+                positions.extend(column.values().iter().copied());
+                if assignments.is_some() && batch.num_rows() > 0 {
+                    let values = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
+                    new_rows.push(write::conform(&values, &target)?);
+                }
+            }
+            if positions.is_empty() {
+                continue;
+            }
+            changed += positions.len() as u64;
+            let positions: Vec<i64> = positions.into_iter().collect();
+            let spec_id = task.partition_spec.as_ref().map_or(0, |s| s.spec_id());
+            let partition = task.partition.clone().unwrap_or_else(iceberg::spec::Struct::empty);
+            let file =
+                write_position_deletes(table.file_io(), &task.data_file_path, &positions, partition, spec_id).await?;
+            written.push(file.clone());
+            delta = std::mem::take(&mut delta).add_deletes(file);
+        }
+        let _ = ctx.deregister_table(FILE_ROWS)?;
+        if changed == 0 {
+            return Ok(());
+        }
+        if !new_rows.is_empty() {
+            let stream = futures::stream::iter(new_rows.drain(..).map(Ok));
+            let (files, _) = write::write_data_files(table, stream).await?;
+            for f in files {
+                written.push(f.clone());
+                delta = std::mem::take(&mut delta).add_rows(f);
+            }
+        }
+        write::commit(backend, table_ref, table, std::mem::take(&mut delta)).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        write::delete_files(table, &written).await;
+        return Err(e);
+    }
+    Ok(changed)
+}

@@ -1,0 +1,824 @@
+//! Runs statements: Loch's own (catalog browsing, DDL, maintenance) against the backend, and
+//! everything else through a DataFusion session built per statement with exactly the tables the
+//! statement names, loaded fresh, so every statement sees the tables' current state (or the
+//! snapshot its time travel asks for).
+
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
+use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::{
+    AssignmentTarget, FromTable, Ident, ObjectName, ObjectNamePart, Statement as SqlStatement, TableFactor,
+    TableObject, TableWithJoins,
+};
+use futures::{StreamExt, TryStreamExt};
+use iceberg_datafusion::IcebergStaticTableProvider;
+
+use crate::KeyedTableProvider;
+use crate::backend::{Backend, LoadedTable, NewTable, TableRef};
+use crate::ddl;
+use crate::error::{Result, SqlError};
+use crate::meta_tables;
+use crate::statement::{CreateTable, Located, Statement, TimeTravel, parse_script, time_travel};
+use crate::write;
+
+/// What a statement answered.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Columns of the rows (empty for a statement without rows).
+    pub schema: SchemaRef,
+    /// The rows, at most the limit asked for.
+    pub batches: Vec<RecordBatch>,
+    /// More rows were there than the limit.
+    pub truncated: bool,
+    /// One line about what happened (`OK`, `3 rows`, `inserted 5 rows`, ...).
+    pub summary: String,
+}
+
+impl Output {
+    fn done(summary: impl Into<String>) -> Self {
+        Self { schema: Arc::new(ArrowSchema::empty()), batches: Vec::new(), truncated: false, summary: summary.into() }
+    }
+
+    fn strings(column: &str, values: Vec<String>) -> Result<Self> {
+        let schema = Arc::new(ArrowSchema::new(vec![Field::new(column, DataType::Utf8, false)]));
+        let n = values.len();
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(values)) as ArrayRef])?;
+        Ok(Self { schema, batches: vec![batch], truncated: false, summary: rows_summary(n) })
+    }
+
+    fn count(column: &str, n: u64, summary: String) -> Result<Self> {
+        let schema = Arc::new(ArrowSchema::new(vec![Field::new(column, DataType::UInt64, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n])) as ArrayRef])?;
+        Ok(Self { schema, batches: vec![batch], truncated: false, summary })
+    }
+
+    /// Rows in the answer.
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+}
+
+fn rows_summary(n: usize) -> String {
+    if n == 1 { "1 row".into() } else { format!("{n} rows") }
+}
+
+/// A SQL session: the current catalog and namespace, over a backend.
+#[derive(Debug)]
+pub struct SqlEngine {
+    backend: Arc<dyn Backend>,
+    catalog: String,
+    namespace: Vec<String>,
+}
+
+impl SqlEngine {
+    /// A session on `catalog` (its namespace `default` until `USE`).
+    pub fn new(backend: Arc<dyn Backend>, catalog: impl Into<String>) -> Self {
+        Self { backend, catalog: catalog.into(), namespace: vec!["default".into()] }
+    }
+
+    /// The backend statements run against.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> &str {
+        &self.catalog
+    }
+
+    /// The current namespace.
+    pub fn namespace(&self) -> &[String] {
+        &self.namespace
+    }
+
+    /// Runs every statement of `sql` in order, stopping at the first error.
+    pub async fn run(&mut self, sql: &str) -> Result<Vec<Output>> {
+        let mut out = Vec::new();
+        for statement in parse_script(sql)? {
+            out.push(self.execute(&statement, None).await?);
+        }
+        Ok(out)
+    }
+
+    /// Runs one statement, keeping at most `limit` rows of its answer.
+    pub async fn execute(&mut self, located: &Located, limit: Option<usize>) -> Result<Output> {
+        match &located.statement {
+            Statement::ShowCatalogs => Output::strings("catalog", self.backend.catalogs().await?),
+            Statement::ShowNamespaces(catalog) => {
+                let catalog = match catalog {
+                    Some(name) => single(name, "catalog")?,
+                    None => self.catalog.clone(),
+                };
+                let list = self.backend.namespaces(&catalog).await?;
+                Output::strings("namespace", list.into_iter().map(|l| l.join(".")).collect())
+            }
+            Statement::ShowTables(namespace) => {
+                let (catalog, namespace) = match namespace {
+                    Some(name) => self.resolve_namespace(name)?,
+                    None => (self.catalog.clone(), self.namespace.clone()),
+                };
+                Output::strings("table", self.backend.tables(&catalog, &namespace).await?)
+            }
+            Statement::Describe(name) => self.describe(name).await,
+            Statement::ShowCreateTable(name) => {
+                let (table, loaded) = self.load(name).await?;
+                let text = ddl::show_create_table(&table.to_string(), loaded.table(), loaded.primary_key());
+                let mut out = Output::strings("createtab_stmt", vec![text])?;
+                out.summary = "OK".into();
+                Ok(out)
+            }
+            Statement::ShowProperties(name) => {
+                let (_, loaded) = self.load(name).await?;
+                let mut props: Vec<(String, String)> =
+                    loaded.table().metadata().properties().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                props.sort();
+                let schema = Arc::new(ArrowSchema::new(vec![
+                    Field::new("key", DataType::Utf8, false),
+                    Field::new("value", DataType::Utf8, false),
+                ]));
+                let n = props.len();
+                let (keys, values): (Vec<String>, Vec<String>) = props.into_iter().unzip();
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![Arc::new(StringArray::from(keys)) as ArrayRef, Arc::new(StringArray::from(values))],
+                )?;
+                Ok(Output { schema, batches: vec![batch], truncated: false, summary: rows_summary(n) })
+            }
+            Statement::CreateNamespace { name, if_not_exists } => {
+                let (catalog, namespace) = self.resolve_namespace(name)?;
+                let exists = self.backend.namespaces(&catalog).await?.contains(&namespace);
+                if exists {
+                    if *if_not_exists {
+                        return Ok(Output::done("OK"));
+                    }
+                    return Err(SqlError::invalid(format!("namespace {} already exists", namespace.join("."))));
+                }
+                self.backend.create_namespace(&catalog, &namespace).await?;
+                Ok(Output::done("OK"))
+            }
+            Statement::DropNamespace { name, if_exists } => {
+                let (catalog, namespace) = self.resolve_namespace(name)?;
+                if *if_exists && !self.backend.namespaces(&catalog).await?.contains(&namespace) {
+                    return Ok(Output::done("OK"));
+                }
+                self.backend.drop_namespace(&catalog, &namespace).await?;
+                Ok(Output::done("OK"))
+            }
+            Statement::CreateTable(create) => self.create_table(create).await,
+            Statement::DropTable { name, if_exists, purge } => {
+                let table = self.resolve(name)?;
+                if self.backend.load(&table).await?.is_none() {
+                    if *if_exists {
+                        return Ok(Output::done("OK"));
+                    }
+                    return Err(SqlError::invalid(format!("table {table} does not exist")));
+                }
+                self.backend.drop_table(&table, *purge).await?;
+                Ok(Output::done("OK"))
+            }
+            Statement::SetProperties(name, pairs) => {
+                let (table, loaded) = self.load(name).await?;
+                let updates = vec![iceberg::TableUpdate::SetProperties { updates: pairs.iter().cloned().collect() }];
+                let store = loaded.table().identifier().name().to_string();
+                self.backend.commit(&table, &store, Vec::new(), updates).await?;
+                Ok(Output::done("OK"))
+            }
+            Statement::UnsetProperties(name, keys) => {
+                let (table, loaded) = self.load(name).await?;
+                let updates = vec![iceberg::TableUpdate::RemoveProperties { removals: keys.clone() }];
+                let store = loaded.table().identifier().name().to_string();
+                self.backend.commit(&table, &store, Vec::new(), updates).await?;
+                Ok(Output::done("OK"))
+            }
+            Statement::Optimize { name, .. } => {
+                let (table, _) = self.load(name).await?;
+                Err(SqlError::invalid(format!(
+                    "OPTIMIZE is not available yet: the optimizing service plans {table} by its triggers (self-optimizing.*)"
+                )))
+            }
+            Statement::ExpireSnapshots { name, retain } => {
+                let (table, _) = self.load(name).await?;
+                if retain.is_some() {
+                    return Err(SqlError::invalid(
+                        "EXPIRE SNAPSHOTS ... RETAIN is not available yet: expiry keeps what the table's snapshot.keep.* and history.* properties say",
+                    ));
+                }
+                let options = serde_json::json!({});
+                let outcome = self.backend.maintain(&table, "expire-snapshots", options).await?;
+                Output::strings("summary", vec![outcome.message])
+            }
+            Statement::CleanOrphanFiles { name, dry_run } => {
+                let (table, _) = self.load(name).await?;
+                let options = serde_json::json!({ "dry_run": dry_run });
+                let outcome = self.backend.maintain(&table, "clean-orphan-files", options).await?;
+                let mut out = Output::strings("file", outcome.files)?;
+                out.summary = outcome.message;
+                Ok(out)
+            }
+            Statement::Sql(statement) => self.sql(statement, limit).await,
+        }
+    }
+
+    /// `[catalog.]namespace` of a name (a three-part name is a table, not a namespace).
+    fn resolve_namespace(&self, name: &ObjectName) -> Result<(String, Vec<String>)> {
+        let parts = parts(name)?;
+        match parts.as_slice() {
+            [namespace] => Ok((self.catalog.clone(), split_namespace(namespace))),
+            [catalog, namespace] => Ok((catalog.clone(), split_namespace(namespace))),
+            _ => Err(SqlError::invalid(format!("{name} is not a namespace name; use [catalog.]namespace"))),
+        }
+    }
+
+    /// The table a name means here: `t`, `namespace.t` or `catalog.namespace.t`.
+    fn resolve(&self, name: &ObjectName) -> Result<TableRef> {
+        let parts = parts(name)?;
+        self.resolve_parts(&parts, name)
+    }
+
+    fn resolve_parts(&self, parts: &[String], name: &dyn std::fmt::Display) -> Result<TableRef> {
+        match parts {
+            [table] => {
+                Ok(TableRef { catalog: self.catalog.clone(), namespace: self.namespace.clone(), name: table.clone() })
+            }
+            [namespace, table] => Ok(TableRef {
+                catalog: self.catalog.clone(),
+                namespace: split_namespace(namespace),
+                name: table.clone(),
+            }),
+            [catalog, namespace, table] => {
+                Ok(TableRef { catalog: catalog.clone(), namespace: split_namespace(namespace), name: table.clone() })
+            }
+            _ => Err(SqlError::invalid(format!("{name} is not a table name; use [[catalog.]namespace.]table"))),
+        }
+    }
+
+    async fn load(&self, name: &ObjectName) -> Result<(TableRef, LoadedTable)> {
+        let table = self.resolve(name)?;
+        let loaded = self.backend.load(&table).await?;
+        let loaded = loaded.ok_or_else(|| SqlError::invalid(format!("table {table} does not exist")))?;
+        Ok((table, loaded))
+    }
+
+    async fn describe(&self, name: &ObjectName) -> Result<Output> {
+        let (_, loaded) = self.load(name).await?;
+        let schema = loaded.table().metadata().current_schema().clone();
+        let key = loaded.primary_key();
+        let fields = schema.as_struct().fields();
+        let mut names = Vec::new();
+        let mut types = Vec::new();
+        let mut nullable = Vec::new();
+        let mut keys = Vec::new();
+        let mut comments = Vec::new();
+        for f in fields {
+            names.push(f.name.clone());
+            types.push(ddl::sql_type(&f.field_type));
+            nullable.push(if f.required { "NO" } else { "YES" }.to_string());
+            keys.push(if key.contains(&f.name) { "PRI" } else { "" }.to_string());
+            comments.push(f.doc.clone().unwrap_or_default());
+        }
+        let n = names.len();
+        let out_schema = Arc::new(ArrowSchema::new(
+            ["column_name", "data_type", "is_nullable", "key", "comment"]
+                .iter()
+                .map(|c| Field::new(*c, DataType::Utf8, false))
+                .collect::<Vec<_>>(),
+        ));
+        let columns: Vec<ArrayRef> = [names, types, nullable, keys, comments]
+            .into_iter()
+            .map(|c| Arc::new(StringArray::from(c)) as ArrayRef)
+            .collect();
+        let batch = RecordBatch::try_new(out_schema.clone(), columns)?;
+        Ok(Output { schema: out_schema, batches: vec![batch], truncated: false, summary: rows_summary(n) })
+    }
+
+    async fn create_table(&mut self, create: &CreateTable) -> Result<Output> {
+        let table = self.resolve(&create.name)?;
+        if self.backend.load(&table).await?.is_some() {
+            if create.if_not_exists {
+                return Ok(Output::done("OK"));
+            }
+            return Err(SqlError::invalid(format!("table {table} already exists")));
+        }
+        // CTAS: plan the query first, so a bad query creates nothing.
+        let query = match &create.query {
+            Some(query) => {
+                let statement = SqlStatement::Query(query.clone());
+                let (ctx, plan) = self.plan(&statement).await?;
+                let frame = ctx.execute_logical_plan(plan).await?;
+                Some(frame)
+            }
+            None => None,
+        };
+        let arrow = match (&query, create.columns.is_empty()) {
+            (Some(frame), true) => ddl::require_key(frame.schema().as_arrow(), &create.primary_key)?,
+            (_, false) => ddl::arrow_schema(&create.columns, &create.primary_key)?,
+            (None, true) => return Err(SqlError::invalid("CREATE TABLE needs columns or AS SELECT")),
+        };
+        let schema = ddl::iceberg_schema(&arrow)?;
+        let partition_spec = ddl::partition_spec(&create.partitioned_by, &schema)?;
+        let new = NewTable {
+            schema,
+            partition_spec,
+            properties: ddl::properties(&create.properties),
+            primary_key: create.primary_key.clone(),
+        };
+        self.backend.create(&table, new).await?;
+        let Some(frame) = query else { return Ok(Output::done("OK")) };
+        let stream = frame.execute_stream().await?;
+        let written = match self.write_rows(&table, stream, None, false).await {
+            Ok(n) => n,
+            Err(e) => {
+                // The table was made for these rows: without them it goes too.
+                let _ = self.backend.drop_table(&table, true).await;
+                return Err(e);
+            }
+        };
+        Output::count("count", written, format!("created {table} with {}", rows_summary(written as usize)))
+    }
+
+    /// Plans `statement` in a session holding the tables it names.
+    async fn plan(&self, statement: &SqlStatement) -> Result<(SessionContext, datafusion::logical_expr::LogicalPlan)> {
+        let statement = DFStatement::Statement(Box::new(statement.clone()));
+        let ctx = self.context(&statement).await?;
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        Ok((ctx, plan))
+    }
+
+    /// A session with every table `statement` references registered under the name it used.
+    async fn context(&self, statement: &DFStatement) -> Result<SessionContext> {
+        let namespace = self.namespace.join(".");
+        let config = SessionConfig::new().with_default_catalog_and_schema(&self.catalog, &namespace);
+        let ctx = SessionContext::new_with_config(config);
+        let references = ctx.state().resolve_table_references(statement)?;
+        let functions = ctx.state().table_functions().clone();
+        for reference in references {
+            // Table functions (`range(10)`) resolve like tables; DataFusion plans them itself.
+            if matches!(reference, TableReference::Bare { .. }) && functions.contains_key(reference.table()) {
+                continue;
+            }
+            let provider = self.provider(&reference).await?;
+            let (catalog, schema) = match &reference {
+                TableReference::Bare { .. } => (self.catalog.clone(), namespace.clone()),
+                TableReference::Partial { schema, .. } => (self.catalog.clone(), schema.to_string()),
+                TableReference::Full { catalog, schema, .. } => (catalog.to_string(), schema.to_string()),
+            };
+            let catalog_provider = match ctx.catalog(&catalog) {
+                Some(c) => c,
+                None => {
+                    let c: Arc<dyn CatalogProvider> = Arc::new(MemoryCatalogProvider::new());
+                    ctx.register_catalog(&catalog, c.clone());
+                    c
+                }
+            };
+            if catalog_provider.schema(&schema).is_none() {
+                catalog_provider.register_schema(&schema, Arc::new(MemorySchemaProvider::new()))?;
+            }
+            ctx.register_table(reference.clone(), provider)?;
+        }
+        Ok(ctx)
+    }
+
+    /// The provider of a referenced table: a metadata table, a snapshot, a keyed table's
+    /// merge-on-read, or an Iceberg table's scan.
+    async fn provider(&self, reference: &TableReference) -> Result<Arc<dyn TableProvider>> {
+        let (name, travel) = time_travel(reference.table())?;
+        let (name, kind) = match meta_tables::split(name) {
+            Some((table, kind)) => (table, Some(kind)),
+            None => (name, None),
+        };
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(catalog) = reference.catalog() {
+            parts.push(catalog.to_string());
+        }
+        if let Some(schema) = reference.schema() {
+            parts.push(schema.to_string());
+        }
+        parts.push(name.to_string());
+        let table = self.resolve_parts(&parts, reference)?;
+        let loaded = self.backend.load(&table).await?;
+        let loaded = loaded.ok_or_else(|| SqlError::invalid(format!("table {table} does not exist")))?;
+        if let Some(kind) = kind {
+            if travel.is_some() {
+                return Err(SqlError::invalid("metadata tables have no time travel"));
+            }
+            return meta_tables::provider(&loaded, kind).await;
+        }
+        match (loaded, travel) {
+            (LoadedTable::Iceberg(table), None) => {
+                Ok(Arc::new(IcebergStaticTableProvider::try_new_from_table(table).await?))
+            }
+            (LoadedTable::Iceberg(table), Some(travel)) => {
+                let snapshot = snapshot_of(&table, &travel)?;
+                Ok(Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, snapshot).await?))
+            }
+            (LoadedTable::Keyed { base, change, primary_key }, None) => {
+                Ok(Arc::new(KeyedTableProvider::try_new(base, change, primary_key)?))
+            }
+            (LoadedTable::Keyed { .. }, Some(_)) => Err(SqlError::invalid(format!(
+                "{table} is a keyed table: time travel reads one store's snapshot, not the merged table; query {table}$changes for its history"
+            ))),
+        }
+    }
+
+    async fn sql(&mut self, statement: &SqlStatement, limit: Option<usize>) -> Result<Output> {
+        match statement {
+            SqlStatement::Use(use_) => self.use_(use_),
+            SqlStatement::Insert(insert) => {
+                let TableObject::TableName(name) = &insert.table else {
+                    return Err(SqlError::invalid("INSERT INTO a table function is not supported"));
+                };
+                let table = self.resolve(name)?;
+                let source =
+                    insert.source.clone().ok_or_else(|| SqlError::invalid("INSERT needs VALUES or a query"))?;
+                let (ctx, plan) = self.plan(&SqlStatement::Query(source)).await?;
+                let stream = ctx.execute_logical_plan(plan).await?.execute_stream().await?;
+                let columns: Vec<String> = insert.columns.iter().map(normalize).collect();
+                let columns = (!columns.is_empty()).then_some(columns);
+                let n = self.write_rows(&table, stream, columns, insert.overwrite).await?;
+                Output::count("count", n, format!("inserted {}", rows_summary(n as usize)))
+            }
+            SqlStatement::Delete(delete) => {
+                if delete.using.is_some() || !delete.tables.is_empty() {
+                    return Err(SqlError::invalid("DELETE ... USING and multi-table DELETE are not supported"));
+                }
+                let from = match &delete.from {
+                    FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from) => from,
+                };
+                let [from] = from.as_slice() else {
+                    return Err(SqlError::invalid("DELETE removes rows of one table"));
+                };
+                let (name, alias) = target_of(from)?;
+                let selection = delete.selection.as_ref().map(ToString::to_string);
+                let n = self.row_level(statement, &name, alias, selection, None).await?;
+                Output::count("count", n, format!("deleted {}", rows_summary(n as usize)))
+            }
+            SqlStatement::Update(update) => {
+                if update.from.is_some() {
+                    return Err(SqlError::invalid("UPDATE ... FROM is not supported"));
+                }
+                let (name, alias) = target_of(&update.table)?;
+                let mut set = Vec::new();
+                for assignment in &update.assignments {
+                    let AssignmentTarget::ColumnName(column) = &assignment.target else {
+                        return Err(SqlError::invalid(
+                            "UPDATE SET (a, b) = ... is not supported; set columns one by one",
+                        ));
+                    };
+                    let column = parts(column)?.pop().unwrap_or_default();
+                    set.push((column, assignment.value.to_string()));
+                }
+                let selection = update.selection.as_ref().map(ToString::to_string);
+                let n = self.row_level(statement, &name, alias, selection, Some(set)).await?;
+                Output::count("count", n, format!("updated {}", rows_summary(n as usize)))
+            }
+            query @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
+                let (ctx, plan) = self.plan(query).await?;
+                let frame = ctx.execute_logical_plan(plan).await?;
+                let mut stream = frame.execute_stream().await?;
+                let schema = stream.schema();
+                let mut batches = Vec::new();
+                let mut rows = 0usize;
+                let mut truncated = false;
+                while let Some(batch) = stream.try_next().await? {
+                    match limit {
+                        Some(limit) if rows + batch.num_rows() > limit => {
+                            batches.push(batch.slice(0, limit - rows));
+                            rows = limit;
+                            truncated = true;
+                            break;
+                        }
+                        _ => {
+                            rows += batch.num_rows();
+                            batches.push(batch);
+                        }
+                    }
+                }
+                let mut summary = rows_summary(rows);
+                if truncated {
+                    summary.push_str(" (truncated)");
+                }
+                Ok(Output { schema, batches, truncated, summary })
+            }
+            // DataFusion's own DDL would make tables over any path the server can read.
+            other => Err(SqlError::invalid(format!("Loch does not run this statement: {}", first_words(other)))),
+        }
+    }
+
+    fn use_(&mut self, use_: &datafusion::sql::sqlparser::ast::Use) -> Result<Output> {
+        use datafusion::sql::sqlparser::ast::Use;
+        let name = match use_ {
+            Use::Object(name) | Use::Database(name) | Use::Schema(name) => name,
+            Use::Catalog(name) => {
+                self.catalog = single(name, "catalog")?;
+                return Ok(Output::done("OK"));
+            }
+            other => return Err(SqlError::invalid(format!("unsupported {other}"))),
+        };
+        let parts = parts(name)?;
+        match parts.as_slice() {
+            [namespace] => self.namespace = split_namespace(namespace),
+            [catalog, namespace] => {
+                self.catalog = catalog.clone();
+                self.namespace = split_namespace(namespace);
+            }
+            _ => return Err(SqlError::invalid(format!("USE {name}: use [catalog.]namespace"))),
+        }
+        Ok(Output::done("OK"))
+    }
+
+    /// Writes a statement's rows into `table` (in the order of `columns` when given, the
+    /// others NULL); `overwrite` replaces the partitions the rows fall in. Returns the row count.
+    async fn write_rows(
+        &self,
+        table: &TableRef,
+        stream: SendableRecordBatchStream,
+        columns: Option<Vec<String>>,
+        overwrite: bool,
+    ) -> Result<u64> {
+        let loaded = self
+            .backend
+            .load(table)
+            .await?
+            .ok_or_else(|| SqlError::invalid(format!("table {table} does not exist")))?;
+        let target = write::table_arrow_schema(loaded.table())?;
+        let order = match &columns {
+            Some(columns) => Some(column_order(columns, &target)?),
+            None => None,
+        };
+        let target_for_rows = target.clone();
+        let rows = stream.map(move |batch| {
+            let batch = batch?;
+            let batch = match &order {
+                Some(order) => reorder(&batch, order, &target_for_rows)?,
+                None => batch,
+            };
+            write::conform(&batch, &target_for_rows)
+        });
+        match loaded {
+            LoadedTable::Iceberg(store) => {
+                let (files, count) = write::write_data_files(&store, Box::pin(rows)).await?;
+                if files.is_empty() && !overwrite {
+                    return Ok(0);
+                }
+                let result = if overwrite {
+                    self.overwrite(table, &store, files.clone()).await
+                } else {
+                    let mut delta = loch_table::snapshot::RowDelta::new();
+                    for f in files.iter().cloned() {
+                        delta = delta.add_rows(f);
+                    }
+                    write::commit(self.backend.as_ref(), table, &store, delta).await.map(|_| ())
+                };
+                if let Err(e) = result {
+                    write::delete_files(&store, &files).await;
+                    return Err(e);
+                }
+                Ok(count)
+            }
+            LoadedTable::Keyed { .. } => {
+                if overwrite {
+                    return Err(SqlError::invalid(format!(
+                        "INSERT OVERWRITE on keyed table {table}: write upserts with INSERT INTO (write.upsert.enabled)"
+                    )));
+                }
+                let batches: Vec<RecordBatch> = Box::pin(rows).try_collect().await?;
+                let count = batches.iter().map(|b| b.num_rows() as u64).sum();
+                let changes = batches.iter().map(|b| write::with_op(b, "+I")).collect::<Result<Vec<_>>>()?;
+                self.backend.ingest(table, changes).await?;
+                Ok(count)
+            }
+        }
+    }
+
+    /// Dynamic partition overwrite: the new files replace every data file of the partitions
+    /// they fall in (the whole table when unpartitioned).
+    async fn overwrite(
+        &self,
+        table: &TableRef,
+        store: &iceberg::table::Table,
+        files: Vec<iceberg::spec::DataFile>,
+    ) -> Result<()> {
+        let metadata = store.metadata_ref();
+        let unpartitioned = metadata.default_partition_spec().is_unpartitioned();
+        let partitions: std::collections::HashSet<String> =
+            files.iter().map(|f| format!("{:?}", f.partition())).collect();
+        let mut action = loch_table::snapshot::OverwriteFiles::new().add_files(files);
+        if let Some(snapshot) = metadata.current_snapshot().cloned() {
+            let live: Vec<loch_table::scan::LiveFile> =
+                loch_table::scan::live_files(store.file_io().clone(), metadata.clone(), snapshot).try_collect().await?;
+            for f in live {
+                if !f.is_delete() && (unpartitioned || partitions.contains(&format!("{:?}", f.file.partition()))) {
+                    action = action.delete_file(f.path());
+                }
+            }
+        }
+        write::commit(self.backend.as_ref(), table, store, action).await.map(|_| ())
+    }
+}
+
+impl SqlEngine {
+    /// `DELETE` (`set` = `None`) or `UPDATE` of the rows of `name` that `selection` matches.
+    async fn row_level(
+        &self,
+        statement: &SqlStatement,
+        name: &ObjectName,
+        alias: Option<String>,
+        selection: Option<String>,
+        set: Option<Vec<(String, String)>>,
+    ) -> Result<u64> {
+        let (table, loaded) = self.load(name).await?;
+        let schema = loaded.table().metadata().current_schema().clone();
+        let columns: Vec<String> = schema.as_struct().fields().iter().map(|f| f.name.clone()).collect();
+        let assignments = match &set {
+            None => None,
+            Some(set) => {
+                let mut values: crate::dml::Assignments = vec![None; columns.len()];
+                for (column, value) in set {
+                    let i = columns
+                        .iter()
+                        .position(|c| c == column)
+                        .ok_or_else(|| SqlError::invalid(format!("table {table} has no column {column}")))?;
+                    if values[i].is_some() {
+                        return Err(SqlError::invalid(format!("UPDATE sets column {column} twice")));
+                    }
+                    if loaded.primary_key().contains(column) {
+                        return Err(SqlError::invalid(format!(
+                            "UPDATE cannot change primary key column {column} of keyed table {table}; delete and insert instead"
+                        )));
+                    }
+                    values[i] = Some(value.clone());
+                }
+                Some(values)
+            }
+        };
+        let alias = alias.unwrap_or_else(|| table.name.clone());
+        match &loaded {
+            LoadedTable::Iceberg(store) => {
+                let ctx = self.context(&DFStatement::Statement(Box::new(statement.clone()))).await?;
+                crate::dml::iceberg_row_level(
+                    self.backend.as_ref(),
+                    &table,
+                    store,
+                    &ctx,
+                    &alias,
+                    selection.as_deref(),
+                    assignments.as_ref(),
+                )
+                .await
+            }
+            LoadedTable::Keyed { .. } => {
+                let quoted: Vec<String> = columns.iter().map(|c| ddl::quote(c)).collect();
+                let mut items = quoted.clone();
+                if let Some(values) = &assignments {
+                    for (i, value) in values.iter().enumerate() {
+                        items.push(match value {
+                            Some(sql) => format!("{sql} AS __loch_new_{i}"),
+                            None => format!("{} AS __loch_new_{i}", quoted[i]),
+                        });
+                    }
+                }
+                let filter = selection.map(|s| format!(" WHERE {s}")).unwrap_or_default();
+                let sql = format!("SELECT {} FROM {name} AS {}{filter}", items.join(", "), ddl::quote(&alias));
+                let parsed = parse_script(&sql)?;
+                let Some(Statement::Sql(query)) = parsed.into_iter().next().map(|l| l.statement) else {
+                    return Err(SqlError::invalid("cannot plan the rows to change"));
+                };
+                let (ctx, plan) = self.plan(&query).await?;
+                let batches: Vec<RecordBatch> = ctx.execute_logical_plan(plan).await?.collect().await?;
+                let target = write::table_arrow_schema(loaded.table())?;
+                let n = columns.len();
+                let mut changes = Vec::new();
+                let mut count = 0u64;
+                for batch in batches.iter().filter(|b| b.num_rows() > 0) {
+                    count += batch.num_rows() as u64;
+                    let before = write::conform(&batch.project(&(0..n).collect::<Vec<_>>())?, &target)?;
+                    changes.push(match &assignments {
+                        None => write::with_op(&before, "-D")?,
+                        Some(_) => {
+                            let after = write::conform(&batch.project(&(n..2 * n).collect::<Vec<_>>())?, &target)?;
+                            write::update_pairs(&before, &after)?
+                        }
+                    });
+                }
+                if count > 0 {
+                    self.backend.ingest(&table, changes).await?;
+                }
+                Ok(count)
+            }
+        }
+    }
+}
+
+/// The table and alias of a `DELETE` / `UPDATE` target (no joins).
+fn target_of(from: &TableWithJoins) -> Result<(ObjectName, Option<String>)> {
+    if !from.joins.is_empty() {
+        return Err(SqlError::invalid("DELETE and UPDATE change one table, without joins"));
+    }
+    match &from.relation {
+        TableFactor::Table { name, alias, .. } => Ok((name.clone(), alias.as_ref().map(|a| normalize(&a.name)))),
+        other => Err(SqlError::invalid(format!("{other} is not a table"))),
+    }
+}
+
+/// For each target column, its position among `columns` (`None`: NULL).
+fn column_order(columns: &[String], target: &SchemaRef) -> Result<Vec<Option<usize>>> {
+    for c in columns {
+        if target.index_of(c).is_err() {
+            return Err(SqlError::invalid(format!("the table has no column {c}")));
+        }
+    }
+    Ok(target.fields().iter().map(|f| columns.iter().position(|c| c == f.name())).collect())
+}
+
+fn reorder(batch: &RecordBatch, order: &[Option<usize>], target: &SchemaRef) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(order.len());
+    let mut fields = Vec::with_capacity(order.len());
+    for (position, field) in order.iter().zip(target.fields()) {
+        match position {
+            Some(i) => {
+                let column = batch.columns().get(*i).cloned().ok_or_else(|| {
+                    SqlError::invalid(format!(
+                        "the statement gives {} columns, fewer than it names",
+                        batch.num_columns()
+                    ))
+                })?;
+                fields.push(Field::new(field.name(), column.data_type().clone(), true));
+                columns.push(column);
+            }
+            None => {
+                fields.push(Field::new(field.name(), field.data_type().clone(), true));
+                columns.push(arrow_array::new_null_array(field.data_type(), batch.num_rows()));
+            }
+        }
+    }
+    let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::new(ArrowSchema::new(fields)), columns, &options)?)
+}
+
+/// The snapshot a time travel reads.
+fn snapshot_of(table: &iceberg::table::Table, travel: &TimeTravel) -> Result<i64> {
+    let metadata = table.metadata();
+    match travel {
+        TimeTravel::Snapshot(id) => metadata
+            .snapshot_by_id(*id)
+            .map(|s| s.snapshot_id())
+            .ok_or_else(|| SqlError::invalid(format!("table {} has no snapshot {id}", table.identifier().name()))),
+        TimeTravel::Time(at) => {
+            let nanos = arrow_cast::parse::string_to_timestamp_nanos(at)
+                .map_err(|e| SqlError::invalid(format!("'{at}' is not a timestamp: {e}")))?;
+            let millis = nanos / 1_000_000;
+            metadata
+                .history()
+                .iter()
+                .filter(|entry| entry.timestamp_ms <= millis)
+                .max_by_key(|entry| entry.timestamp_ms)
+                .map(|entry| entry.snapshot_id)
+                .ok_or_else(|| {
+                    SqlError::invalid(format!(
+                        "table {} has no snapshot at or before '{at}'",
+                        table.identifier().name()
+                    ))
+                })
+        }
+    }
+}
+
+/// The first words of a statement, to name it in an error.
+fn first_words(statement: &SqlStatement) -> String {
+    let text = statement.to_string();
+    let words: Vec<&str> = text.split_whitespace().take(3).collect();
+    words.join(" ")
+}
+
+/// Identifiers as DataFusion normalizes them: unquoted ones lower-cased.
+fn normalize(ident: &Ident) -> String {
+    if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
+}
+
+fn parts(name: &ObjectName) -> Result<Vec<String>> {
+    name.0
+        .iter()
+        .map(|part| match part {
+            ObjectNamePart::Identifier(ident) => Ok(normalize(ident)),
+            other => Err(SqlError::invalid(format!("{other} is not a name"))),
+        })
+        .collect()
+}
+
+fn single(name: &ObjectName, what: &str) -> Result<String> {
+    match parts(name)?.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(SqlError::invalid(format!("{name} is not a {what} name"))),
+    }
+}
+
+/// Namespace levels of a schema name (`a.b` when quoted as one identifier).
+fn split_namespace(name: &str) -> Vec<String> {
+    name.split('.').map(str::to_string).collect()
+}
