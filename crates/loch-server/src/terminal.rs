@@ -267,6 +267,7 @@ async fn run_session(terminal: Arc<Terminal>, id: String, mut engine: SqlEngine,
 /// Start running a script; answers at once with the session's id.
 #[utoipa::path(post, path = "/api/v1/terminal/sessions", tag = "terminal", request_body = CreateSession,
     responses((status = 201, body = CreatedSession), (status = 400, body = loch_api::ErrorResponse),
+        (status = 404, body = loch_api::ErrorResponse, description = "No such catalog"),
         (status = 429, body = loch_api::ErrorResponse)))]
 pub async fn create_session(
     State(state): State<AppState>,
