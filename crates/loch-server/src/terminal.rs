@@ -180,6 +180,16 @@ impl Terminal {
         });
     }
 
+    /// Expires idle sessions, then marks session `id` seen, applies `f` to it and answers it.
+    fn visit(&self, id: &str, f: impl FnOnce(&mut Entry)) -> Result<Session, ApiError> {
+        self.expire();
+        let mut sessions = self.lock();
+        let entry = sessions.get_mut(id).ok_or_else(|| not_found(id))?;
+        entry.last_seen = Instant::now();
+        f(entry);
+        Ok(entry.session.clone())
+    }
+
     fn update(&self, id: &str, f: impl FnOnce(&mut Session)) {
         if let Some(entry) = self.lock().get_mut(id) {
             f(&mut entry.session);
@@ -344,11 +354,7 @@ pub async fn get_session(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Session>, ApiError> {
-    state.terminal.expire();
-    let mut sessions = state.terminal.lock();
-    let entry = sessions.get_mut(&id).ok_or_else(|| not_found(&id))?;
-    entry.last_seen = Instant::now();
-    Ok(Json(entry.session.clone()))
+    state.terminal.visit(&id, |_| {}).map(Json)
 }
 
 /// Stop a session: its running statement is cancelled and the rest do not run.
@@ -359,23 +365,22 @@ pub async fn stop_session(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Session>, ApiError> {
-    state.terminal.expire();
-    let mut sessions = state.terminal.lock();
-    let entry = sessions.get_mut(&id).ok_or_else(|| not_found(&id))?;
-    entry.last_seen = Instant::now();
-    if let Some(task) = entry.task.take() {
-        task.abort();
-        let session = &mut entry.session;
-        session.status = RunStatus::Canceled;
-        for run in &mut session.statements {
-            if matches!(run.status, RunStatus::Running | RunStatus::Pending) {
-                run.status = RunStatus::Canceled;
+    state
+        .terminal
+        .visit(&id, |entry| {
+            let Some(task) = entry.task.take() else { return };
+            task.abort();
+            let session = &mut entry.session;
+            session.status = RunStatus::Canceled;
+            for run in &mut session.statements {
+                if matches!(run.status, RunStatus::Running | RunStatus::Pending) {
+                    run.status = RunStatus::Canceled;
+                }
             }
-        }
-        session.logs.push(format!("{} stopped by a client", now_text()));
-        tracing::info!(session = %id, "terminal session stopped");
-    }
-    Ok(Json(entry.session.clone()))
+            session.logs.push(format!("{} stopped by a client", now_text()));
+            tracing::info!(session = %session.session_id, "terminal session stopped");
+        })
+        .map(Json)
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -38,8 +38,11 @@ pub type Assignments = Vec<Option<String>>;
 /// The live rows of one data file with their positions in it: the file read whole, and read with
 /// its deletes applied by Iceberg's reader; the second is a subsequence of the first, and lining
 /// them up gives each live row its position.
-async fn live_rows_with_positions(table: &Table, task: &FileScanTask) -> Result<Option<RecordBatch>> {
-    let arrow = write::table_arrow_schema(table)?;
+async fn live_rows_with_positions(
+    table: &Table,
+    arrow: &arrow_schema::SchemaRef,
+    task: &FileScanTask,
+) -> Result<Option<RecordBatch>> {
     let mut whole = task.clone();
     whole.start = 0;
     whole.length = whole.file_size_in_bytes;
@@ -47,7 +50,7 @@ async fn live_rows_with_positions(table: &Table, task: &FileScanTask) -> Result<
     let mut with_deletes = whole.clone();
     whole.deletes = Vec::new();
     let all = read_task(table.file_io(), whole).await?;
-    let all = concat(&arrow, &all)?;
+    let all = concat(arrow, &all)?;
     if all.num_rows() == 0 {
         return Ok(None);
     }
@@ -57,7 +60,7 @@ async fn live_rows_with_positions(table: &Table, task: &FileScanTask) -> Result<
     } else {
         with_deletes.predicate = None;
         let live = read_task(table.file_io(), with_deletes).await?;
-        let live = concat(&arrow, &live)?;
+        let live = concat(arrow, &live)?;
         let positions = align(&all, &live)?;
         (live, positions)
     };
@@ -138,7 +141,7 @@ pub async fn iceberg_row_level(
     let mut changed = 0u64;
     let result: Result<()> = async {
         for task in &tasks {
-            let Some(rows) = live_rows_with_positions(table, task).await? else { continue };
+            let Some(rows) = live_rows_with_positions(table, &target, task).await? else { continue };
             let _ = ctx.deregister_table(FILE_ROWS)?;
             ctx.register_table(FILE_ROWS, Arc::new(MemTable::try_new(rows.schema(), vec![vec![rows]])?))?;
             let matched: Vec<RecordBatch> = ctx.sql(&query).await?.collect().await?;

@@ -606,14 +606,14 @@ impl SqlEngine {
     ) -> Result<()> {
         let metadata = store.metadata_ref();
         let unpartitioned = metadata.default_partition_spec().is_unpartitioned();
-        let partitions: std::collections::HashSet<String> =
-            files.iter().map(|f| format!("{:?}", f.partition())).collect();
+        let partitions: std::collections::HashSet<iceberg::spec::Struct> =
+            files.iter().map(|f| f.partition().clone()).collect();
         let mut action = loch_table::snapshot::OverwriteFiles::new().add_files(files);
         if let Some(snapshot) = metadata.current_snapshot().cloned() {
             let live: Vec<loch_table::scan::LiveFile> =
                 loch_table::scan::live_files(store.file_io().clone(), metadata.clone(), snapshot).try_collect().await?;
             for f in live {
-                if !f.is_delete() && (unpartitioned || partitions.contains(&format!("{:?}", f.file.partition()))) {
+                if !f.is_delete() && (unpartitioned || partitions.contains(f.file.partition())) {
                     action = action.delete_file(f.path());
                 }
             }
