@@ -113,6 +113,27 @@ pub struct TableOptimizing {
     pub maintenance: std::collections::BTreeMap<String, MaintenanceRun>,
 }
 
+/// Body of `POST /api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes`: plan a
+/// process now (`OPTIMIZE t [FULL]`) instead of waiting for the triggers' intervals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OptimizeRequest {
+    /// Take the full trigger as due too, so partitions worth a full rewrite get one.
+    #[serde(default)]
+    pub full: bool,
+}
+
+/// What a requested plan came to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimizeResponse {
+    /// The process planned; absent when nothing is worth optimizing.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub process: Option<Process>,
+    /// One line saying what happened.
+    pub message: String,
+}
+
 /// A process run on a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -291,6 +291,66 @@ impl OptimizingService {
         Ok(false)
     }
 
+    /// Plans table `table_id` now, as a user asked (`OPTIMIZE t [FULL]`): its time-based
+    /// triggers count as due (the full trigger too with `full`), so every partition worth
+    /// rewriting by Amoro's rules is planned. The process, or `None` when nothing is worth doing.
+    pub async fn optimize_now(self: &Arc<Self>, table_id: i64, full: bool) -> Result<Option<TableProcess>> {
+        let table = ManagedTable::load(&self.catalogs, table_id)
+            .await?
+            .ok_or_else(|| OptimizingError::NotFound(format!("table {table_id}")))?;
+        if table.is_change_store() {
+            return Err(OptimizingError::Invalid(format!(
+                "{} is the change store of a keyed table; optimize the keyed table itself",
+                table.display_name()
+            )));
+        }
+        if !table.props.enabled {
+            return Err(OptimizingError::Rejected(format!(
+                "self-optimizing is off for {} (self-optimizing.enabled=false)",
+                table.display_name()
+            )));
+        }
+        let runtime = self.store.ensure_runtime(table_id, &table.props.group, TableStatus::Idle.as_str()).await?;
+        let group = runtime.group_name.clone();
+        if self.store.get_group(&group).await?.is_none() {
+            return Err(OptimizingError::NoSuchGroup(group));
+        }
+        let status = TableStatus::parse(&runtime.status)?;
+        if !matches!(status, TableStatus::Idle | TableStatus::Pending) {
+            let running = Processes(&self.store).running().await?;
+            let process = running.iter().find(|p| p.table_id == table_id).map(|p| format!(" by process {}", p.id));
+            return Err(OptimizingError::Rejected(format!(
+                "{} is being optimized{} (status {}); wait for it to end or cancel it",
+                table.display_name(),
+                process.unwrap_or_default(),
+                status.as_str()
+            )));
+        }
+        let now = now_ms();
+        let Some(planning) =
+            move_runtime(&self.store, &runtime, TableStatus::Planning, |r| r.last_plan_at = Some(now)).await?
+        else {
+            return Err(OptimizingError::Rejected(format!(
+                "{} is being planned right now; look at its processes in a moment",
+                table.display_name()
+            )));
+        };
+        let force = Some(if full { ForcedPlan::Full } else { ForcedPlan::Due });
+        let outcome = match self.plan_table_locked(&group, &planning, force).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tracing::warn!(table_id, error = %e, "planning by request failed; the table stays pending");
+                move_runtime(&self.store, &planning, TableStatus::Pending, |_| {}).await?;
+                return Err(e);
+            }
+        };
+        match outcome {
+            PlanOutcome::Created(id) => Ok(Some(self.process(table_id, id).await?)),
+            PlanOutcome::Nothing => Ok(None),
+            PlanOutcome::Blocked(reason) => Err(OptimizingError::Rejected(format!("cannot optimize: {reason}"))),
+        }
+    }
+
     /// Task time of each table over the last hour (ended runs plus running tasks), in hours.
     async fn quota_occupation(&self, now: i64) -> Result<HashMap<i64, f64>> {
         let since = now - QUOTA_WINDOW_MS;
@@ -315,9 +375,9 @@ impl OptimizingService {
         else {
             return Ok(false);
         };
-        let outcome = self.plan_table_locked(group, &planning).await;
+        let outcome = self.plan_table_locked(group, &planning, None).await;
         match outcome {
-            Ok(created) => Ok(created),
+            Ok(outcome) => Ok(matches!(outcome, PlanOutcome::Created(_))),
             Err(e) => {
                 tracing::warn!(table_id = runtime.table_id, error = %e, "planning failed; the table stays pending");
                 move_runtime(&self.store, &planning, TableStatus::Pending, |_| {}).await?;
@@ -326,15 +386,25 @@ impl OptimizingService {
         }
     }
 
-    async fn plan_table_locked(self: &Arc<Self>, group: &str, planning: &RuntimeRecord) -> Result<bool> {
-        let Some(table) = ManagedTable::load(&self.catalogs, planning.table_id).await? else {
-            return Ok(false); // Dropped: its runtime row went with it.
+    async fn plan_table_locked(
+        self: &Arc<Self>,
+        group: &str,
+        planning: &RuntimeRecord,
+        force: Option<ForcedPlan>,
+    ) -> Result<PlanOutcome> {
+        let Some(mut table) = ManagedTable::load(&self.catalogs, planning.table_id).await? else {
+            return Ok(PlanOutcome::Nothing); // Dropped: its runtime row went with it.
         };
         let group_props = self.group_properties(group).await?;
         let threads = self.group_threads(group).await?;
         let budget = group_props.max_input_per_thread.saturating_mul(threads as u64);
         let kind = OPTIMIZING;
-        let plan = match kind.plan(&table, planning, budget).await? {
+        // A forced plan sees its triggers as due; the stored runtime keeps its real times.
+        let mut seen = planning.clone();
+        if let Some(force) = force {
+            force.apply(&mut table.props, &mut seen);
+        }
+        let plan = match kind.plan(&table, &seen, budget).await? {
             Planned::Process(plan) => plan,
             Planned::Nothing { evaluated_snapshot, due_at } => {
                 let idle = |r: &mut RuntimeRecord| {
@@ -345,11 +415,11 @@ impl OptimizingService {
                 if let Some(idle) = move_runtime(&self.store, planning, TableStatus::Idle, idle).await? {
                     self.tracker.set_due(idle.table_id, idle.due_at);
                 }
-                return Ok(false);
+                return Ok(PlanOutcome::Nothing);
             }
             Planned::Blocked { snapshot, reason } => {
                 self.block(&table.display_name(), planning, snapshot, &reason).await?;
-                return Ok(false);
+                return Ok(PlanOutcome::Blocked(reason));
             }
         };
         let mut tasks = Vec::with_capacity(plan.tasks.len());
@@ -376,7 +446,38 @@ impl OptimizingService {
         tracing::info!(table = %table.display_name(), process = id, kind = kind.name(), r#type = plan.action.type_name(), tasks = tasks.len(), "process planned");
         metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.action.type_name()).increment(1);
         self.wake(group);
-        Ok(true)
+        Ok(PlanOutcome::Created(id))
+    }
+}
+
+/// What planning a table came to.
+enum PlanOutcome {
+    /// Process `id` was created.
+    Created(i64),
+    /// Nothing is worth doing (or the table is gone).
+    Nothing,
+    /// Loch cannot optimize the table as it is, for this reason.
+    Blocked(String),
+}
+
+/// A plan a user asked for: the time-based triggers count as due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ForcedPlan {
+    /// The minor trigger interval has passed (`OPTIMIZE t`).
+    Due,
+    /// The full trigger interval has passed too (`OPTIMIZE t FULL`).
+    Full,
+}
+
+impl ForcedPlan {
+    /// Makes the triggers due in the properties and last-run times the planner sees.
+    fn apply(self, props: &mut crate::properties::OptimizingProperties, runtime: &mut RuntimeRecord) {
+        props.minor_trigger_interval_ms = 0;
+        runtime.last_minor_at = None;
+        if self == ForcedPlan::Full {
+            props.full_trigger_interval_ms = 0;
+            runtime.last_full_at = None;
+        }
     }
 }
 

@@ -86,6 +86,8 @@ impl TableStatus {
             // A stay: the runtime's data changes (evaluation, group, block), not its status.
             (a, b) if a == b => true,
             (Idle, Pending) | (Pending, Planning) | (Pending, Idle) => true,
+            // A plan a user asked for (`OPTIMIZE t`) starts from an idle table.
+            (Idle, Planning) => true,
             (Planning, Minor | Major | Full | Idle | Pending) => true,
             (Minor | Major | Full, Committing) => true,
             // A planner that died (restart, stale planning) leaves the table pending again.
@@ -285,6 +287,7 @@ mod tests {
         use TableStatus::*;
         let mut legal = vec![
             (Idle, Pending),
+            (Idle, Planning), // a plan asked for by a user
             (Pending, Planning),
             (Pending, Idle),
             (Planning, Minor),

@@ -15,8 +15,8 @@ use loch_meta::{CatalogRecord, TableRecord};
 use utoipa::OpenApi;
 
 use loch_api::optimizing::{
-    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, StoreFiles, TableOptimizing, Task,
-    UpdateGroupRequest,
+    CreateGroupRequest, MaintenanceRun, OptimizeRequest, OptimizeResponse, Optimizer, OptimizerGroup, Process,
+    StoreFiles, TableOptimizing, Task, UpdateGroupRequest,
 };
 
 use crate::error::{ApiError, ApiPath, JsonBody};
@@ -29,10 +29,10 @@ use crate::state::AppState;
     info(title = "Loch management API", description = "Manage Loch's catalogs, optimizer groups and optimizing processes; the Iceberg REST catalog is under /api/iceberg/rest."),
     paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, create_table, list_purges, crate::observability::health,
         api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
-        api::group_tables, api::table_optimizing, api::list_processes, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance, api::list_maintenance_runs,
+        api::group_tables, api::table_optimizing, api::list_processes, api::optimize_table, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance, api::list_maintenance_runs,
         crate::terminal::create_session, crate::terminal::get_session, crate::terminal::stop_session),
     components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, CreateTableRequest, CreatedTable, Purge, Health, ErrorResponse,
-        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, StoreFiles, Task, MaintenanceRun,
+        OptimizerGroup, CreateGroupRequest, UpdateGroupRequest, Optimizer, TableOptimizing, Process, OptimizeRequest, OptimizeResponse, StoreFiles, Task, MaintenanceRun,
         crate::terminal::CreateSession, crate::terminal::CreatedSession, crate::terminal::Session, crate::terminal::StatementRun, crate::terminal::RunStatus)),
     tags((name = "catalogs", description = "Internal catalogs and their tables"),
         (name = "optimizing", description = "Optimizer groups, optimizers, and tables' optimizing processes"),

@@ -86,6 +86,16 @@ pub struct ActionOutcome {
     pub files: Vec<String>,
 }
 
+/// What `OPTIMIZE` came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptimizeOutcome {
+    /// The process planned, with its type (`minor`, `major`, `full`) and task count; `None`
+    /// when nothing is worth optimizing.
+    pub process: Option<(i64, String, i64)>,
+    /// One line for the terminal.
+    pub message: String,
+}
+
 /// Catalog operations the SQL engine needs.
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug {
@@ -117,4 +127,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn ingest(&self, table: &TableRef, changes: Vec<RecordBatch>) -> Result<()>;
     /// Runs a maintenance action (`expire-snapshots`, `clean-orphan-files`) now.
     async fn maintain(&self, table: &TableRef, action: &str, options: serde_json::Value) -> Result<ActionOutcome>;
+    /// Asks the optimizing service to plan a process on the table now (`full`: a full one
+    /// where worth it).
+    async fn optimize(&self, table: &TableRef, full: bool) -> Result<OptimizeOutcome>;
 }

@@ -74,7 +74,7 @@ pub fn iceberg_schema(schema: &ArrowSchema) -> Result<Schema> {
     Ok(iceberg::arrow::arrow_schema_to_schema_auto_assign_ids(&ArrowSchema::new(fields))?)
 }
 
-fn arrow_type(data_type: &DataType) -> Result<ArrowType> {
+pub(crate) fn arrow_type(data_type: &DataType) -> Result<ArrowType> {
     Ok(match data_type {
         DataType::Boolean | DataType::Bool => ArrowType::Boolean,
         DataType::TinyInt(_) | DataType::SmallInt(_) | DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) => {

@@ -1,17 +1,18 @@
-//! `DELETE` and `UPDATE`.
+//! `DELETE`, `UPDATE` and the matched rows of `MERGE`.
 //!
 //! - Iceberg tables (merge-on-read, as Iceberg's v2 row-level operations): each data file's live
-//!   rows are matched against the `WHERE` clause with their positions in the file; the matches
-//!   become one position delete file per data file, and for `UPDATE` their new values new data
-//!   files, all in one row-delta snapshot that asserts the branch head it read (a concurrent
-//!   commit fails it rather than letting it delete from files that changed).
+//!   rows are matched against the `WHERE` clause (or `MERGE`'s source) with their positions in
+//!   the file; the matches become one position delete file per data file, and the rows changed
+//!   rather than deleted new data files, all in one row-delta snapshot that asserts the branch
+//!   head it read (a concurrent commit fails it rather than letting it delete from files that
+//!   changed).
 //! - Keyed tables: the matching rows are written to the change store as deletes (`-D`), or as
 //!   update pairs (`-U`, `+U`), in one transaction.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use arrow_array::{Int64Array, RecordBatch};
+use arrow_array::{BooleanArray, Int64Array, RecordBatch};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 use datafusion::catalog::MemTable;
@@ -31,6 +32,9 @@ use crate::write;
 pub const FILE_ROWS: &str = "__loch_file_rows";
 /// Column holding a row's position in its data file.
 pub const POSITION: &str = "__loch_pos";
+/// Column of a row-level query saying whether a changed row is written anew (`UPDATE`) or
+/// only deleted.
+pub const KEEP: &str = "__loch_keep";
 
 /// What an `UPDATE` sets: for each table column, the SQL of its new value (`None`: unchanged).
 pub type Assignments = Vec<Option<String>>;
@@ -103,24 +107,16 @@ fn align(all: &RecordBatch, live: &RecordBatch) -> Result<Vec<i64>> {
     Ok(positions)
 }
 
-/// Runs `DELETE` (`assignments` = `None`) or `UPDATE` on an Iceberg table; the rows changed.
-pub async fn iceberg_row_level(
-    backend: &dyn Backend,
-    table_ref: &TableRef,
-    table: &Table,
-    ctx: &SessionContext,
-    alias: &str,
-    selection: Option<&str>,
-    assignments: Option<&Assignments>,
-) -> Result<u64> {
-    let Some(_) = table.metadata().current_snapshot() else { return Ok(0) };
-    let tasks: Vec<FileScanTask> = table.scan().build()?.plan_files().await?.try_collect().await?;
-    let schema = table.metadata().current_schema().clone();
+/// The per-file query of `DELETE` (`assignments` = `None`) or `UPDATE` (see
+/// [`iceberg_row_level`]): the rows matching `selection` go, and with `assignments` come back
+/// with their new values.
+pub fn row_query(table: &Table, alias: &str, selection: Option<&str>, assignments: Option<&Assignments>) -> String {
+    let schema = table.metadata().current_schema();
     let columns: Vec<String> = schema.as_struct().fields().iter().map(|f| f.name.clone()).collect();
     let projection = match assignments {
-        None => POSITION.to_string(),
+        None => format!("{POSITION}, false AS {KEEP}"),
         Some(values) => {
-            let mut items = vec![POSITION.to_string()];
+            let mut items = vec![POSITION.to_string(), format!("true AS {KEEP}")];
             for (column, value) in columns.iter().zip(values) {
                 let quoted = crate::ddl::quote(column);
                 items.push(match value {
@@ -132,29 +128,79 @@ pub async fn iceberg_row_level(
         }
     };
     let filter = selection.map(|s| format!(" WHERE {s}")).unwrap_or_default();
-    let query = format!("SELECT {projection} FROM {FILE_ROWS} AS {}{filter}", crate::ddl::quote(alias));
+    format!("SELECT {projection} FROM {FILE_ROWS} AS {}{filter}", crate::ddl::quote(alias))
+}
+
+/// Runs `statement`, a row-level change (`DELETE`, `UPDATE`, `MERGE`), on an Iceberg table: `query` runs over
+/// each data file's live rows (as [`FILE_ROWS`], with [`POSITION`]) and answers `POSITION`,
+/// [`KEEP`] and, where `KEEP` is true, every table column's new value. Each position it names
+/// is deleted, each kept row written anew, and `inserts` added, all in one row-delta snapshot;
+/// the rows changed (deleted or rewritten), not counting `inserts`. A position named twice (a
+/// `MERGE` whose source matches a row twice) fails the statement.
+pub async fn iceberg_row_level(
+    backend: &dyn Backend,
+    table_ref: &TableRef,
+    table: &Table,
+    ctx: &SessionContext,
+    statement: &str,
+    query: &str,
+    inserts: Vec<RecordBatch>,
+) -> Result<u64> {
+    match table.metadata().format_version() {
+        iceberg::spec::FormatVersion::V2 => {}
+        iceberg::spec::FormatVersion::V1 => {
+            return Err(SqlError::invalid(format!(
+                "{statement} needs position deletes, which table {} cannot hold: it is format-version 1; upgrade it with ALTER TABLE ... SET TBLPROPERTIES ('format-version' = '2')",
+                table.identifier()
+            )));
+        }
+        other => {
+            return Err(SqlError::invalid(format!(
+                "{statement} on table {} (format-version {}) needs deletion vectors, which Loch does not write yet",
+                table.identifier(),
+                other as u8
+            )));
+        }
+    }
+    let tasks: Vec<FileScanTask> = match table.metadata().current_snapshot() {
+        Some(_) => table.scan().build()?.plan_files().await?.try_collect().await?,
+        None => Vec::new(),
+    };
     let target = write::table_arrow_schema(table)?;
 
     let mut delta = RowDelta::new();
     let mut written = Vec::new();
-    let mut new_rows = Vec::new();
+    let mut new_rows = inserts;
     let mut changed = 0u64;
     let result: Result<()> = async {
         for task in &tasks {
             let Some(rows) = live_rows_with_positions(table, &target, task).await? else { continue };
             let _ = ctx.deregister_table(FILE_ROWS)?;
             ctx.register_table(FILE_ROWS, Arc::new(MemTable::try_new(rows.schema(), vec![vec![rows]])?))?;
-            let matched: Vec<RecordBatch> = ctx.sql(&query).await?.collect().await?;
+            let matched: Vec<RecordBatch> = ctx.sql(query).await?.collect().await?;
             let mut positions = BTreeSet::new();
-            for batch in &matched {
+            for batch in matched.iter().filter(|b| b.num_rows() > 0) {
                 let column = batch
                     .column(0)
                     .as_any()
                     .downcast_ref::<Int64Array>()
                     .ok_or_else(|| SqlError::invalid("row positions are not 64-bit integers"))?;
-                positions.extend(column.values().iter().copied());
-                if assignments.is_some() && batch.num_rows() > 0 {
-                    let values = batch.project(&(1..batch.num_columns()).collect::<Vec<_>>())?;
+                for position in column.values().iter().copied() {
+                    if !positions.insert(position) {
+                        return Err(SqlError::invalid(format!(
+                            "{statement} matched a row of {} with more than one source row",
+                            table.identifier()
+                        )));
+                    }
+                }
+                let keep = batch
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<BooleanArray>()
+                    .ok_or_else(|| SqlError::invalid("the keep flags are not booleans"))?;
+                if batch.num_columns() > 2 && keep.true_count() > 0 {
+                    let kept = arrow_select::filter::filter_record_batch(batch, keep)?;
+                    let values = kept.project(&(2..kept.num_columns()).collect::<Vec<_>>())?;
                     new_rows.push(write::conform(&values, &target)?);
                 }
             }
@@ -171,7 +217,8 @@ pub async fn iceberg_row_level(
             delta = std::mem::take(&mut delta).add_deletes(file);
         }
         let _ = ctx.deregister_table(FILE_ROWS)?;
-        if changed == 0 {
+        new_rows.retain(|b| b.num_rows() > 0);
+        if changed == 0 && new_rows.is_empty() {
             return Ok(());
         }
         if !new_rows.is_empty() {

@@ -5,7 +5,16 @@
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use crate::KeyedTableProvider;
+use crate::backend::{Backend, LoadedTable, NewTable, OptimizeOutcome, TableRef};
+use crate::ddl;
+use crate::error::{Result, SqlError};
+use crate::evolve::evolve;
+use crate::iceberg_scan::IcebergTableProvider;
+use crate::meta_tables;
+use crate::statement::{CreateTable, Located, Statement, TimeTravel, parse_script, time_travel};
+use crate::write;
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, TableProvider};
 use datafusion::common::TableReference;
@@ -17,15 +26,6 @@ use datafusion::sql::sqlparser::ast::{
     TableObject, TableWithJoins,
 };
 use futures::{StreamExt, TryStreamExt};
-use iceberg_datafusion::IcebergStaticTableProvider;
-
-use crate::KeyedTableProvider;
-use crate::backend::{Backend, LoadedTable, NewTable, TableRef};
-use crate::ddl;
-use crate::error::{Result, SqlError};
-use crate::meta_tables;
-use crate::statement::{CreateTable, Located, Statement, TimeTravel, parse_script, time_travel};
-use crate::write;
 
 /// What a statement answered.
 #[derive(Debug, Clone)]
@@ -56,6 +56,24 @@ impl Output {
         let schema = Arc::new(ArrowSchema::new(vec![Field::new(column, DataType::UInt64, false)]));
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(UInt64Array::from(vec![n])) as ArrayRef])?;
         Ok(Self { schema, batches: vec![batch], truncated: false, summary })
+    }
+
+    /// The process `OPTIMIZE` planned (no row when none was), with the service's message.
+    fn process(outcome: OptimizeOutcome) -> Result<Self> {
+        let schema = Arc::new(ArrowSchema::new(vec![
+            Field::new("process_id", DataType::Int64, false),
+            Field::new("type", DataType::Utf8, false),
+            Field::new("tasks", DataType::Int64, false),
+        ]));
+        let (ids, (types, tasks)): (Vec<i64>, (Vec<String>, Vec<i64>)) =
+            outcome.process.into_iter().map(|(id, kind, tasks)| (id, (kind, tasks))).unzip();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(StringArray::from(types)),
+            Arc::new(Int64Array::from(tasks)),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        Ok(Self { schema, batches: vec![batch], truncated: false, summary: outcome.message })
     }
 
     /// Rows in the answer.
@@ -184,7 +202,32 @@ impl SqlEngine {
             }
             Statement::SetProperties(name, pairs) => {
                 let (table, loaded) = self.load(name).await?;
-                let updates = vec![iceberg::TableUpdate::SetProperties { updates: pairs.iter().cloned().collect() }];
+                // `format-version` is no property but the version to upgrade to, as in Spark.
+                let (versions, pairs): (Vec<_>, Vec<_>) =
+                    pairs.iter().cloned().partition(|(k, _)| k == "format-version");
+                let mut updates = Vec::new();
+                for (_, version) in versions {
+                    let format_version = match version.as_str() {
+                        "1" => iceberg::spec::FormatVersion::V1,
+                        "2" => iceberg::spec::FormatVersion::V2,
+                        "3" => iceberg::spec::FormatVersion::V3,
+                        other => {
+                            return Err(SqlError::invalid(format!(
+                                "unsupported format-version {other:?}; use 1, 2 or 3"
+                            )));
+                        }
+                    };
+                    if format_version < loaded.table().metadata().format_version() {
+                        return Err(SqlError::invalid(format!(
+                            "table {table} is format-version {}; a table's format version can only go up",
+                            loaded.table().metadata().format_version() as u8
+                        )));
+                    }
+                    updates.push(iceberg::TableUpdate::UpgradeFormatVersion { format_version });
+                }
+                if !pairs.is_empty() {
+                    updates.push(iceberg::TableUpdate::SetProperties { updates: pairs.into_iter().collect() });
+                }
                 let store = loaded.table().identifier().name().to_string();
                 self.backend.commit(&table, &store, Vec::new(), updates).await?;
                 Ok(Output::done("OK"))
@@ -196,20 +239,36 @@ impl SqlEngine {
                 self.backend.commit(&table, &store, Vec::new(), updates).await?;
                 Ok(Output::done("OK"))
             }
-            Statement::Optimize { name, .. } => {
+            Statement::AlterColumns(name, change) => {
+                let (table, loaded) = self.load(name).await?;
+                let stores: Vec<&iceberg::table::Table> = match &loaded {
+                    LoadedTable::Iceberg(table) => vec![table],
+                    // Both stores keep one schema; both commits are checked before either is made.
+                    LoadedTable::Keyed { base, change, .. } => vec![base, change],
+                };
+                let mut commits = Vec::with_capacity(stores.len());
+                for store in stores {
+                    if let Some(commit) = evolve(store, &table.to_string(), change, loaded.primary_key())? {
+                        commits.push((store.identifier().name().to_string(), commit));
+                    }
+                }
+                let changed = !commits.is_empty();
+                for (store, (requirements, updates)) in commits {
+                    self.backend.commit(&table, &store, requirements, updates).await?;
+                }
+                Ok(Output::done(if changed { "OK" } else { "OK (nothing to change)" }))
+            }
+            Statement::Optimize { name, full } => {
                 let (table, _) = self.load(name).await?;
-                Err(SqlError::invalid(format!(
-                    "OPTIMIZE is not available yet: the optimizing service plans {table} by its triggers (self-optimizing.*)"
-                )))
+                let outcome = self.backend.optimize(&table, *full).await?;
+                Output::process(outcome)
             }
             Statement::ExpireSnapshots { name, retain } => {
                 let (table, _) = self.load(name).await?;
-                if retain.is_some() {
-                    return Err(SqlError::invalid(
-                        "EXPIRE SNAPSHOTS ... RETAIN is not available yet: expiry keeps what the table's snapshot.keep.* and history.* properties say",
-                    ));
+                if *retain == Some(0) {
+                    return Err(SqlError::invalid("EXPIRE SNAPSHOTS ... RETAIN needs at least 1 snapshot"));
                 }
-                let options = serde_json::json!({});
+                let options = serde_json::json!({ "retain_last": retain });
                 let outcome = self.backend.maintain(&table, "expire-snapshots", options).await?;
                 Output::strings("summary", vec![outcome.message])
             }
@@ -258,7 +317,7 @@ impl SqlEngine {
         }
     }
 
-    async fn load(&self, name: &ObjectName) -> Result<(TableRef, LoadedTable)> {
+    pub(crate) async fn load(&self, name: &ObjectName) -> Result<(TableRef, LoadedTable)> {
         let table = self.resolve(name)?;
         let loaded = self.backend.load(&table).await?;
         let loaded = loaded.ok_or_else(|| SqlError::invalid(format!("table {table} does not exist")))?;
@@ -351,7 +410,7 @@ impl SqlEngine {
     }
 
     /// A session with every table `statement` references registered under the name it used.
-    async fn context(&self, statement: &DFStatement) -> Result<SessionContext> {
+    pub(crate) async fn context(&self, statement: &DFStatement) -> Result<SessionContext> {
         let namespace = self.namespace.join(".");
         let config = SessionConfig::new().with_default_catalog_and_schema(&self.catalog, &namespace);
         let ctx = SessionContext::new_with_config(config);
@@ -410,12 +469,10 @@ impl SqlEngine {
             return meta_tables::provider(&loaded, kind).await;
         }
         match (loaded, travel) {
-            (LoadedTable::Iceberg(table), None) => {
-                Ok(Arc::new(IcebergStaticTableProvider::try_new_from_table(table).await?))
-            }
+            (LoadedTable::Iceberg(table), None) => Ok(Arc::new(IcebergTableProvider::try_new(table, None)?)),
             (LoadedTable::Iceberg(table), Some(travel)) => {
                 let snapshot = snapshot_of(&table, &travel)?;
-                Ok(Arc::new(IcebergStaticTableProvider::try_new_from_table_snapshot(table, snapshot).await?))
+                Ok(Arc::new(IcebergTableProvider::try_new(table, Some(snapshot))?))
             }
             (LoadedTable::Keyed { base, change, primary_key }, None) => {
                 Ok(Arc::new(KeyedTableProvider::try_new(base, change, primary_key)?))
@@ -476,6 +533,10 @@ impl SqlEngine {
                 let selection = update.selection.as_ref().map(ToString::to_string);
                 let n = self.row_level(statement, &name, alias, selection, Some(set)).await?;
                 Output::count("count", n, format!("updated {}", rows_summary(n as usize)))
+            }
+            SqlStatement::Merge(merge) => {
+                let n = self.merge(statement, merge).await?;
+                Output::count("count", n, format!("merged {}", rows_summary(n as usize)))
             }
             query @ (SqlStatement::Query(_) | SqlStatement::Explain { .. }) => {
                 let (ctx, plan) = self.plan(query).await?;
@@ -661,16 +722,10 @@ impl SqlEngine {
         match &loaded {
             LoadedTable::Iceberg(store) => {
                 let ctx = self.context(&DFStatement::Statement(Box::new(statement.clone()))).await?;
-                crate::dml::iceberg_row_level(
-                    self.backend.as_ref(),
-                    &table,
-                    store,
-                    &ctx,
-                    &alias,
-                    selection.as_deref(),
-                    assignments.as_ref(),
-                )
-                .await
+                let query = crate::dml::row_query(store, &alias, selection.as_deref(), assignments.as_ref());
+                let kind = if assignments.is_some() { "UPDATE" } else { "DELETE" };
+                crate::dml::iceberg_row_level(self.backend.as_ref(), &table, store, &ctx, kind, &query, Vec::new())
+                    .await
             }
             LoadedTable::Keyed { .. } => {
                 let quoted: Vec<String> = columns.iter().map(|c| ddl::quote(c)).collect();
@@ -797,11 +852,11 @@ fn first_words(statement: &SqlStatement) -> String {
 }
 
 /// Identifiers as DataFusion normalizes them: unquoted ones lower-cased.
-fn normalize(ident: &Ident) -> String {
+pub(crate) fn normalize(ident: &Ident) -> String {
     if ident.quote_style.is_some() { ident.value.clone() } else { ident.value.to_lowercase() }
 }
 
-fn parts(name: &ObjectName) -> Result<Vec<String>> {
+pub(crate) fn parts(name: &ObjectName) -> Result<Vec<String>> {
     name.0
         .iter()
         .map(|part| match part {

@@ -15,7 +15,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::backend::{ActionOutcome, Backend, LoadedTable, NewTable, TableRef};
+use crate::backend::{ActionOutcome, Backend, LoadedTable, NewTable, OptimizeOutcome, TableRef};
 use crate::error::{Result, SqlError};
 
 /// The suffix of a keyed table's change store in the REST catalog.
@@ -296,10 +296,25 @@ impl Backend for HttpBackend {
         Ok(())
     }
 
+    async fn optimize(&self, table: &TableRef, full: bool) -> Result<OptimizeOutcome> {
+        let request = self.request(Method::POST, &Self::table_path(table, "/optimizing/processes"));
+        let answer = self.json(request.json(&serde_json::json!({ "full": full }))).await?;
+        let process = answer.get("process").and_then(|p| {
+            let id = p.get("id")?.as_i64()?;
+            let kind = p.get("type")?.as_str()?.to_string();
+            Some((id, kind, p.get("tasks")?.as_i64()?))
+        });
+        let message = answer.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
+        Ok(OptimizeOutcome { process, message })
+    }
+
     async fn maintain(&self, table: &TableRef, action: &str, options: Value) -> Result<ActionOutcome> {
         let mut request = self.request(Method::POST, &Self::table_path(table, &format!("/maintenance/{action}")));
         if options.get("dry_run").and_then(Value::as_bool) == Some(true) {
             request = request.query(&[("dry_run", "true")]);
+        }
+        if let Some(n) = options.get("retain_last").and_then(Value::as_u64) {
+            request = request.query(&[("retain_last", n.to_string())]);
         }
         let answer = self.json(request.json(&options)).await?;
         let files = answer

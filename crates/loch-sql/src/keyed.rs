@@ -12,7 +12,6 @@ use std::sync::Arc;
 use arrow_schema::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -22,11 +21,11 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
-use futures::{StreamExt, TryStreamExt};
-use iceberg::expr::{Bind, Predicate};
+use futures::TryStreamExt;
 use iceberg::table::Table;
-use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 use loch_table::mixed::merge::{MergeRead, scan_merged};
+
+use crate::scan::{exact_predicate, limited};
 
 /// A keyed table's two stores at the snapshots they were loaded at, as a DataFusion table.
 #[derive(Debug, Clone)]
@@ -74,17 +73,7 @@ impl TableProvider for KeyedTableProvider {
             None => self.schema.clone(),
         };
         let columns = output.fields().iter().map(|f| f.name().clone()).collect();
-        // Each filter on its own, so one that does not convert leaves the others pushed down.
-        // The scan filters rows by what it is given, so only filters that convert exactly go
-        // down: none through a cast (the converter drops casts: `CAST(id AS VARCHAR) < '5'`
-        // would become `id < 5`), none whose literal does not fit its column.
-        let schema = self.base.metadata().current_schema().clone();
-        let filter = filters
-            .iter()
-            .filter(|f| !f.exists(|e| Ok(matches!(e, Expr::Cast(_) | Expr::TryCast(_)))).unwrap_or(true))
-            .filter_map(|f| convert_filters_to_predicate(std::slice::from_ref(f)))
-            .filter(|p| p.bind(schema.clone(), true).is_ok())
-            .reduce(Predicate::and);
+        let filter = exact_predicate(filters, self.base.metadata().current_schema());
         Ok(Arc::new(KeyedScanExec {
             provider: self.clone(),
             read: MergeRead { columns: Some(columns), filter },
@@ -174,29 +163,7 @@ impl ExecutionPlan for KeyedScanExec {
             Ok::<_, DataFusionError>(merged.rows.map_err(external))
         })
         .try_flatten();
-        // Stop reading files once the limit is reached.
-        let mut remaining = self.limit.unwrap_or(usize::MAX);
-        let limited = rows
-            .map_ok(move |batch| {
-                let rows = batch.num_rows().min(remaining);
-                remaining -= rows;
-                (batch.slice(0, rows), remaining == 0)
-            })
-            .scan(false, |done, item| {
-                let next = match item {
-                    _ if *done => None,
-                    Ok((batch, last)) => {
-                        *done = last;
-                        Some(Ok(batch))
-                    }
-                    Err(e) => {
-                        *done = true;
-                        Some(Err(e))
-                    }
-                };
-                futures::future::ready(next)
-            })
-            .boxed();
+        let limited = limited(rows, self.limit);
         Ok(Box::pin(RecordBatchStreamAdapter::new(self.properties.eq_properties.schema().clone(), limited)))
     }
 

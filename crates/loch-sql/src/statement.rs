@@ -4,7 +4,7 @@
 //! handed to DataFusion as parsed.
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnDef, Expr, ObjectName, Query, SqlOption, Statement as SqlStatement, TableConstraint,
+    ColumnDef, DataType, Expr, ObjectName, Query, SqlOption, Statement as SqlStatement, TableConstraint,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -12,6 +12,35 @@ use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::error::{Result, SqlError};
+
+/// A column change of `ALTER TABLE`, as Iceberg's schema evolution allows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ColumnChange {
+    /// `ADD COLUMN c type` or `ADD COLUMNS (c type, ...)`: new optional columns.
+    Add(Vec<ColumnDef>),
+    /// `RENAME COLUMN a TO b`.
+    Rename {
+        /// The column.
+        from: String,
+        /// Its new name.
+        to: String,
+    },
+    /// `DROP COLUMN [IF EXISTS] c`.
+    Drop {
+        /// The column.
+        column: String,
+        /// No error when it does not exist.
+        if_exists: bool,
+    },
+    /// `ALTER COLUMN c [SET DATA] TYPE t`: a widening (int → bigint, float → double, a
+    /// decimal's precision).
+    SetType {
+        /// The column.
+        column: String,
+        /// Its new type.
+        data_type: DataType,
+    },
+}
 
 /// One statement of a script.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +86,8 @@ pub enum Statement {
     SetProperties(ObjectName, Vec<(String, String)>),
     /// `ALTER TABLE t UNSET TBLPROPERTIES [IF EXISTS] (...)`.
     UnsetProperties(ObjectName, Vec<String>),
+    /// `ALTER TABLE t ADD | RENAME | DROP | ALTER COLUMN ...`: schema evolution.
+    AlterColumns(ObjectName, ColumnChange),
     /// `OPTIMIZE t [FULL]`.
     Optimize {
         /// The table.
@@ -326,20 +357,8 @@ fn parse_one(parser: &mut Parser) -> std::result::Result<Statement, ParserError>
         let purge = parse_words(parser, &["PURGE"]);
         return Ok(Statement::DropTable { name, if_exists, purge });
     }
-    if is_alter_properties(parser) {
-        parse_words(parser, &["ALTER", "TABLE"]);
-        let name = parser.parse_object_name(false)?;
-        if parse_words(parser, &["SET", "TBLPROPERTIES"]) {
-            return Ok(Statement::SetProperties(name, parse_properties(parser)?));
-        }
-        if parse_words(parser, &["UNSET", "TBLPROPERTIES"]) {
-            let _if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-            parser.expect_token(&Token::LParen)?;
-            let keys = parser.parse_comma_separated(Parser::parse_literal_string)?;
-            parser.expect_token(&Token::RParen)?;
-            return Ok(Statement::UnsetProperties(name, keys));
-        }
-        return parser.expected("SET TBLPROPERTIES or UNSET TBLPROPERTIES", parser.peek_token());
+    if parse_words(parser, &["ALTER", "TABLE"]) {
+        return parse_alter_table(parser);
     }
     if parse_words(parser, &["USE", "CATALOG"]) {
         let name = parser.parse_object_name(false)?;
@@ -374,18 +393,52 @@ fn parse_one(parser: &mut Parser) -> std::result::Result<Statement, ParserError>
     Ok(Statement::Sql(Box::new(parser.parse_statement()?)))
 }
 
-/// `ALTER TABLE name SET|UNSET TBLPROPERTIES`: the name's parts are words separated by dots.
-fn is_alter_properties(parser: &Parser) -> bool {
-    let at = |i: usize| parser.peek_nth_token_ref(i).token.clone();
-    let is = |t: &Token, w: &str| word(t).is_some_and(|x| x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w));
-    if !(is(&at(0), "ALTER") && is(&at(1), "TABLE")) {
-        return false;
+/// What follows `ALTER TABLE`: a property or a column change.
+fn parse_alter_table(parser: &mut Parser) -> std::result::Result<Statement, ParserError> {
+    let name = parser.parse_object_name(false)?;
+    if parse_words(parser, &["SET", "TBLPROPERTIES"]) {
+        return Ok(Statement::SetProperties(name, parse_properties(parser)?));
     }
-    let mut i = 2;
-    while word(&at(i)).is_some() && at(i + 1) == Token::Period {
-        i += 2;
+    if parse_words(parser, &["UNSET", "TBLPROPERTIES"]) {
+        let _if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        parser.expect_token(&Token::LParen)?;
+        let keys = parser.parse_comma_separated(Parser::parse_literal_string)?;
+        parser.expect_token(&Token::RParen)?;
+        return Ok(Statement::UnsetProperties(name, keys));
     }
-    word(&at(i)).is_some() && (is(&at(i + 1), "SET") || is(&at(i + 1), "UNSET")) && is(&at(i + 2), "TBLPROPERTIES")
+    let change = if parse_words(parser, &["ADD"]) {
+        let _ = parse_words(parser, &["COLUMNS"]) || parse_words(parser, &["COLUMN"]);
+        let columns = if parser.consume_token(&Token::LParen) {
+            let columns = parser.parse_comma_separated(Parser::parse_column_def)?;
+            parser.expect_token(&Token::RParen)?;
+            columns
+        } else {
+            parser.parse_comma_separated(Parser::parse_column_def)?
+        };
+        ColumnChange::Add(columns)
+    } else if parse_words(parser, &["RENAME", "COLUMN"]) {
+        let from = parser.parse_identifier()?.value;
+        parser.expect_keyword(Keyword::TO)?;
+        ColumnChange::Rename { from, to: parser.parse_identifier()?.value }
+    } else if parse_words(parser, &["DROP"]) {
+        let _ = parse_words(parser, &["COLUMN"]);
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        ColumnChange::Drop { column: parser.parse_identifier()?.value, if_exists }
+    } else if parse_words(parser, &["ALTER"]) {
+        let _ = parse_words(parser, &["COLUMN"]);
+        let column = parser.parse_identifier()?.value;
+        let _ = parse_words(parser, &["SET", "DATA"]);
+        if !parse_words(parser, &["TYPE"]) {
+            return parser.expected("TYPE", parser.peek_token());
+        }
+        ColumnChange::SetType { column, data_type: parser.parse_data_type()? }
+    } else {
+        return parser.expected(
+            "SET TBLPROPERTIES, UNSET TBLPROPERTIES, ADD COLUMN, RENAME COLUMN, DROP COLUMN or ALTER COLUMN",
+            parser.peek_token(),
+        );
+    };
+    Ok(Statement::AlterColumns(name, change))
 }
 
 fn parse_in(parser: &mut Parser) -> std::result::Result<Option<ObjectName>, ParserError> {
@@ -524,6 +577,33 @@ mod tests {
             matches!(&parsed[1].statement, Statement::SetProperties(name, pairs) if name.to_string() == "db.u" && pairs.len() == 1)
         );
         assert_eq!(parsed[1].text, "ALTER TABLE db.u SET TBLPROPERTIES ('x' = 'y')");
+    }
+
+    #[test]
+    fn alter_table_column_changes() {
+        let change = |sql: &str| match parse_script(sql).unwrap_or_else(|e| panic!("{sql}: {e}")).remove(0).statement {
+            Statement::AlterColumns(name, change) => (name.to_string(), change),
+            other => panic!("{sql}: {other:?}"),
+        };
+        let (name, added) = change("ALTER TABLE db.t ADD COLUMNS (a INT, b STRING NOT NULL)");
+        assert_eq!(name, "db.t");
+        let ColumnChange::Add(columns) = added else { panic!("{added:?}") };
+        assert_eq!(columns.iter().map(|c| c.name.value.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(matches!(change("ALTER TABLE t ADD COLUMN c BIGINT").1, ColumnChange::Add(c) if c.len() == 1));
+        assert_eq!(
+            change("ALTER TABLE t RENAME COLUMN a TO b").1,
+            ColumnChange::Rename { from: "a".into(), to: "b".into() }
+        );
+        assert_eq!(
+            change("ALTER TABLE t DROP COLUMN IF EXISTS a").1,
+            ColumnChange::Drop { column: "a".into(), if_exists: true }
+        );
+        for sql in ["ALTER TABLE t ALTER COLUMN a TYPE BIGINT", "ALTER TABLE t ALTER a SET DATA TYPE BIGINT"] {
+            assert!(matches!(change(sql).1, ColumnChange::SetType { column, .. } if column == "a"), "{sql}");
+        }
+        let error = parse_script("ALTER TABLE t OWNER TO x").expect_err("not a column change").to_string();
+        assert!(error.contains("ADD COLUMN"), "{error}");
+        assert!(parse_script("ALTER TABLE t ALTER COLUMN a BIGINT").is_err(), "TYPE is required");
     }
 
     #[test]

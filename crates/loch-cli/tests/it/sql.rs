@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arrow_schema::DataType;
 use async_trait::async_trait;
@@ -375,5 +376,83 @@ fn pyiceberg_and_loch_sql_read_what_the_other_wrote() {
     sql_ok(&server, "DELETE FROM interop.bypy WHERE id >= 40");
     sql_ok(&server, "UPDATE interop.bypy SET category = 'moved' WHERE id < 5");
     assert_eq!(both_read("interop.bypy", "after loch sql changed PyIceberg's table"), 40);
+    server.stop("TERM");
+}
+
+/// `OPTIMIZE t` and `OPTIMIZE t FULL` plan processes that the server's own optimizer threads
+/// run: the rows stay, the files shrink (and the deletes go with a full one).
+/// `EXPIRE SNAPSHOTS t RETAIN 1` leaves one snapshot and the same rows.
+#[test]
+fn optimize_and_expire_from_loch_sql_keep_the_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    sql_ok(&server, "CREATE NAMESPACE m");
+    // A minor trigger interval of millennia: only the statement below plans the minor.
+    sql_ok(
+        &server,
+        "CREATE TABLE m.t (id BIGINT NOT NULL, category STRING, value DOUBLE) PARTITIONED BY (category) \
+         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999')",
+    );
+    for i in 0..4 {
+        let base = i * 100;
+        sql_ok(
+            &server,
+            &format!(
+                "INSERT INTO m.t SELECT value + {base}, 'c' || CAST(value % 2 AS VARCHAR), value * 0.5 FROM range(0, 50)"
+            ),
+        );
+    }
+    let rows = || sql_rows(&server, "SELECT * FROM m.t ORDER BY id");
+    let count = |sql: &str| sql_rows(&server, sql)[0]["n"].as_u64().unwrap();
+    let files = |content: &str| count(&format!("SELECT count(*) AS n FROM m.t$files WHERE content = '{content}'"));
+    let finished = |id: i64| {
+        let path = format!("/api/v1/tables/local/m/t/optimizing/processes/{id}");
+        let process =
+            server.wait_for("the process to end", &path, Duration::from_secs(60), |p| p["status"] != "running");
+        assert_eq!(process["status"], "success", "{process}");
+    };
+    let before = rows();
+    assert_eq!(before.len(), 200);
+    assert_eq!(files("DATA"), 8);
+
+    let planned = sql_rows(&server, "OPTIMIZE m.t");
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(planned[0]["type"], "minor", "{planned:?}");
+    assert_eq!(planned[0]["tasks"], 2, "one task per partition: {planned:?}");
+    finished(planned[0]["process_id"].as_i64().unwrap());
+    assert_eq!(files("DATA"), 2, "one file per partition after the minor");
+    assert_eq!(rows(), before, "the minor kept the rows");
+    assert!(sql_rows(&server, "OPTIMIZE m.t").is_empty(), "nothing is left worth a minor");
+
+    sql_ok(&server, "DELETE FROM m.t WHERE id % 5 = 0");
+    let after_delete = rows();
+    assert_eq!(after_delete.len(), 160);
+    assert!(files("POSITION_DELETES") > 0);
+    let planned = sql_rows(&server, "OPTIMIZE m.t FULL");
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(planned[0]["type"], "full", "{planned:?}");
+    finished(planned[0]["process_id"].as_i64().unwrap());
+    assert_eq!(files("POSITION_DELETES"), 0, "the full rewrite applied the deletes");
+    assert_eq!(rows(), after_delete, "the full kept the rows");
+
+    assert!(count("SELECT count(*) AS n FROM m.t$snapshots") >= 7);
+    let expired = sql_rows(&server, "EXPIRE SNAPSHOTS m.t RETAIN 1");
+    assert!(expired[0]["summary"].as_str().unwrap().contains("snapshots expired"), "{expired:?}");
+    assert_eq!(count("SELECT count(*) AS n FROM m.t$snapshots"), 1);
+    assert_eq!(rows(), after_delete, "expiry kept the rows");
+
+    for (sql, error) in [
+        ("OPTIMIZE m.nope", "m.nope"),
+        ("EXPIRE SNAPSHOTS m.t RETAIN 0", "at least 1"),
+        ("OPTIMIZE m.t__change", "m.t__change"),
+    ] {
+        let output = std::process::Command::new(crate::common::LOCH)
+            .args(["sql", "--ams", &server.url, "-e", sql])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(error), "{sql}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{sql}: one line: {stderr}");
+    }
     server.stop("TERM");
 }

@@ -52,6 +52,20 @@ pub async fn expire_snapshots(
     now_ms: i64,
     dry_run: bool,
 ) -> Result<(MaintenanceSummary, Option<Expired>)> {
+    expire_snapshots_retaining(catalogs, store, table_id, now_ms, dry_run, None).await
+}
+
+/// [`expire_snapshots`], or with `retain_last` (`EXPIRE SNAPSHOTS t RETAIN n`) keeping only the
+/// `n` newest snapshots of each branch whatever their age. Either way the bases of running
+/// processes stay, and the table's switches hold.
+pub async fn expire_snapshots_retaining(
+    catalogs: &CatalogService,
+    store: &MetaStore,
+    table_id: i64,
+    now_ms: i64,
+    dry_run: bool,
+    retain_last: Option<usize>,
+) -> Result<(MaintenanceSummary, Option<Expired>)> {
     let (mut lock, mut table) = ManagedTable::load_locked(catalogs, table_id).await?;
     let mut metadata = table.table.metadata_ref();
     let props = MaintenanceProperties::resolve(&table.catalog.record.properties, metadata.properties())?;
@@ -70,7 +84,11 @@ pub async fn expire_snapshots(
         metadata = table.table.metadata_ref();
     }
 
-    let keep_ms = i64::try_from(props.expire.keep.as_millis()).unwrap_or(i64::MAX);
+    let (keep_ms, min_count) = match retain_last {
+        // Older than now: every snapshot but the newest `n` of each branch.
+        Some(n) => (-1, n.max(1)),
+        None => (i64::try_from(props.expire.keep.as_millis()).unwrap_or(i64::MAX), props.expire.min_count),
+    };
     let mut older_than = now_ms.saturating_sub(keep_ms);
     let optimizing = |p: &crate::record::TableProcess| {
         p.table_id == table_id && matches!(p.action, crate::record::ProcessAction::Optimizing(_))
@@ -98,7 +116,7 @@ pub async fn expire_snapshots(
     }
     summary.older_than_ms = older_than;
 
-    let Some(mut change) = plan_expiry(&table.table, older_than, props.expire.min_count).await? else {
+    let Some(mut change) = plan_expiry(&table.table, older_than, min_count).await? else {
         return Ok((summary, None));
     };
     // A keyed table's base store keeps its optimized sequence (folded change files would be

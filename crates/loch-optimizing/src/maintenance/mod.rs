@@ -68,6 +68,16 @@ fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
+/// How a run asked for by a user differs from a scheduled one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Report what the run would do and change nothing (nor record a run).
+    pub dry_run: bool,
+    /// `expire-snapshots` only (`EXPIRE SNAPSHOTS t RETAIN n`): keep the `n` newest snapshots
+    /// of each branch and expire every older one, whatever the table's keep duration.
+    pub retain_last: Option<usize>,
+}
+
 /// A maintenance action, by Amoro's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MaintenanceAction {

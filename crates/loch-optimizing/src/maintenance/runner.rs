@@ -16,10 +16,10 @@ use tokio::task::JoinSet;
 use crate::error::{OptimizingError, Result};
 use crate::maintenance::dangling::clean_dangling_deletes;
 use crate::maintenance::data_expire::expire_data;
-use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots};
+use crate::maintenance::expire::{Expired, delete_expired, expire_snapshots_retaining};
 use crate::maintenance::orphans::clean_orphan_files;
 use crate::maintenance::tags::auto_create_tags;
-use crate::maintenance::{MaintenanceAction, MaintenanceSummary};
+use crate::maintenance::{MaintenanceAction, MaintenanceSummary, RunOptions};
 use crate::record::{KIND_MAINTENANCE, ProcessAction, Processes, Summary, TableProcess};
 use crate::service::OptimizingService;
 use crate::status::ProcessStatus;
@@ -104,7 +104,7 @@ impl OptimizingService {
         &self,
         table_id: i64,
         action: MaintenanceAction,
-        dry_run: bool,
+        options: RunOptions,
     ) -> Result<MaintenanceSummary> {
         if !AVAILABLE.contains(&action) {
             let available: Vec<&str> = AVAILABLE.iter().map(|a| a.as_str()).collect();
@@ -114,11 +114,20 @@ impl OptimizingService {
                 available.join(", ")
             )));
         }
+        if options.retain_last.is_some() && action != MaintenanceAction::ExpireSnapshots {
+            return Err(OptimizingError::Invalid(format!(
+                "retain_last applies to expire-snapshots, not to {}",
+                action.as_str()
+            )));
+        }
+        if options.retain_last == Some(0) {
+            return Err(OptimizingError::Invalid("retain_last must be at least 1".into()));
+        }
         let started = std::time::Instant::now();
-        let outcome = if dry_run {
-            self.execute(table_id, action, true).await.map(|(summary, _)| summary)
+        let outcome = if options.dry_run {
+            self.execute(table_id, action, options).await.map(|(summary, _)| summary)
         } else {
-            self.recorded_run(table_id, action).await
+            self.recorded_run(table_id, action, options).await
         };
         let result = match &outcome {
             Ok(_) => ProcessStatus::Success.as_str(),
@@ -144,7 +153,12 @@ impl OptimizingService {
 
     /// Runs `action` on a table as a recorded process: started, committed (its summary then
     /// names the versions before and after), files deleted, ended.
-    async fn recorded_run(&self, table_id: i64, action: MaintenanceAction) -> Result<MaintenanceSummary> {
+    async fn recorded_run(
+        &self,
+        table_id: i64,
+        action: MaintenanceAction,
+        options: RunOptions,
+    ) -> Result<MaintenanceSummary> {
         let action_of = ProcessAction::Maintenance(action);
         let table = ManagedTable::load(&self.catalogs, table_id)
             .await?
@@ -158,7 +172,7 @@ impl OptimizingService {
         let Some(mut process) = Processes(&self.store).get(id).await? else {
             return Err(OptimizingError::NotFound(format!("process {id}")));
         };
-        let expiry = self.execute(table_id, action, false).await;
+        let expiry = self.execute(table_id, action, options).await;
         let outcome = match expiry {
             Ok((mut summary, Some(expired))) => {
                 // Committed: record the two versions first, so a restart can finish the deletion.
@@ -179,13 +193,15 @@ impl OptimizingService {
         &self,
         table_id: i64,
         action: MaintenanceAction,
-        dry_run: bool,
+        options: RunOptions,
     ) -> Result<(MaintenanceSummary, Option<Expired>)> {
         let now = now_ms();
+        let dry_run = options.dry_run;
         let alone = |summary: MaintenanceSummary| (summary, None);
         match action {
             MaintenanceAction::ExpireSnapshots => {
-                expire_snapshots(&self.catalogs, &self.store, table_id, now, dry_run).await
+                let (catalogs, store) = (&self.catalogs, &self.store);
+                expire_snapshots_retaining(catalogs, store, table_id, now, dry_run, options.retain_last).await
             }
             MaintenanceAction::CleanOrphanFiles => {
                 let floor = self.config.maintenance.orphan_min_age_floor;
@@ -380,7 +396,9 @@ impl OptimizingService {
                             let (service, permits) = (service.clone(), permits.clone());
                             let handle = running.spawn(async move {
                                 match permits.acquire_owned().await {
-                                    Ok(_permit) => service.run_maintenance(table_id, action, false).await,
+                                    Ok(_permit) => {
+                                        service.run_maintenance(table_id, action, RunOptions::default()).await
+                                    }
                                     Err(_) => Err(OptimizingError::Rejected("the maintenance runner stopped".into())),
                                 }
                             });

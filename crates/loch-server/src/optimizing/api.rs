@@ -10,13 +10,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use loch_api::ErrorResponse;
 use loch_api::optimizing::{
-    CreateGroupRequest, MaintenanceRun, Optimizer, OptimizerGroup, Process, StoreFiles, TableOptimizing, Task,
-    UpdateGroupRequest,
+    CreateGroupRequest, MaintenanceRun, OptimizeRequest, OptimizeResponse, Optimizer, OptimizerGroup, Process,
+    StoreFiles, TableOptimizing, Task, UpdateGroupRequest,
 };
 use loch_catalog::TableName;
 use loch_meta::{GroupRecord, NamedRuntime, OptimizerRecord, TaskRecord, now_ms};
 use loch_optimizing::TableProcess;
-use loch_optimizing::maintenance::MaintenanceAction;
+use loch_optimizing::maintenance::{MaintenanceAction, RunOptions};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiPath, ApiQuery, JsonBody};
@@ -31,7 +31,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/optimizer-groups/{name}/optimizers", get(group_optimizers))
         .route("/api/v1/optimizer-groups/{name}/tables", get(group_tables))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing", get(table_optimizing))
-        .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes", get(list_processes))
+        .route(
+            "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes",
+            get(list_processes).post(optimize_table),
+        )
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}", get(get_process))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/tasks", get(list_tasks))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes/{id}/cancel", post(cancel_process))
@@ -348,6 +351,35 @@ pub async fn cancel_process(
     Ok(Json(process_dto(process)))
 }
 
+/// Plan a process on the table now (`OPTIMIZE t [FULL]`): its minor trigger interval (and with
+/// `full` its full trigger interval) count as passed, so every partition worth rewriting by
+/// the table's rules is planned; the optimizer group's threads run it as any other process.
+#[utoipa::path(post, path = "/api/v1/tables/{catalog}/{namespace}/{table}/optimizing/processes", tag = "optimizing",
+    params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path)),
+    request_body = OptimizeRequest,
+    responses((status = 200, body = OptimizeResponse, description = "The process planned, or why none was"), (status = 400, body = ErrorResponse),
+        (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse, description = "The table is being optimized, self-optimizing is off for it, or Loch cannot rewrite its files")))]
+pub async fn optimize_table(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<TablePath>,
+    JsonBody(request): JsonBody<OptimizeRequest>,
+) -> Result<Json<OptimizeResponse>, ApiError> {
+    let id = table_id(&state, &path.catalog, &path.namespace, &path.table).await?;
+    let process = state.optimizing.optimize_now(id, request.full).await?.map(process_dto);
+    let message = match &process {
+        Some(p) => format!(
+            "process {} planned: {} optimizing in {} task{}",
+            p.id,
+            p.process_type,
+            p.tasks,
+            if p.tasks == 1 { "" } else { "s" }
+        ),
+        None => "nothing is worth optimizing".to_string(),
+    };
+    tracing::info!(table = %path.table, full = request.full, %message, "optimizing requested");
+    Ok(Json(OptimizeResponse { process, message }))
+}
+
 /// A maintenance action on a table.
 #[derive(Debug, Deserialize)]
 pub struct MaintenancePath {
@@ -361,6 +393,7 @@ pub struct MaintenancePath {
 #[derive(Debug, Deserialize)]
 pub struct MaintenanceQuery {
     dry_run: Option<bool>,
+    retain_last: Option<usize>,
 }
 
 /// Run a maintenance action on a table now (`expire-snapshots`); with `dry_run=true`, report
@@ -369,7 +402,8 @@ pub struct MaintenanceQuery {
 #[utoipa::path(post, path = "/api/v1/tables/{catalog}/{namespace}/{table}/maintenance/{action}", tag = "maintenance",
     params(("catalog" = String, Path), ("namespace" = String, Path, description = "Levels separated by U+001F (`%1F`) or `.`"), ("table" = String, Path),
         ("action" = String, Path, description = "expire-snapshots"),
-        ("dry_run" = Option<bool>, Query, description = "Report only")),
+        ("dry_run" = Option<bool>, Query, description = "Report only"),
+        ("retain_last" = Option<usize>, Query, description = "expire-snapshots only: keep this many newest snapshots of each branch, expire every older one whatever its age")),
     responses((status = 200, body = Object, description = "The run's summary"), (status = 400, body = ErrorResponse), (status = 404, body = ErrorResponse)))]
 pub async fn run_maintenance(
     State(state): State<AppState>,
@@ -379,7 +413,8 @@ pub async fn run_maintenance(
     let action = MaintenanceAction::parse(&path.action)?;
     let id = table_id(&state, &path.catalog, &path.namespace, &path.table).await?;
     let dry_run = query.dry_run.unwrap_or(false);
-    let summary = state.optimizing.run_maintenance(id, action, dry_run).await?;
+    let options = RunOptions { dry_run, retain_last: query.retain_last };
+    let summary = state.optimizing.run_maintenance(id, action, options).await?;
     tracing::info!(table = %path.table, action = action.as_str(), dry_run, "maintenance run by request");
     Ok(Json(serde_json::to_value(summary).map_err(ApiError::internal)?))
 }
