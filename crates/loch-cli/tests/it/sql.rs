@@ -441,6 +441,28 @@ fn optimize_and_expire_from_loch_sql_keep_the_rows() {
     assert_eq!(count("SELECT count(*) AS n FROM m.t$snapshots"), 1);
     assert_eq!(rows(), after_delete, "expiry kept the rows");
 
+    // A keyed table: OPTIMIZE folds its change store into its base store (one commit's change
+    // files, fewer than the minor trigger's file count).
+    sql_ok(
+        &server,
+        "CREATE TABLE m.k (id BIGINT, name STRING, PRIMARY KEY (id)) \
+         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999')",
+    );
+    sql_ok(&server, "INSERT INTO m.k SELECT value, 'v' || CAST(value AS VARCHAR) FROM range(0, 60)");
+    let keyed_rows = || sql_rows(&server, "SELECT * FROM m.k ORDER BY id");
+    let before = keyed_rows();
+    assert_eq!(before.len(), 60);
+    let planned = sql_rows(&server, "OPTIMIZE m.k");
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    assert_eq!(planned[0]["type"], "minor", "{planned:?}");
+    let id = planned[0]["process_id"].as_i64().unwrap();
+    let path = format!("/api/v1/tables/local/m/k/optimizing/processes/{id}");
+    let process =
+        server.wait_for("the keyed process to end", &path, Duration::from_secs(60), |p| p["status"] != "running");
+    assert_eq!(process["status"], "success", "{process}");
+    assert!(process["stores"]["changeInputFiles"].as_i64().unwrap() > 0, "{process}");
+    assert_eq!(keyed_rows(), before, "folding kept the rows");
+
     for (sql, error) in [
         ("OPTIMIZE m.nope", "m.nope"),
         ("EXPIRE SNAPSHOTS m.t RETAIN 0", "at least 1"),
