@@ -775,7 +775,12 @@ fn target_of(from: &TableWithJoins) -> Result<(ObjectName, Option<String>)> {
     if !from.joins.is_empty() {
         return Err(SqlError::invalid("DELETE and UPDATE change one table, without joins"));
     }
-    match &from.relation {
+    table_target(&from.relation)
+}
+
+/// The table and alias of a row-level statement's target (`DELETE`, `UPDATE`, `MERGE`).
+pub(crate) fn table_target(factor: &TableFactor) -> Result<(ObjectName, Option<String>)> {
+    match factor {
         TableFactor::Table { name, alias, .. } => Ok((name.clone(), alias.as_ref().map(|a| normalize(&a.name)))),
         other => Err(SqlError::invalid(format!("{other} is not a table"))),
     }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{NamespaceIdent, Runtime, TableIdent, TableRequirement, TableUpdate};
+use loch_api::optimizing::{OptimizeRequest, OptimizeResponse};
 use loch_table::mixed::properties::PRIMARY_KEY_FIELDS;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::Deserialize;
@@ -298,14 +299,11 @@ impl Backend for HttpBackend {
 
     async fn optimize(&self, table: &TableRef, full: bool) -> Result<OptimizeOutcome> {
         let request = self.request(Method::POST, &Self::table_path(table, "/optimizing/processes"));
-        let answer = self.json(request.json(&serde_json::json!({ "full": full }))).await?;
-        let process = answer.get("process").and_then(|p| {
-            let id = p.get("id")?.as_i64()?;
-            let kind = p.get("type")?.as_str()?.to_string();
-            Some((id, kind, p.get("tasks")?.as_i64()?))
-        });
-        let message = answer.get("message").and_then(Value::as_str).unwrap_or_default().to_string();
-        Ok(OptimizeOutcome { process, message })
+        let answer = self.json(request.json(&OptimizeRequest { full })).await?;
+        let answer: OptimizeResponse = serde_json::from_value(answer)
+            .map_err(|e| SqlError::invalid(format!("the server's answer to OPTIMIZE is not understood: {e}")))?;
+        let process = answer.process.map(|p| (p.id, p.process_type, p.tasks as i64));
+        Ok(OptimizeOutcome { process, message: answer.message })
     }
 
     async fn maintain(&self, table: &TableRef, action: &str, options: Value) -> Result<ActionOutcome> {

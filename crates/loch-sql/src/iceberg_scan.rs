@@ -32,7 +32,7 @@ use iceberg::scan::FileScanTask;
 use iceberg::spec::DataFileFormat;
 use iceberg::table::Table;
 
-use crate::scan::{exact_predicate, limited};
+use crate::scan::{exact_predicate, fmt_filter_limit, limited};
 
 /// Input below this size is read in one partition: splitting it costs more than it saves.
 const PARALLEL_FROM_BYTES: u64 = 16 << 20;
@@ -216,11 +216,6 @@ pub struct IcebergScanExec {
 }
 
 impl IcebergScanExec {
-    /// The filter the files were planned and are read with.
-    pub fn filter(&self) -> Option<&Predicate> {
-        self.filter.as_ref()
-    }
-
     /// How many pieces (files or byte ranges of files) each partition reads.
     pub fn pieces(&self) -> Vec<usize> {
         self.partitions.iter().map(Vec::len).collect()
@@ -230,13 +225,7 @@ impl IcebergScanExec {
 impl DisplayAs for IcebergScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "IcebergScanExec: columns=[{}], pieces={:?}", self.columns.join(", "), self.pieces())?;
-        if let Some(filter) = &self.filter {
-            write!(f, ", filter={filter}")?;
-        }
-        if let Some(limit) = self.limit {
-            write!(f, ", limit={limit}")?;
-        }
-        Ok(())
+        fmt_filter_limit(f, self.filter.as_ref(), self.limit)
     }
 }
 

@@ -25,7 +25,7 @@ use futures::TryStreamExt;
 use iceberg::table::Table;
 use loch_table::mixed::merge::{MergeRead, scan_merged};
 
-use crate::scan::{exact_predicate, limited};
+use crate::scan::{exact_predicate, fmt_filter_limit, limited};
 
 /// A keyed table's two stores at the snapshots they were loaded at, as a DataFusion table.
 #[derive(Debug, Clone)]
@@ -113,13 +113,7 @@ impl KeyedScanExec {
 impl DisplayAs for KeyedScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "KeyedScanExec: columns=[{}]", self.read.columns.as_deref().unwrap_or_default().join(", "))?;
-        if let Some(filter) = &self.read.filter {
-            write!(f, ", filter={filter}")?;
-        }
-        if let Some(limit) = self.limit {
-            write!(f, ", limit={limit}")?;
-        }
-        Ok(())
+        fmt_filter_limit(f, self.read.filter.as_ref(), self.limit)
     }
 }
 

@@ -14,13 +14,13 @@ use arrow_array::{Array, BooleanArray, Int64Array};
 use arrow_row::{RowConverter, SortField};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{
-    AssignmentTarget, Merge, MergeAction, MergeClauseKind, MergeInsertKind, Statement as SqlStatement, TableFactor,
+    AssignmentTarget, Merge, MergeAction, MergeClauseKind, MergeInsertKind, Statement as SqlStatement,
 };
 
 use crate::backend::LoadedTable;
 use crate::ddl::quote;
 use crate::dml::{FILE_ROWS, KEEP, POSITION};
-use crate::engine::{SqlEngine, normalize, parts};
+use crate::engine::{SqlEngine, parts, table_target};
 use crate::error::{Result, SqlError};
 use crate::write;
 
@@ -43,18 +43,14 @@ struct Clauses {
     inserted: Vec<String>,
 }
 
-/// The table and alias of `MERGE`'s target.
+/// The table and alias (its name when it has none) of `MERGE`'s target.
 fn target(merge: &Merge) -> Result<(datafusion::sql::sqlparser::ast::ObjectName, String)> {
-    match &merge.table {
-        TableFactor::Table { name, alias, .. } => {
-            let alias = match alias {
-                Some(alias) => normalize(&alias.name),
-                None => parts(name)?.pop().unwrap_or_default(),
-            };
-            Ok((name.clone(), alias))
-        }
-        other => Err(SqlError::invalid(format!("MERGE INTO {other}: the target must be a table"))),
-    }
+    let (name, alias) = table_target(&merge.table)?;
+    let alias = match alias {
+        Some(alias) => alias,
+        None => parts(&name)?.pop().unwrap_or_default(),
+    };
+    Ok((name, alias))
 }
 
 fn clauses(merge: &Merge, columns: &[String], alias: &str, primary_key: &[String]) -> Result<Clauses> {

@@ -54,3 +54,18 @@ pub(crate) fn limited(
     })
     .boxed()
 }
+
+/// The `, filter=…, limit=…` tail of a scan's one-line `EXPLAIN` text.
+pub(crate) fn fmt_filter_limit(
+    f: &mut std::fmt::Formatter,
+    filter: Option<&Predicate>,
+    limit: Option<usize>,
+) -> std::fmt::Result {
+    if let Some(filter) = filter {
+        write!(f, ", filter={filter}")?;
+    }
+    if let Some(limit) = limit {
+        write!(f, ", limit={limit}")?;
+    }
+    Ok(())
+}
