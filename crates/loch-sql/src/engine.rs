@@ -12,7 +12,8 @@ use crate::error::{Result, SqlError};
 use crate::evolve::evolve;
 use crate::iceberg_scan::IcebergTableProvider;
 use crate::meta_tables;
-use crate::statement::{CreateTable, Located, Statement, TimeTravel, parse_script, time_travel};
+use crate::statement::{CreateTable, Located, Statement, parse_script, time_travel};
+use crate::time_travel::{keyed_as_of, snapshot_of};
 use crate::write;
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema, SchemaRef};
@@ -280,7 +281,21 @@ impl SqlEngine {
                 out.summary = outcome.message;
                 Ok(out)
             }
-            Statement::Sql(statement) => self.sql(statement, limit).await,
+            Statement::Sql(statement) => {
+                // A write that lost a commit race committed nothing: run it again on the new
+                // state (a concurrent optimizing commit is the usual cause), a few times.
+                let mut attempt = 1;
+                loop {
+                    match self.sql(statement, limit).await {
+                        Err(SqlError::CommitConflict(reason)) if attempt < COMMIT_ATTEMPTS && retryable(statement) => {
+                            tracing::debug!(attempt, %reason, "a statement's commit lost a race; running it again");
+                            tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                            attempt += 1;
+                        }
+                        result => return result,
+                    }
+                }
+            }
         }
     }
 
@@ -477,9 +492,10 @@ impl SqlEngine {
             (LoadedTable::Keyed { base, change, primary_key }, None) => {
                 Ok(Arc::new(KeyedTableProvider::try_new(base, change, primary_key)?))
             }
-            (LoadedTable::Keyed { .. }, Some(_)) => Err(SqlError::invalid(format!(
-                "{table} is a keyed table: time travel reads one store's snapshot, not the merged table; query {table}$changes for its history"
-            ))),
+            (LoadedTable::Keyed { base, change, primary_key }, Some(travel)) => {
+                let (base, change) = keyed_as_of(&table.to_string(), &base, &change, &travel)?;
+                Ok(Arc::new(KeyedTableProvider::try_new(base, change, primary_key)?))
+            }
         }
     }
 
@@ -642,19 +658,44 @@ impl SqlEngine {
                 }
                 Ok(count)
             }
-            LoadedTable::Keyed { .. } => {
-                if overwrite {
-                    return Err(SqlError::invalid(format!(
-                        "INSERT OVERWRITE on keyed table {table}: write upserts with INSERT INTO (write.upsert.enabled)"
-                    )));
-                }
+            LoadedTable::Keyed { base, change, primary_key } => {
                 let batches: Vec<RecordBatch> = Box::pin(rows).try_collect().await?;
                 let count = batches.iter().map(|b| b.num_rows() as u64).sum();
+                if overwrite {
+                    self.overwrite_keyed(table, &base, &change, &primary_key, &batches).await?;
+                    return Ok(count);
+                }
                 let changes = batches.iter().map(|b| write::with_op(b, "+I")).collect::<Result<Vec<_>>>()?;
                 self.backend.ingest(table, changes).await?;
                 Ok(count)
             }
         }
+    }
+
+    /// Dynamic partition overwrite of a keyed table: the rows become base files that replace
+    /// the partitions they fall in, changes committed before included (one base-store commit).
+    async fn overwrite_keyed(
+        &self,
+        table: &TableRef,
+        base: &iceberg::table::Table,
+        change: &iceberg::table::Table,
+        primary_key: &[String],
+        batches: &[RecordBatch],
+    ) -> Result<()> {
+        use loch_table::mixed::{overwrite::prepare_overwrite, properties::base_buckets};
+        let buckets = base_buckets(base.metadata().properties())?;
+        let overwrite = prepare_overwrite(base, change, primary_key, buckets, batches)
+            .await
+            .map_err(|e| SqlError::invalid(format!("INSERT OVERWRITE {table}: {e}")))?;
+        let pending = overwrite.commit;
+        let name = base.identifier().name().to_string();
+        if let Err(e) = self.backend.commit(table, &name, pending.requirements, pending.updates).await {
+            for path in &pending.written_files {
+                let _ = base.file_io().delete(path).await;
+            }
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Dynamic partition overwrite: the new files replace every data file of the partitions
@@ -821,32 +862,17 @@ fn reorder(batch: &RecordBatch, order: &[Option<usize>], target: &SchemaRef) -> 
     Ok(RecordBatch::try_new_with_options(Arc::new(ArrowSchema::new(fields)), columns, &options)?)
 }
 
-/// The snapshot a time travel reads.
-fn snapshot_of(table: &iceberg::table::Table, travel: &TimeTravel) -> Result<i64> {
-    let metadata = table.metadata();
-    match travel {
-        TimeTravel::Snapshot(id) => metadata
-            .snapshot_by_id(*id)
-            .map(|s| s.snapshot_id())
-            .ok_or_else(|| SqlError::invalid(format!("table {} has no snapshot {id}", table.identifier().name()))),
-        TimeTravel::Time(at) => {
-            let nanos = arrow_cast::parse::string_to_timestamp_nanos(at)
-                .map_err(|e| SqlError::invalid(format!("'{at}' is not a timestamp: {e}")))?;
-            let millis = nanos / 1_000_000;
-            metadata
-                .history()
-                .iter()
-                .filter(|entry| entry.timestamp_ms <= millis)
-                .max_by_key(|entry| entry.timestamp_ms)
-                .map(|entry| entry.snapshot_id)
-                .ok_or_else(|| {
-                    SqlError::invalid(format!(
-                        "table {} has no snapshot at or before '{at}'",
-                        table.identifier().name()
-                    ))
-                })
-        }
-    }
+/// How often a write whose commit lost a race runs before its error is shown (Iceberg's
+/// `commit.retry.num-retries` is 4, after the first attempt).
+const COMMIT_ATTEMPTS: u32 = 5;
+
+/// Whether a statement that lost a commit race may simply run again: a single commit that
+/// recomputes everything from the table it reads (not DDL, whose first step may have landed).
+fn retryable(statement: &SqlStatement) -> bool {
+    matches!(
+        statement,
+        SqlStatement::Insert(_) | SqlStatement::Delete(_) | SqlStatement::Update { .. } | SqlStatement::Merge(_)
+    )
 }
 
 /// The first words of a statement, to name it in an error.

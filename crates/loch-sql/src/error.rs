@@ -15,6 +15,10 @@ pub enum SqlError {
     /// The catalog server refused or failed the request.
     #[error("{0}")]
     Catalog(String),
+    /// A commit lost a race with another commit to the same table (nothing was committed; the
+    /// statement may run again on the new state).
+    #[error("{0}")]
+    CommitConflict(String),
     /// Planning or running a query.
     #[error("{0}")]
     DataFusion(#[from] DataFusionError),

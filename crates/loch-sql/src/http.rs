@@ -56,6 +56,9 @@ impl HttpBackend {
         if status.is_success() {
             return Ok((status, body));
         }
+        if status == StatusCode::CONFLICT && error_type(&body).as_deref() == Some("CommitFailedException") {
+            return Err(SqlError::CommitConflict(error_message(status, &body)));
+        }
         Err(SqlError::Catalog(error_message(status, &body)))
     }
 
@@ -130,6 +133,12 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
         Some(m) => m,
         None => format!("the server answered {status}: {}", String::from_utf8_lossy(body).trim()),
     }
+}
+
+/// The Iceberg `ErrorModel`'s type of an error answer.
+fn error_type(body: &[u8]) -> Option<String> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    parsed.pointer("/error/type").and_then(Value::as_str).map(str::to_string)
 }
 
 /// Percent-encodes a path segment.

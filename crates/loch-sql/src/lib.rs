@@ -15,6 +15,7 @@ mod merge;
 pub mod meta_tables;
 mod scan;
 pub mod statement;
+pub mod time_travel;
 pub mod write;
 
 pub use backend::{Backend, LoadedTable, TableRef};

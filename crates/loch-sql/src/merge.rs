@@ -3,7 +3,8 @@
 //! Clauses apply in order, as in Spark: a target row the source matches takes the first
 //! `WHEN MATCHED` clause whose condition holds (`UPDATE SET` or `DELETE`; none: it stays), a
 //! source row that matches no target row the first `WHEN NOT MATCHED` clause whose condition
-//! holds (`INSERT`). A target row matched by two source rows fails the statement. Everything
+//! holds (`INSERT`), and a target row the source does not match the first `WHEN NOT MATCHED BY
+//! SOURCE` clause whose condition holds (`UPDATE SET` or `DELETE`). A target row matched by two source rows fails the statement. Everything
 //! is one commit: an Iceberg table gets its position deletes and new rows in one row-delta
 //! snapshot, a keyed table its deletes, update pairs and inserts in one change-store
 //! transaction.
@@ -33,14 +34,23 @@ const DELETE: i64 = 2;
 
 /// The clauses as SQL over the target (by its alias) and the source.
 struct Clauses {
-    /// For a matched row: its action (0: none holds).
-    action: String,
-    /// For a matched row: each table column's value after the first holding `UPDATE` clause.
-    updated: Vec<String>,
+    /// Target rows the source matches (`WHEN MATCHED`).
+    matched: Actions,
+    /// Target rows the source does not match (`WHEN NOT MATCHED BY SOURCE`); `None` without
+    /// such clauses.
+    by_source: Option<Actions>,
     /// For an unmatched source row: whether some `INSERT` clause holds (`None`: no clause).
     insert_filter: Option<String>,
     /// For an unmatched source row: each table column's value from the first holding clause.
     inserted: Vec<String>,
+}
+
+/// What clauses on target rows do, as SQL.
+struct Actions {
+    /// A row's action (0: no clause holds).
+    action: String,
+    /// Each table column's value after the first holding `UPDATE` clause.
+    updated: Vec<String>,
 }
 
 /// The table and alias (its name when it has none) of `MERGE`'s target.
@@ -54,44 +64,17 @@ fn target(merge: &Merge) -> Result<(datafusion::sql::sqlparser::ast::ObjectName,
 }
 
 fn clauses(merge: &Merge, columns: &[String], alias: &str, primary_key: &[String]) -> Result<Clauses> {
-    let own = |c: &String| format!("{}.{}", quote(alias), quote(c));
-    let mut action = String::from("CASE");
-    let mut updates: Vec<(String, Vec<Option<String>>)> = Vec::new();
+    let mut matched = Vec::new();
+    let mut by_source = Vec::new();
     let mut inserts: Vec<(String, Vec<Option<String>>)> = Vec::new();
-    let mut any_matched = false;
     for clause in &merge.clauses {
         let predicate = clause.predicate.as_ref().map_or_else(|| "TRUE".to_string(), ToString::to_string);
         match (&clause.clause_kind, &clause.action) {
-            (MergeClauseKind::Matched, MergeAction::Update(update)) => {
-                if update.update_predicate.is_some() || update.delete_predicate.is_some() {
-                    return Err(SqlError::invalid("MERGE ... UPDATE SET ... WHERE / DELETE WHERE is not supported"));
-                }
-                let mut values = vec![None; columns.len()];
-                for assignment in &update.assignments {
-                    let AssignmentTarget::ColumnName(column) = &assignment.target else {
-                        return Err(SqlError::invalid("MERGE UPDATE SET (a, b) = ... is not supported"));
-                    };
-                    let column = parts(column)?.pop().unwrap_or_default();
-                    let i = columns
-                        .iter()
-                        .position(|c| *c == column)
-                        .ok_or_else(|| SqlError::invalid(format!("the target has no column {column}")))?;
-                    if primary_key.contains(&column) {
-                        return Err(SqlError::invalid(format!(
-                            "MERGE cannot change primary key column {column}; delete and insert instead"
-                        )));
-                    }
-                    if values[i].replace(assignment.value.to_string()).is_some() {
-                        return Err(SqlError::invalid(format!("MERGE UPDATE sets column {column} twice")));
-                    }
-                }
-                action.push_str(&format!(" WHEN {predicate} THEN {UPDATE}"));
-                updates.push((predicate, values));
-                any_matched = true;
+            (MergeClauseKind::Matched, MergeAction::Update(_) | MergeAction::Delete { .. }) => {
+                matched.push((predicate, &clause.action));
             }
-            (MergeClauseKind::Matched, MergeAction::Delete { .. }) => {
-                action.push_str(&format!(" WHEN {predicate} THEN {DELETE}"));
-                any_matched = true;
+            (MergeClauseKind::NotMatchedBySource, MergeAction::Update(_) | MergeAction::Delete { .. }) => {
+                by_source.push((predicate, &clause.action));
             }
             (MergeClauseKind::NotMatched | MergeClauseKind::NotMatchedByTarget, MergeAction::Insert(insert)) => {
                 if insert.insert_predicate.is_some() {
@@ -128,24 +111,11 @@ fn clauses(merge: &Merge, columns: &[String], alias: &str, primary_key: &[String
                 }
                 inserts.push((predicate, values));
             }
-            (MergeClauseKind::NotMatchedBySource, _) => {
-                return Err(SqlError::invalid("MERGE ... WHEN NOT MATCHED BY SOURCE is not supported"));
-            }
             (kind, action) => {
                 return Err(SqlError::invalid(format!("MERGE ... WHEN {kind} THEN {action} is not allowed")));
             }
         }
     }
-    action.push_str(if any_matched { " ELSE 0 END" } else { " WHEN FALSE THEN 1 ELSE 0 END" });
-    let updated = (0..columns.len())
-        .map(|i| {
-            let branches: String = updates
-                .iter()
-                .map(|(p, values)| format!(" WHEN {p} THEN {}", values[i].clone().unwrap_or_else(|| own(&columns[i]))))
-                .collect();
-            if branches.is_empty() { own(&columns[i]) } else { format!("CASE{branches} ELSE {} END", own(&columns[i])) }
-        })
-        .collect();
     let inserted = (0..columns.len())
         .map(|i| {
             let branches: String = inserts
@@ -157,7 +127,67 @@ fn clauses(merge: &Merge, columns: &[String], alias: &str, primary_key: &[String
         .collect();
     let insert_filter =
         (!inserts.is_empty()).then(|| inserts.iter().map(|(p, _)| format!("({p})")).collect::<Vec<_>>().join(" OR "));
-    Ok(Clauses { action, updated, insert_filter, inserted })
+    Ok(Clauses {
+        matched: actions(&matched, columns, alias, primary_key)?,
+        by_source: if by_source.is_empty() { None } else { Some(actions(&by_source, columns, alias, primary_key)?) },
+        insert_filter,
+        inserted,
+    })
+}
+
+/// The action and new values of target rows under `clauses` (condition, `UPDATE` or
+/// `DELETE`), the first that holds deciding.
+fn actions(
+    clauses: &[(String, &MergeAction)],
+    columns: &[String],
+    alias: &str,
+    primary_key: &[String],
+) -> Result<Actions> {
+    let own = |c: &String| format!("{}.{}", quote(alias), quote(c));
+    let mut action = String::from("CASE");
+    let mut updates: Vec<(&String, Vec<Option<String>>)> = Vec::new();
+    for (predicate, clause) in clauses {
+        match clause {
+            MergeAction::Update(update) => {
+                if update.update_predicate.is_some() || update.delete_predicate.is_some() {
+                    return Err(SqlError::invalid("MERGE ... UPDATE SET ... WHERE / DELETE WHERE is not supported"));
+                }
+                let mut values = vec![None; columns.len()];
+                for assignment in &update.assignments {
+                    let AssignmentTarget::ColumnName(column) = &assignment.target else {
+                        return Err(SqlError::invalid("MERGE UPDATE SET (a, b) = ... is not supported"));
+                    };
+                    let column = parts(column)?.pop().unwrap_or_default();
+                    let i = columns
+                        .iter()
+                        .position(|c| *c == column)
+                        .ok_or_else(|| SqlError::invalid(format!("the target has no column {column}")))?;
+                    if primary_key.contains(&column) {
+                        return Err(SqlError::invalid(format!(
+                            "MERGE cannot change primary key column {column}; delete and insert instead"
+                        )));
+                    }
+                    if values[i].replace(assignment.value.to_string()).is_some() {
+                        return Err(SqlError::invalid(format!("MERGE UPDATE sets column {column} twice")));
+                    }
+                }
+                action.push_str(&format!(" WHEN {predicate} THEN {UPDATE}"));
+                updates.push((predicate, values));
+            }
+            _ => action.push_str(&format!(" WHEN {predicate} THEN {DELETE}")),
+        }
+    }
+    action.push_str(if clauses.is_empty() { " WHEN FALSE THEN 1 ELSE 0 END" } else { " ELSE 0 END" });
+    let updated = (0..columns.len())
+        .map(|i| {
+            let branches: String = updates
+                .iter()
+                .map(|(p, values)| format!(" WHEN {p} THEN {}", values[i].clone().unwrap_or_else(|| own(&columns[i]))))
+                .collect();
+            if branches.is_empty() { own(&columns[i]) } else { format!("CASE{branches} ELSE {} END", own(&columns[i])) }
+        })
+        .collect();
+    Ok(Actions { action, updated })
 }
 
 impl SqlEngine {
@@ -192,29 +222,42 @@ impl SqlEngine {
         }
         let inserted: u64 = inserts.iter().map(|b| b.num_rows() as u64).sum();
 
-        let updated: Vec<String> =
-            clauses.updated.iter().zip(&columns).map(|(v, c)| format!("{v} AS {}", quote(c))).collect();
+        // Target rows with their action: those the source matches, then (with `NOT MATCHED BY
+        // SOURCE` clauses) those it does not; `rows` is the target's rows, `first` what to select
+        // before the action, `after` how to name each new value.
+        let target_rows = |rows: &str, first: &str, after: &dyn Fn(usize, &str) -> String| {
+            let select = |joined: &str, actions: &Actions| {
+                let updated: Vec<String> = actions.updated.iter().enumerate().map(|(i, v)| after(i, v)).collect();
+                format!(
+                    "SELECT {first}, {} AS {ACTION}, {} FROM {rows} AS {own} {joined} {source} ON {on}",
+                    actions.action,
+                    updated.join(", ")
+                )
+            };
+            let mut sql = select("JOIN", &clauses.matched);
+            if let Some(by_source) = &clauses.by_source {
+                sql = format!("{sql} UNION ALL {}", select("LEFT ANTI JOIN", by_source));
+            }
+            sql
+        };
         let changed = match &loaded {
             LoadedTable::Iceberg(store) => {
                 let kept: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+                let named = |i: usize, v: &str| format!("{v} AS {}", quote(&columns[i]));
                 let query = format!(
-                    "SELECT {POSITION}, {ACTION} = {UPDATE} AS {KEEP}, {} FROM (SELECT {own}.{POSITION}, {} AS {ACTION}, {} FROM {FILE_ROWS} AS {own} JOIN {source} ON {on}) AS __loch_merged WHERE {ACTION} <> 0",
+                    "SELECT {POSITION}, {ACTION} = {UPDATE} AS {KEEP}, {} FROM ({}) AS __loch_merged WHERE {ACTION} <> 0",
                     kept.join(", "),
-                    clauses.action,
-                    updated.join(", ")
+                    target_rows(FILE_ROWS, &format!("{own}.{POSITION}"), &named)
                 );
                 crate::dml::iceberg_row_level(self.backend().as_ref(), &table, store, &ctx, "MERGE", &query, inserts)
                     .await?
             }
             LoadedTable::Keyed { .. } => {
                 let before: Vec<String> = columns.iter().map(|c| format!("{own}.{}", quote(c))).collect();
-                let after: Vec<String> =
-                    clauses.updated.iter().enumerate().map(|(i, v)| format!("{v} AS __loch_new_{i}")).collect();
+                let named = |i: usize, v: &str| format!("{v} AS __loch_new_{i}");
                 let sql = format!(
-                    "SELECT * FROM (SELECT {}, {} AS {ACTION}, {} FROM {name} AS {own} JOIN {source} ON {on}) AS __loch_merged WHERE {ACTION} <> 0",
-                    before.join(", "),
-                    clauses.action,
-                    after.join(", ")
+                    "SELECT * FROM ({}) AS __loch_merged WHERE {ACTION} <> 0",
+                    target_rows(&name.to_string(), &before.join(", "), &named)
                 );
                 let matched = ctx.sql(&sql).await?.collect().await?;
                 let n = columns.len();

@@ -16,6 +16,39 @@ use crate::common::Serve;
 /// One engine session, as sqllogictest drives a database.
 struct LochDb {
     engine: SqlEngine,
+    /// The server's address, for the harness's own `WAIT OPTIMIZING [ns.]t` statement.
+    url: String,
+}
+
+impl LochDb {
+    /// `WAIT OPTIMIZING ns.t` (the harness's statement, not Loch's): waits until no
+    /// optimizing process of the table runs, and fails if the newest one did not succeed.
+    async fn wait_optimizing(&self, table: &str) -> Result<(), SqlError> {
+        let (namespace, name) = table
+            .split_once('.')
+            .ok_or_else(|| SqlError::invalid(format!("WAIT OPTIMIZING needs ns.table, not {table}")))?;
+        let path = format!("{}/api/v1/tables/local/{namespace}/{name}/optimizing/processes", self.url);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let processes: Vec<serde_json::Value> = reqwest::get(&path)
+                .await
+                .and_then(|r| r.error_for_status())
+                .map_err(|e| SqlError::invalid(format!("{path}: {e}")))?
+                .json()
+                .await
+                .map_err(|e| SqlError::invalid(format!("{path}: {e}")))?;
+            if processes.iter().all(|p| p["status"] != "running") {
+                return match processes.iter().max_by_key(|p| p["id"].as_i64()) {
+                    Some(p) if p["status"] != "success" => Err(SqlError::invalid(format!("the last process: {p}"))),
+                    _ => Ok(()),
+                };
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(SqlError::invalid(format!("{table} is still optimizing after 120 s")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[async_trait]
@@ -24,6 +57,10 @@ impl sqllogictest::AsyncDB for LochDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        if let Some(table) = sql.trim().strip_prefix("WAIT OPTIMIZING ") {
+            self.wait_optimizing(table.trim()).await?;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         let mut statements = parse_script(sql)?;
         let Some(last) = statements.pop() else { return Ok(DBOutput::StatementComplete(0)) };
         for statement in &statements {
@@ -99,7 +136,7 @@ fn run_slt(name: &str) {
             let url = url.clone();
             async move {
                 let backend = Arc::new(HttpBackend::new(&url, None)?);
-                Ok(LochDb { engine: SqlEngine::new(backend, "local") })
+                Ok(LochDb { engine: SqlEngine::new(backend, "local"), url })
             }
         });
         runner.run_file_async(&path).await
@@ -123,6 +160,11 @@ fn slt_iceberg_reads_and_writes() {
 #[test]
 fn slt_keyed_tables() {
     run_slt("keyed.slt");
+}
+
+#[test]
+fn slt_optimize_and_maintain() {
+    run_slt("optimize.slt");
 }
 
 /// A tmux session on its own socket, killed when dropped.
@@ -463,6 +505,36 @@ fn optimize_and_expire_from_loch_sql_keep_the_rows() {
     assert!(process["stores"]["changeInputFiles"].as_i64().unwrap() > 0, "{process}");
     assert_eq!(keyed_rows(), before, "folding kept the rows");
 
+    // INSERT OVERWRITE over folded base files and changes not folded yet, then changes after
+    // it, folded by the next process: the rows stay what the statements say.
+    let fold = |what: &str| {
+        let planned = sql_rows(&server, "OPTIMIZE m.k");
+        assert_eq!(planned.len(), 1, "{what}: {planned:?}");
+        let id = planned[0]["process_id"].as_i64().unwrap();
+        let path = format!("/api/v1/tables/local/m/k/optimizing/processes/{id}");
+        let process = server.wait_for(what, &path, Duration::from_secs(60), |p| p["status"] != "running");
+        assert_eq!(process["status"], "success", "{process}");
+    };
+    sql_ok(&server, "UPDATE m.k SET name = 'u' WHERE id % 10 = 0");
+    sql_ok(&server, "INSERT OVERWRITE m.k SELECT id, upper(name) FROM m.k WHERE id < 30");
+    let overwritten = keyed_rows();
+    let expected: Vec<(i64, String)> =
+        (0..30).map(|i| (i, if i % 10 == 0 { "U".to_string() } else { format!("V{i}") })).collect();
+    let pairs = |rows: &[serde_json::Value]| -> Vec<(i64, String)> {
+        rows.iter().map(|r| (r["id"].as_i64().unwrap(), r["name"].as_str().unwrap().to_string())).collect()
+    };
+    assert_eq!(pairs(&overwritten), expected, "the overwrite replaced the table");
+    sql_ok(&server, "INSERT INTO m.k VALUES (100, 'new')");
+    sql_ok(&server, "DELETE FROM m.k WHERE id = 5");
+    sql_ok(&server, "UPDATE m.k SET name = 'three' WHERE id = 3");
+    let before = keyed_rows();
+    let mut expected: Vec<(i64, String)> = expected.into_iter().filter(|(id, _)| *id != 5).collect();
+    expected[3].1 = "three".into();
+    expected.push((100, "new".into()));
+    assert_eq!(pairs(&before), expected, "the changes after the overwrite apply on top of it");
+    fold("the fold after the overwrite");
+    assert_eq!(keyed_rows(), before, "folding after the overwrite kept the rows");
+
     for (sql, error) in [
         ("OPTIMIZE m.nope", "m.nope"),
         ("EXPIRE SNAPSHOTS m.t RETAIN 0", "at least 1"),
@@ -476,5 +548,95 @@ fn optimize_and_expire_from_loch_sql_keep_the_rows() {
         assert!(!output.status.success() && stderr.contains(error), "{sql}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{sql}: one line: {stderr}");
     }
+    server.stop("TERM");
+}
+
+/// Time travel on a keyed table reads both stores as of one moment: at each moment between
+/// statements (upserts, a fold into the base store, deletes, an overwrite) the table read
+/// `FOR SYSTEM_TIME AS OF` that moment is the table read then; a base snapshot id reads the
+/// change store as of its commit.
+#[test]
+fn keyed_time_travel_reads_both_stores_as_of_one_moment() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    sql_ok(&server, "CREATE NAMESPACE m");
+    sql_ok(
+        &server,
+        "CREATE TABLE m.k (id BIGINT, name STRING, PRIMARY KEY (id)) \
+         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999')",
+    );
+    let rows = || sql_rows(&server, "SELECT * FROM m.k ORDER BY id");
+    let mut moments: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
+    let mark = |moments: &mut Vec<_>| {
+        std::thread::sleep(Duration::from_millis(40));
+        let now = sql_rows(&server, "SELECT CAST(now() AS VARCHAR) AS t")[0]["t"].as_str().unwrap().to_string();
+        moments.push((now, rows()));
+        std::thread::sleep(Duration::from_millis(40));
+    };
+    sql_ok(&server, "INSERT INTO m.k SELECT value, 'v' || CAST(value AS VARCHAR) FROM range(0, 20)");
+    mark(&mut moments);
+    sql_ok(&server, "UPDATE m.k SET name = 'u' WHERE id % 3 = 0");
+    mark(&mut moments);
+    let planned = sql_rows(&server, "OPTIMIZE m.k");
+    assert_eq!(planned.len(), 1, "{planned:?}");
+    let id = planned[0]["process_id"].as_i64().unwrap();
+    let path = format!("/api/v1/tables/local/m/k/optimizing/processes/{id}");
+    let process = server.wait_for("the fold", &path, Duration::from_secs(60), |p| p["status"] != "running");
+    assert_eq!(process["status"], "success", "{process}");
+    mark(&mut moments);
+    let base_snapshot = sql_rows(&server, "SELECT snapshot_id FROM m.k$snapshots ORDER BY committed_at DESC LIMIT 1")
+        [0]["snapshot_id"]
+        .as_i64()
+        .unwrap();
+    sql_ok(&server, "DELETE FROM m.k WHERE id < 5");
+    mark(&mut moments);
+    sql_ok(&server, "INSERT OVERWRITE m.k SELECT id, upper(name) FROM m.k WHERE id > 15");
+    mark(&mut moments);
+    assert_eq!(moments[4].1.len(), 4, "{:?}", moments[4].1);
+    for (i, (at, expected)) in moments.iter().enumerate() {
+        let read = sql_rows(&server, &format!("SELECT * FROM m.k FOR SYSTEM_TIME AS OF '{at}' ORDER BY id"));
+        assert_eq!(&read, expected, "moment {i} ({at})");
+    }
+    let read = sql_rows(&server, &format!("SELECT * FROM m.k FOR SYSTEM_VERSION AS OF {base_snapshot} ORDER BY id"));
+    assert_eq!(read, moments[2].1, "the fold's base snapshot with the change store as of its commit");
+    assert_ne!(moments[0].1, moments[1].1);
+    assert_ne!(moments[3].1, moments[4].1);
+    server.stop("TERM");
+}
+
+/// A write whose commit loses a race (here an append landing while an `UPDATE` computes) runs
+/// again on the new state instead of failing, and the rows are those of both statements.
+#[test]
+fn a_write_that_loses_a_commit_race_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start(dir.path(), loch_testkit::free_port());
+    sql_ok(&server, "CREATE NAMESPACE m");
+    sql_ok(&server, "CREATE TABLE m.t (id BIGINT, n INT) TBLPROPERTIES ('self-optimizing.enabled' = 'false')");
+    sql_ok(&server, "INSERT INTO m.t SELECT value, 0 FROM range(0, 20)");
+    // The scalar subquery keeps the UPDATE busy for seconds between reading and committing.
+    let update = std::process::Command::new(crate::common::LOCH)
+        .args([
+            "sql",
+            "--ams",
+            &server.url,
+            "-e",
+            "UPDATE m.t SET n = n + 1 WHERE id < 10 AND (SELECT sum(value % 7) FROM range(0, 600000000)) > 0",
+        ])
+        .env("RUST_LOG", "loch_sql=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    sql_ok(&server, "INSERT INTO m.t VALUES (100, 0)");
+    let output = update.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("lost a race"), "the append landed while the UPDATE computed: {stderr}");
+    let rows = sql_rows(&server, "SELECT id, n FROM m.t ORDER BY id");
+    let got: Vec<(i64, i64)> = rows.iter().map(|r| (r["id"].as_i64().unwrap(), r["n"].as_i64().unwrap())).collect();
+    let mut expected: Vec<(i64, i64)> = (0..20).map(|i| (i, i64::from(i < 10))).collect();
+    expected.push((100, 0));
+    assert_eq!(got, expected);
     server.stop("TERM");
 }

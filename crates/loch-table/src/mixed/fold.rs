@@ -67,6 +67,7 @@ impl Fold {
             position_deletes: self.position_deletes.clone(),
             sequence: self.sequence.clone(),
             properties: Vec::new(),
+            operation: None,
         }
         .prepare(base)
         .await

@@ -11,6 +11,7 @@ pub mod key;
 pub mod key_hash;
 pub mod merge;
 pub mod optimize;
+pub mod overwrite;
 pub mod plan;
 pub mod properties;
 pub mod prune;

@@ -302,6 +302,8 @@ pub struct KeyedCommit {
     pub sequence: super::sequence::OptimizedSequence,
     /// Snapshot summary properties.
     pub properties: Vec<(String, String)>,
+    /// The snapshot's operation when it is not `replace` (an overwrite changes the rows).
+    pub operation: Option<iceberg::spec::Operation>,
 }
 
 impl KeyedCommit {
@@ -315,6 +317,9 @@ impl KeyedCommit {
         let mut pending = match self.start {
             Some(start) => {
                 let mut rewrite = RewriteFiles::new(start);
+                if let Some(operation) = self.operation {
+                    rewrite = rewrite.with_operation(operation);
+                }
                 for (k, v) in properties {
                     rewrite = rewrite.set_property(k, v);
                 }
