@@ -42,6 +42,8 @@ pub struct Config {
     pub maintenance: MaintenanceConfig,
     /// SQL terminal sessions over HTTP.
     pub terminal: TerminalConfig,
+    /// The web dashboard at `/`.
+    pub dashboard: DashboardConfig,
 }
 
 impl Default for Config {
@@ -58,6 +60,37 @@ impl Default for Config {
             process: ProcessConfig::default(),
             maintenance: MaintenanceConfig::default(),
             terminal: TerminalConfig::default(),
+            dashboard: DashboardConfig::default(),
+        }
+    }
+}
+
+/// `dashboard.*`: the web dashboard's login (Amoro's admin / admin by default, which only a
+/// loopback bind accepts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Serve the dashboard at all.
+    pub enabled: bool,
+    /// The administrator's user name.
+    pub admin_username: String,
+    /// The administrator's password.
+    pub admin_password: String,
+    /// A login lasts this long without use.
+    #[serde(with = "duration")]
+    pub session_timeout: Duration,
+}
+
+/// The password a dashboard reachable from other hosts must not keep.
+pub const DEFAULT_ADMIN_PASSWORD: &str = "admin";
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            admin_username: "admin".into(),
+            admin_password: DEFAULT_ADMIN_PASSWORD.into(),
+            session_timeout: Duration::from_secs(8 * 3600),
         }
     }
 }

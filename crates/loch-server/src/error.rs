@@ -54,6 +54,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The one-line message clients see.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 /// The message of a 5xx: what failed, and the request id to find the cause in the log.

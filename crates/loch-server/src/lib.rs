@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod keyed;
@@ -121,8 +122,10 @@ pub fn router(state: AppState, limits: http::HttpLimits) -> Router {
         .merge(terminal::routes())
         .route("/metrics", get(observability::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    let public =
-        Router::new().nest("/api/iceberg/rest", rest::public_routes()).route("/health", get(observability::health));
+    let public = Router::new()
+        .nest("/api/iceberg/rest", rest::public_routes())
+        .route("/health", get(observability::health))
+        .merge(dashboard::routes(state.clone()));
     protected
         .merge(public)
         .fallback(error::no_route)
@@ -164,6 +167,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         metrics: observability::prometheus(),
         default_catalog: config.catalog.default_name.clone().into(),
         terminal: terminal::Terminal::new(config.terminal.clone()).map_err(ServerError::Terminal)?,
+        dashboard: Arc::new(dashboard::Dashboard::new(&config)),
     };
 
     let listener = tokio::net::TcpListener::bind(config.bind)
@@ -180,6 +184,18 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
             tokio::select! {
                 _ = tick.tick() => auth.purge_expired().await,
                 _ = purge_stop.changed() => break,
+            }
+        }
+    });
+
+    // The overview's size and file counts over time: a sample a minute.
+    let (sample_state, mut sample_stop) = (state.clone(), stop.subscribe());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sample_state.dashboard.samples.sample(&sample_state).await,
+                _ = sample_stop.changed() => break,
             }
         }
     });

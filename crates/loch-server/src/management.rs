@@ -98,7 +98,8 @@ fn catalog_dto(record: CatalogRecord) -> Catalog {
     }
 }
 
-fn table_dto(record: TableRecord) -> CatalogTable {
+/// A table record as the API lists it.
+pub(crate) fn table_dto(record: TableRecord) -> CatalogTable {
     CatalogTable {
         namespace: record.namespace,
         name: record.name,

@@ -24,6 +24,8 @@ pub struct AppState {
     pub default_catalog: Arc<str>,
     /// SQL terminal sessions.
     pub terminal: Arc<crate::terminal::Terminal>,
+    /// The web dashboard's logins and samples.
+    pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 
 impl AppState {

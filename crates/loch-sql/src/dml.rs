@@ -17,7 +17,6 @@ use arrow_row::{RowConverter, SortField};
 use arrow_schema::{DataType, Field, Schema as ArrowSchema};
 use datafusion::catalog::MemTable;
 use datafusion::execution::context::SessionContext;
-use futures::TryStreamExt;
 use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
 use loch_table::position_delete::write_position_deletes;
@@ -162,10 +161,9 @@ pub async fn iceberg_row_level(
             )));
         }
     }
-    let tasks: Vec<FileScanTask> = match table.metadata().current_snapshot() {
-        Some(_) => table.scan().build()?.plan_files().await?.try_collect().await?,
-        None => Vec::new(),
-    };
+    let columns: Vec<String> =
+        table.metadata().current_schema().as_struct().fields().iter().map(|f| f.name.clone()).collect();
+    let tasks: Vec<FileScanTask> = loch_table::scan::plan_current_schema(table, &columns, None).await?;
     let target = write::table_arrow_schema(table)?;
 
     let mut delta = RowDelta::new();

@@ -141,8 +141,8 @@ fn error_type(body: &[u8]) -> Option<String> {
     parsed.pointer("/error/type").and_then(Value::as_str).map(str::to_string)
 }
 
-/// Percent-encodes a path segment.
-fn encode(segment: &str) -> String {
+/// Percent-encodes a path segment (RFC 3986 unreserved characters stay).
+pub fn encode(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for b in segment.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -99,22 +99,29 @@ impl TableProvider for IcebergTableProvider {
         };
         let columns: Vec<String> = output.fields().iter().map(|f| f.name().clone()).collect();
         let filter = exact_predicate(filters, &self.table_schema);
-        let mut builder = self.table.scan().select(columns.clone());
-        if let Some(id) = self.snapshot_id {
-            builder = builder.snapshot_id(id);
-        }
-        if let Some(filter) = &filter {
-            builder = builder.with_filter(filter.clone());
-        }
-        let mut tasks: Vec<FileScanTask> = builder
-            .build()
-            .map_err(external)?
-            .plan_files()
-            .await
-            .map_err(external)?
-            .try_collect()
-            .await
-            .map_err(external)?;
+        let mut tasks: Vec<FileScanTask> = match self.snapshot_id {
+            // The current snapshot, read with the current schema (columns added since it
+            // read as NULL).
+            None => loch_table::scan::plan_current_schema(&self.table, &columns, filter.as_ref())
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?,
+            // Time travel reads the snapshot with its own schema.
+            Some(id) => {
+                let mut builder = self.table.scan().select(columns.clone()).snapshot_id(id);
+                if let Some(filter) = &filter {
+                    builder = builder.with_filter(filter.clone());
+                }
+                builder
+                    .build()
+                    .map_err(external)?
+                    .plan_files()
+                    .await
+                    .map_err(external)?
+                    .try_collect()
+                    .await
+                    .map_err(external)?
+            }
+        };
         // The filter pruned files by their partitions and column bounds; within a file the rows
         // are filtered by DataFusion above the scan (every pushed filter is `Inexact`), which
         // vectorizes where iceberg's Parquet row filter decodes the predicate's columns twice:

@@ -139,13 +139,7 @@ fn history(table: &Table) -> Result<RecordBatch> {
 }
 
 fn refs(table: &Table) -> Result<RecordBatch> {
-    let metadata = table.metadata();
-    // iceberg-rust lists no refs; its serialized form does.
-    let json = serde_json::to_value(metadata).map_err(|e| SqlError::invalid(e.to_string()))?;
-    let refs: BTreeMap<String, SnapshotReference> = match json.get("refs") {
-        Some(refs) => serde_json::from_value(refs.clone()).map_err(|e| SqlError::invalid(e.to_string()))?,
-        None => BTreeMap::new(),
-    };
+    let refs = loch_table::refs::refs(table.metadata())?;
     let list: Vec<(&String, &SnapshotReference)> = refs.iter().collect();
     let (mut name, mut kind) = (StringBuilder::new(), StringBuilder::new());
     let (mut id, mut ref_age, mut min_keep, mut snap_age) =

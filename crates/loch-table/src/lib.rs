@@ -17,6 +17,7 @@ pub mod mixed;
 pub mod orphans;
 pub mod parquet;
 pub mod position_delete;
+pub mod refs;
 pub mod scan;
 pub mod snapshot;
 pub mod write;

@@ -266,3 +266,34 @@ pub async fn read_task(io: &FileIO, task: iceberg::scan::FileScanTask) -> Result
         })
         .collect()
 }
+
+/// Plans `table`'s current snapshot to be read with the table's *current* schema, `columns` (by
+/// name) in that order. iceberg-rust plans with the snapshot's schema, which lacks the columns
+/// added since (`ALTER TABLE ... ADD COLUMN` commits no snapshot): each task is given the
+/// current schema and its columns' field ids, and the reader fills columns a file lacks with
+/// NULL. `filter` prunes files only while the snapshot's schema is the current one (a column
+/// renamed since would bind to the wrong field); callers filter the rows themselves.
+pub async fn plan_current_schema(
+    table: &iceberg::table::Table,
+    columns: &[String],
+    filter: Option<&iceberg::expr::Predicate>,
+) -> Result<Vec<iceberg::scan::FileScanTask>> {
+    let metadata = table.metadata();
+    let Some(snapshot) = metadata.current_snapshot() else { return Ok(Vec::new()) };
+    let current = metadata.current_schema().clone();
+    let ids = columns
+        .iter()
+        .map(|c| current.field_by_name(c).map(|f| f.id).ok_or_else(|| TableError::Invalid(format!("no column {c:?}"))))
+        .collect::<Result<Vec<i32>>>()?;
+    let same_schema = snapshot.schema_id().is_none_or(|id| id == current.schema_id());
+    let mut scan = table.scan().select_empty();
+    if let Some(filter) = filter.filter(|_| same_schema) {
+        scan = scan.with_filter(filter.clone());
+    }
+    let mut tasks: Vec<iceberg::scan::FileScanTask> = scan.build()?.plan_files().await?.try_collect().await?;
+    for task in &mut tasks {
+        task.schema = current.clone();
+        task.project_field_ids = ids.clone();
+    }
+    Ok(tasks)
+}

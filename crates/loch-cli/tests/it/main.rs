@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod browser;
 mod common;
+mod dashboard;
 mod durability;
 mod engines;
 mod optimizing;

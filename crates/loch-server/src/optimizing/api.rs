@@ -248,10 +248,10 @@ pub struct TablePath {
 /// Path of a process of a table.
 #[derive(Debug, Deserialize)]
 pub struct ProcessPath {
-    catalog: String,
-    namespace: String,
-    table: String,
-    id: i64,
+    pub(crate) catalog: String,
+    pub(crate) namespace: String,
+    pub(crate) table: String,
+    pub(crate) id: i64,
 }
 
 /// Resolves a table to its id (404 when unknown). The namespace is the REST spec's form (levels
@@ -295,7 +295,7 @@ pub async fn table_optimizing(
 /// Paging of process lists.
 #[derive(Debug, Deserialize)]
 pub struct ProcessQuery {
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
 }
 
 /// A table's processes, newest first (`limit`, default 50, at most 1000).
@@ -383,17 +383,17 @@ pub async fn optimize_table(
 /// A maintenance action on a table.
 #[derive(Debug, Deserialize)]
 pub struct MaintenancePath {
-    catalog: String,
-    namespace: String,
-    table: String,
-    action: String,
+    pub(crate) catalog: String,
+    pub(crate) namespace: String,
+    pub(crate) table: String,
+    pub(crate) action: String,
 }
 
 /// Options of a maintenance run.
 #[derive(Debug, Deserialize)]
 pub struct MaintenanceQuery {
-    dry_run: Option<bool>,
-    retain_last: Option<usize>,
+    pub(crate) dry_run: Option<bool>,
+    pub(crate) retain_last: Option<usize>,
 }
 
 /// Run a maintenance action on a table now (`expire-snapshots`); with `dry_run=true`, report
@@ -422,8 +422,8 @@ pub async fn run_maintenance(
 /// Paging of maintenance runs.
 #[derive(Debug, Deserialize)]
 pub struct RunsQuery {
-    limit: Option<i64>,
-    offset: Option<i64>,
+    pub(crate) limit: Option<i64>,
+    pub(crate) offset: Option<i64>,
 }
 
 /// A table's maintenance runs, newest first (`limit`, default 50, at most 1000; `offset`).

@@ -310,11 +310,7 @@ pub async fn scan_merged(base: &Table, change: &Table, primary_key: &[String], r
     }
     let mut base_tasks = Vec::new();
     if base.metadata().current_snapshot().is_some() {
-        let mut scan = base.scan().select(needed.iter().cloned());
-        if let Some(rows) = &filter.rows {
-            scan = scan.with_filter(rows.clone());
-        }
-        let tasks: Vec<FileScanTask> = scan.build()?.plan_files().await?.try_collect().await?;
+        let tasks = crate::scan::plan_current_schema(base, &needed, filter.rows.as_ref()).await?;
         for task in tasks {
             let meta = FileMeta::of_base(&task.data_file_path);
             if filter.holds(meta.node) {
@@ -383,6 +379,11 @@ async fn spawn_read<T: Send + 'static>(read: impl Future<Output = Result<T>> + S
 /// `None` when there is no filter (every file).
 async fn surviving(table: &Table, filter: Option<&Predicate>) -> Result<Option<HashSet<String>>> {
     let Some(filter) = filter else { return Ok(None) };
+    // A filter binds by name to the snapshot's schema: only while it is the current one.
+    let metadata = table.metadata();
+    if metadata.current_snapshot().and_then(|s| s.schema_id()).is_some_and(|id| id != metadata.current_schema_id()) {
+        return Ok(None);
+    }
     let tasks: Vec<FileScanTask> =
         table.scan().select_empty().with_filter(filter.clone()).build()?.plan_files().await?.try_collect().await?;
     Ok(Some(tasks.into_iter().map(|t| t.data_file_path).collect()))
