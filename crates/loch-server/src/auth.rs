@@ -148,6 +148,15 @@ impl Auth {
         })
     }
 
+    /// A token for the dashboard's own calls (its terminal's statements) when clients need
+    /// one: issued to the first configured client, as the dashboard's administrator may do
+    /// anything a client may. `None` while authentication is off.
+    pub async fn dashboard_token(&self) -> Result<Option<String>, ApiError> {
+        let Some(client) = self.clients.keys().min().cloned() else { return Ok(None) };
+        let issued = self.issue(&client).await.map_err(|e| ApiError::internal(e.error_description))?;
+        Ok(Some(issued.access_token))
+    }
+
     /// The client a bearer token belongs to, if the token is valid.
     pub async fn verify(&self, token: &str) -> Result<String, ApiError> {
         let hash = token_hash(token);

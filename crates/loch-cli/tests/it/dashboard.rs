@@ -131,6 +131,11 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
         t["status"] == "idle"
     });
     sql(&server, "EXPIRE SNAPSHOTS shop.orders RETAIN 3");
+    let planned = sql(&server, "OPTIMIZE shop.users");
+    assert!(planned.contains("minor"), "{planned}");
+    server.wait_for("the keyed minor", "/api/v1/tables/local/shop/users/optimizing", Duration::from_secs(60), |t| {
+        t["status"] == "idle"
+    });
     let Some(browser) = Browser::start() else { return };
     login(&browser, &server);
 
@@ -192,7 +197,7 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
     }
     browser.goto(&format!("{}/tables/local/shop/orders?tab=files&partition=region%3Dr0", server.url));
     let text = check_page(&browser, "table-orders-files-partition");
-    assert!(text.contains("DATA") || text.contains("Data"), "{text}");
+    assert!(text.contains("\tdata\t"), "{text}");
     for tab in ["details", "changes"] {
         browser.goto(&format!("{}/tables/local/shop/users?tab={tab}", server.url));
         let text = check_page(&browser, &format!("table-users-{tab}"));
@@ -221,6 +226,14 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
     browser.type_into("input[name=warehouse]", &format!("file://{}", dir.path().join("browser-wh").display()));
     browser.click_and_load("form[action='/catalogs'] button");
     assert!(browser.title().starts_with("Catalog made_in_browser"), "{}", browser.title());
+    let warehouse_line = browser
+        .execute("return document.querySelector('textarea[name=properties]').value;", json!([]))
+        .as_str()
+        .unwrap()
+        .to_string();
+    browser.type_into("textarea[name=properties]", &format!("{}table.self-optimizing.quota=0.25\n", warehouse_line));
+    browser.click_and_load("form[action='/catalogs/made_in_browser'] button");
+    assert!(browser.text().contains("table.self-optimizing.quota"), "edited: {}", browser.text());
     browser.click_and_load("form[action$='/delete'] button");
     assert!(!browser.text().contains("made_in_browser"), "deleted: {}", browser.text());
 
@@ -231,6 +244,10 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
     browser.type_into("input[name=name]", "nightly");
     browser.click_and_load("form[action='/optimizing/groups'] button");
     assert!(browser.text().contains("nightly"), "{}", browser.text());
+    browser.execute("document.querySelectorAll('details').forEach(d => d.open = true);", json!([]));
+    browser.type_into("form[action='/optimizing/groups/nightly'] textarea", "scheduling-policy=balanced");
+    browser.click_and_load("form[action='/optimizing/groups/nightly'] button");
+    assert!(browser.source().contains("scheduling-policy=balanced"), "edited group");
     browser.click_and_load("form[action='/optimizing/groups/nightly/delete'] button");
     assert!(!browser.text().contains("nightly"), "{}", browser.text());
 
@@ -356,6 +373,164 @@ fn a_public_dashboard_with_the_default_password_refuses_to_serve() {
     assert_eq!(status, 503);
     assert!(body.contains("dashboard.admin-password"), "{body}");
     assert!(crate::common::http::get_ok(&format!("{}/health", server.url)), "the rest of the server serves");
+    server.stop("TERM");
+}
+
+/// Registers `shop.big`: 100,000 data files (manifest entries only, as a long-lived streaming
+/// table's manifests list them; the pages never read data files) in the newest of 5,000
+/// snapshots.
+fn register_big_table(server: &Serve, warehouse: &std::path::Path) {
+    use iceberg::spec::{
+        DataContentType, DataFileBuilder, DataFileFormat, NestedField, PrimitiveType, Schema, Struct, Type,
+        UnboundPartitionSpec,
+    };
+    use loch_table::snapshot::{RowDelta, SnapshotAction};
+    let metadata_location = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+        let schema = Schema::builder()
+            .with_fields(vec![NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into()])
+            .build()
+            .unwrap();
+        let spec = UnboundPartitionSpec::builder().build();
+        let mut local =
+            loch_testkit::local::LocalTable::create(&warehouse.join("shop/big"), schema, spec).await.unwrap();
+        let location = local.table.metadata().location().to_string();
+        let mut delta = RowDelta::new();
+        for i in 0..100_000 {
+            let file = DataFileBuilder::default()
+                .content(DataContentType::Data)
+                .file_path(format!("{location}/data/{i:08}-0-big.parquet"))
+                .file_format(DataFileFormat::Parquet)
+                .partition(Struct::empty())
+                .record_count(1000)
+                .file_size_in_bytes(65_536)
+                .build()
+                .unwrap();
+            delta = delta.add_rows(file);
+        }
+        local.commit(delta.prepare(&local.table).await.unwrap()).await.unwrap();
+        // 4,999 older snapshots in front of the real one, a minute apart.
+        let mut json = serde_json::to_value(local.table.metadata()).unwrap();
+        let real = json["snapshots"][0].clone();
+        let end = real["timestamp-ms"].as_i64().unwrap();
+        let (mut snapshots, mut log) = (Vec::new(), Vec::new());
+        for i in 0..5_000i64 {
+            let mut s = real.clone();
+            let id = if i == 4_999 { real["snapshot-id"].as_i64().unwrap() } else { 1_000_000 + i };
+            s["snapshot-id"] = json!(id);
+            s["sequence-number"] = json!(i + 1);
+            s["timestamp-ms"] = json!(end - (4_999 - i) * 60_000);
+            match i {
+                0 => s.as_object_mut().unwrap().remove("parent-snapshot-id"),
+                _ => s.as_object_mut().unwrap().insert("parent-snapshot-id".into(), json!(1_000_000 + i - 1)),
+            };
+            log.push(json!({ "snapshot-id": id, "timestamp-ms": s["timestamp-ms"] }));
+            snapshots.push(s);
+        }
+        json["snapshots"] = json!(snapshots);
+        json["snapshot-log"] = json!(log);
+        json["last-sequence-number"] = json!(5_000);
+        let path = format!("{location}/metadata/00002-big.metadata.json");
+        local
+            .table
+            .file_io()
+            .new_output(&path)
+            .unwrap()
+            .write(serde_json::to_vec(&json).unwrap().into())
+            .await
+            .unwrap();
+        path
+    });
+    let (status, answer) = crate::common::http::call(
+        Method::POST,
+        &format!("{}/api/iceberg/rest/v1/catalogs/local/namespaces/shop/register", server.url),
+        Some(json!({ "name": "big", "metadata-location": metadata_location })),
+    );
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// A table of 100,000 files and 5,000 snapshots: every tab opens in under a second (the
+/// server's time to answer, measured by the browser's navigation timing), but for the first
+/// look at its files, which reads every manifest entry once.
+#[test]
+fn a_table_of_100000_files_and_5000_snapshots_opens_in_under_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        Serve::start_with(dir.path(), loch_testkit::free_port(), &[("LOCH_DASHBOARD_ADMIN__PASSWORD", PASSWORD)]);
+    sql(&server, "CREATE NAMESPACE shop");
+    register_big_table(&server, &dir.path().join("warehouse"));
+    let Some(browser) = Browser::start() else { return };
+    browser.goto(&format!("{}/login", server.url));
+    browser.type_into("input[name=username]", "admin");
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click_and_load("button[type=submit]");
+    let mut times = Vec::new();
+    for (tab, expected) in [
+        ("details", "100,000 (0 delete files)"),
+        ("files", "100,000 live files"),
+        ("files&partition=%28unpartitioned%29&page=1000", "Rows 49,951–50,000 of 100,000"),
+        ("snapshots", "Rows 1–50 of 5,000"),
+        ("snapshots&page=100", "Rows 4,951–5,000 of 5,000"),
+        ("optimizing", "Processes"),
+        ("maintenance", "expire-snapshots"),
+        ("operations", "metadata log"),
+    ] {
+        let url = format!("{}/tables/local/shop/big?tab={tab}", server.url);
+        // The first look at a snapshot's files reads its manifests; later looks (paging, other
+        // partitions) use the list the first one kept.
+        let timed = || {
+            browser.goto(&url);
+            let script = "const n = performance.getEntriesByType('navigation')[0]; return n.responseEnd - n.startTime;";
+            browser.execute(script, json!([])).as_f64().unwrap().round()
+        };
+        let (first, again) = (timed(), timed());
+        let text = browser.text();
+        assert!(text.contains(expected), "{tab}: {expected:?} not in\n{text}");
+        times.push((tab, first, again));
+        browser.screenshot(&format!("big-table-{}", tab.split('&').next().unwrap_or(tab)));
+    }
+    eprintln!("big table, ms until the page's last byte (first look, again): {times:?}");
+    for (tab, first, again) in &times {
+        // The one page that reads 100,000 manifest entries at its first look: 1.3 s in this
+        // debug build (recorded in the session note); every later look reads none.
+        let first_bound = if *tab == "files" { 5000.0 } else { 1000.0 };
+        assert!(*first < first_bound && *again < 1000.0, "{tab} took {first} ms, then {again} ms");
+    }
+    drop(browser);
+    server.stop("TERM");
+}
+
+/// With `auth.clients` on, the dashboard still needs only its login, and its terminal's
+/// statements reach the catalog with a token of their own.
+#[test]
+fn the_terminal_page_runs_statements_when_clients_need_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Serve::start_with(dir.path(), loch_testkit::free_port(), &[("LOCH_AUTH_CLIENTS", "spark:s3cret-77")]);
+    let client = plain::blocking_client();
+    let (_, _, cookie) = client.post(&format!("{}/login", server.url), None, "username=admin&password=admin");
+    let session = cookie.expect("a session cookie").split(';').next().unwrap().to_string();
+    let (status, _, page) = client.get(&format!("{}/terminal", server.url), Some(&session));
+    assert_eq!(status, 200);
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_string();
+    let script = "CREATE NAMESPACE t; CREATE TABLE t.x (id INT); INSERT INTO t.x VALUES (1), (2); SELECT count(*) AS n FROM t.x;";
+    let form = format!("csrf={csrf}&catalog=local&stop_on_error=true&script={}", loch_sql::http::encode(script));
+    let (status, location, _) = client.post(&format!("{}/terminal", server.url), Some(&session), &form);
+    assert_eq!(status, 303, "{location}");
+    let id = location.rsplit('=').next().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, state) = client.get(&format!("{}/terminal/{id}/state", server.url), Some(&session));
+        if !state.contains("running") {
+            assert!(state.contains("finished"), "{state}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the script did not end");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, _, page) = client.get(&format!("{}{location}", server.url), Some(&session));
+    assert!(!page.contains("failed") && page.contains("<td>2</td>"), "{page}");
+    // The API itself still wants a token.
+    let (status, _) = crate::common::http::call(Method::GET, &format!("{}/api/v1/catalogs", server.url), None);
+    assert_eq!(status, 401);
     server.stop("TERM");
 }
 

@@ -197,7 +197,7 @@ impl Paging {
                 @if self.total == 0 {
                     span { "None" }
                 } @else {
-                    span { "Rows " (range.start + 1) "–" (range.end) " of " (count(self.total as i64)) }
+                    span { "Rows " (count(range.start as i64 + 1)) "–" (count(range.end as i64)) " of " (count(self.total as i64)) }
                 }
                 @if self.page > 1 { a href=(href(self.page - 1)) rel="prev" { "← Previous" } }
                 @if self.page < pages { a href=(href(self.page + 1)) rel="next" { "Next →" } }

@@ -3,6 +3,7 @@
 //! (`dashboard.admin-username` / `dashboard.admin-password`), every form a CSRF token; the
 //! default password is only accepted on a loopback bind.
 
+pub mod cache;
 pub mod chart;
 pub mod layout;
 pub mod pages;
@@ -36,6 +37,8 @@ pub struct Dashboard {
     settings: serde_json::Value,
     /// Total size and files over time, for the overview.
     pub samples: pages::overview::Samples,
+    /// File lists and old metadata, by the immutable file they came from.
+    pub cache: cache::PageCache,
 }
 
 impl Dashboard {
@@ -61,6 +64,7 @@ impl Dashboard {
             refused,
             settings: masked_settings(config),
             samples: pages::overview::Samples::default(),
+            cache: cache::PageCache::default(),
         }
     }
 
@@ -119,7 +123,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/static/dashboard.css", get(css))
         .route("/static/terminal.js", get(terminal_js))
         .route("/catalogs", get(pages::catalogs::list).post(pages::catalogs::create))
-        .route("/catalogs/{name}", get(pages::catalogs::show))
+        .route("/catalogs/{name}", get(pages::catalogs::show).post(pages::catalogs::edit))
         .route("/catalogs/{name}/delete", post(pages::catalogs::delete))
         .route("/tables", get(pages::tables::explorer))
         .route("/tables/{catalog}/{namespace}/{table}", get(pages::table::page))
@@ -127,6 +131,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/tables/{catalog}/{namespace}/{table}/maintenance/{action}", post(pages::table::run_maintenance))
         .route("/optimizing", get(pages::optimizing::page))
         .route("/optimizing/groups", post(pages::optimizing::create_group))
+        .route("/optimizing/groups/{name}", post(pages::optimizing::edit_group))
         .route("/optimizing/groups/{name}/delete", post(pages::optimizing::delete_group))
         .route("/terminal", get(pages::terminal::page).post(pages::terminal::run))
         .route("/terminal/{id}/stop", post(pages::terminal::stop))

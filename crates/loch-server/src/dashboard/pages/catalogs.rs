@@ -122,6 +122,17 @@ pub async fn show(
                 }
             }
         } }
+        h2 { "Edit properties" }
+        form.stack method="post" action={ "/catalogs/" (seg(&name)) } {
+            (viewer.csrf_field())
+            label {
+                "Properties, one key=value per line (a masked secret left as it is keeps its value)"
+                textarea name="properties" rows=(catalog.properties.len() + 2) {
+                    @for (k, v) in &catalog.properties { (k) "=" (v) "\n" }
+                }
+            }
+            button.primary type="submit" { "Save properties" }
+        }
         h2 { "Delete" }
         p.muted { "A catalog that still holds tables or views cannot be deleted." }
         form method="post" action={ "/catalogs/" (seg(&name)) "/delete" } {
@@ -142,4 +153,27 @@ pub async fn delete(
     viewer.check(&form.csrf)?;
     management::delete_catalog(State(state), ApiPath(name)).await?;
     Ok(see_other("/catalogs"))
+}
+
+/// The edit form's fields.
+#[derive(Debug, Deserialize)]
+pub struct EditForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    properties: String,
+}
+
+/// `POST /catalogs/{name}`: replaces the catalog's properties (the API's checks apply).
+pub async fn edit(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Form(form): Form<EditForm>,
+) -> Result<Response, PageError> {
+    viewer.check(&form.csrf)?;
+    let properties = super::parse_properties(&form.properties)?;
+    let request = loch_api::management::UpdateCatalogRequest { properties };
+    let _updated = management::update_catalog(State(state), ApiPath(name.clone()), JsonBody(request)).await?;
+    Ok(see_other(&format!("/catalogs/{}", seg(&name))))
 }

@@ -74,6 +74,16 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
                         td.path { @for (k, v) in &g.properties { (k) "=" (v) " " } }
                         td.num { (g.optimizers) } td.num { (g.threads) } td.num { (g.tables) }
                         td {
+                            details {
+                                summary { "Edit" }
+                                form.stack method="post" action={ "/optimizing/groups/" (seg(&g.name)) } {
+                                    (viewer.csrf_field())
+                                    label { "Properties of " (g.name) ", one key=value per line"
+                                        textarea name="properties" rows="3" { @for (k, v) in &g.properties { (k) "=" (v) "\n" } }
+                                    }
+                                    button.primary type="submit" { "Save" }
+                                }
+                            }
                             form.inline method="post" action={ "/optimizing/groups/" (seg(&g.name)) "/delete" } {
                                 (viewer.csrf_field())
                                 button.danger type="submit" aria-label={ "Delete group " (g.name) } { "Delete" }
@@ -134,5 +144,28 @@ pub async fn delete_group(
 ) -> Result<Response, PageError> {
     viewer.check(&form.csrf)?;
     api::delete_group(State(state), ApiPath(name)).await?;
+    Ok(see_other("/optimizing"))
+}
+
+/// The edit form's fields.
+#[derive(Debug, Deserialize)]
+pub struct EditGroupForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    properties: String,
+}
+
+/// `POST /optimizing/groups/{name}`: replaces the group's properties (the API's checks apply).
+pub async fn edit_group(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Form(form): Form<EditGroupForm>,
+) -> Result<Response, PageError> {
+    viewer.check(&form.csrf)?;
+    let properties = super::parse_properties(&form.properties)?;
+    let request = loch_api::optimizing::UpdateGroupRequest { properties };
+    let _updated = api::update_group(State(state), ApiPath(name), JsonBody(request)).await?;
     Ok(see_other("/optimizing"))
 }

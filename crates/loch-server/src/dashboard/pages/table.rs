@@ -9,13 +9,13 @@ use std::collections::BTreeMap;
 use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use futures::TryStreamExt;
-use iceberg::spec::{TableMetadata, TableMetadataRef};
+use iceberg::spec::TableMetadata;
 use loch_api::optimizing::TableOptimizing;
 use loch_optimizing::table::ManagedTable;
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use crate::dashboard::cache::Version;
 use crate::dashboard::layout::{Nav, Paging, bytes, count, duration, facts, notice, now_ms, seg, table_href, time};
 use crate::dashboard::{PageError, Viewer, render, see_other};
 use crate::error::{ApiPath, ApiQuery};
@@ -107,11 +107,11 @@ pub async fn page(
     let tab = query.tab.clone().unwrap_or_else(|| "details".into());
     let content = match tab.as_str() {
         "details" => details(&state, &table).await?,
-        "files" => files(&table, &query).await?,
+        "files" => files(&state, &table, &query).await?,
         "snapshots" => snapshots(&table, &query),
         "optimizing" => optimizing(&state, &viewer, &table, &query).await?,
         "maintenance" => maintenance(&state, &viewer, &table).await?,
-        "operations" => operations(&table).await?,
+        "operations" => operations(&state, &table, &query).await?,
         "changes" if keyed => changes(&table).await?,
         other => return Err(PageError::not_found(format!("table pages have no tab {other:?}"))),
     };
@@ -258,42 +258,30 @@ async fn why(state: &AppState, table: &Loaded) -> Result<Markup, PageError> {
     })
 }
 
-async fn files(table: &Loaded, query: &TabQuery) -> Result<Markup, PageError> {
-    let metadata: TableMetadataRef = table.managed.table.metadata_ref();
-    let Some(snapshot) = metadata.current_snapshot().cloned() else {
+async fn files(state: &AppState, table: &Loaded, query: &TabQuery) -> Result<Markup, PageError> {
+    let metadata = table.metadata();
+    if metadata.current_snapshot().is_none() {
         return Ok(html! { p.muted { "The table has no snapshot yet." } });
-    };
-    let live: Vec<loch_table::scan::LiveFile> =
-        loch_table::scan::live_files(table.managed.table.file_io().clone(), metadata.clone(), snapshot)
-            .try_collect()
-            .await
-            .map_err(|e| PageError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let schema = metadata.current_schema();
-    let path_of = |f: &loch_table::scan::LiveFile| -> String {
-        metadata
-            .partition_spec_by_id(f.spec_id)
-            .and_then(|spec| loch_table::mixed::sequence::partition_path(spec, f.file.partition(), schema).ok())
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "(unpartitioned)".into())
-    };
-    let mut partitions: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
-    for f in &live {
-        let entry = partitions.entry(path_of(f)).or_default();
-        entry.0 += 1;
-        entry.1 += f.file.file_size_in_bytes() as i64;
-        entry.2 += f.file.record_count() as i64;
     }
+    let rows = state.dashboard.cache.files(&table.managed.table).await?;
     let Some(partition) = &query.partition else {
-        let rows: Vec<_> = partitions.iter().collect();
-        let paging = Paging::new(query.page, PER_PAGE, rows.len());
+        let mut partitions: BTreeMap<&str, (i64, i64, i64)> = BTreeMap::new();
+        for f in rows.iter() {
+            let entry = partitions.entry(&f.partition).or_default();
+            entry.0 += 1;
+            entry.1 += f.size;
+            entry.2 += f.records;
+        }
+        let listed: Vec<_> = partitions.iter().collect();
+        let paging = Paging::new(query.page, PER_PAGE, listed.len());
         let base = table.href("files");
         return Ok(html! {
-            p { (count(live.len() as i64)) " live files in " (count(partitions.len() as i64)) " partitions." }
+            p { (count(rows.len() as i64)) " live files in " (count(partitions.len() as i64)) " partitions." }
             (paging.nav(|p| format!("{base}&page={p}")))
             div.scroll { table {
                 thead { tr { th scope="col" { "Partition" } th.num scope="col" { "Files" } th.num scope="col" { "Size" } th.num scope="col" { "Records" } } }
                 tbody {
-                    @for (p, (n, size, records)) in &rows[paging.range()] {
+                    @for (p, (n, size, records)) in &listed[paging.range()] {
                         tr {
                             td { a href={ (base) "&partition=" (seg(p)) } { (p) } }
                             td.num { (count(*n)) } td.num { (bytes(*size)) } td.num { (count(*records)) }
@@ -303,8 +291,10 @@ async fn files(table: &Loaded, query: &TabQuery) -> Result<Markup, PageError> {
             } }
         });
     };
-    let mut chosen: Vec<&loch_table::scan::LiveFile> = live.iter().filter(|f| &path_of(f) == partition).collect();
-    chosen.sort_by(|a, b| a.path().cmp(b.path()));
+    // Rows are sorted by partition, then path: the partition's files are one run.
+    let start = rows.partition_point(|f| f.partition.as_str() < partition.as_str());
+    let end = rows.partition_point(|f| f.partition.as_str() <= partition.as_str());
+    let chosen = &rows[start..end];
     let paging = Paging::new(query.page, PER_PAGE, chosen.len());
     let base = format!("{}&partition={}", table.href("files"), seg(partition));
     // A file's commit: the snapshot of its file sequence number.
@@ -317,11 +307,11 @@ async fn files(table: &Loaded, query: &TabQuery) -> Result<Markup, PageError> {
             tbody {
                 @for f in &chosen[paging.range()] {
                     tr {
-                        td.path { (f.path()) }
-                        td { (format!("{:?}", f.content())) }
-                        td.num { (bytes(f.file.file_size_in_bytes() as i64)) }
-                        td.num { (count(f.file.record_count() as i64)) }
-                        td { (committed.get(&f.file_sequence_number).map(|t| time(*t)).unwrap_or_else(|| "—".into())) }
+                        td.path { (f.path) }
+                        td { (f.content) }
+                        td.num { (bytes(f.size)) }
+                        td.num { (count(f.records)) }
+                        td { (committed.get(&f.sequence).map(|t| time(*t)).unwrap_or_else(|| "—".into())) }
                     }
                 }
             }
@@ -518,38 +508,46 @@ fn summary_text(summary: &serde_json::Value) -> String {
     }
 }
 
-/// Schema, spec and property changes, newest first, read from the metadata log (its last 100
-/// files) and written as the DDL that would make them.
-async fn operations(table: &Loaded) -> Result<Markup, PageError> {
+/// Metadata files of the log compared per page of the Operations tab.
+const LOG_PAGE: usize = 20;
+
+/// Schema, spec and property changes, newest first, read from the metadata log a page of
+/// files at a time and written as the DDL that would make them.
+async fn operations(state: &AppState, table: &Loaded, query: &TabQuery) -> Result<Markup, PageError> {
     let metadata = table.metadata();
-    let io = table.managed.table.file_io();
-    let log: Vec<_> = metadata.metadata_log().iter().rev().take(100).rev().cloned().collect();
-    let mut versions: Vec<(i64, TableMetadata)> = Vec::new();
-    let own = table.managed.table.metadata_ref();
-    for entry in &log {
-        // Only files under the table's own location are read.
-        if loch_table::scan::owned(&own, &entry.metadata_file, "metadata file").is_err() {
-            continue;
-        }
-        let Ok(input) = io.new_input(&entry.metadata_file) else { continue };
-        let Ok(data) = input.read().await else { continue };
-        if let Ok(m) = serde_json::from_slice::<TableMetadata>(&data) {
-            versions.push((entry.timestamp_ms, m));
-        }
+    let log = metadata.metadata_log();
+    // Page 1 compares the newest files: the current metadata and the log's last LOG_PAGE.
+    let paging = Paging::new(query.page, LOG_PAGE, log.len());
+    let newest_first: Vec<_> = log.iter().rev().collect();
+    let chosen = &newest_first[paging.range()];
+    let mut versions = Vec::new();
+    if paging.page == 1 {
+        versions.push(Some(std::sync::Arc::new(crate::dashboard::cache::Version::of(
+            metadata,
+            metadata.last_updated_ms(),
+        ))));
+    } else if let Some(newer) = newest_first.get(paging.range().start - 1) {
+        versions
+            .push(state.dashboard.cache.version(&table.managed.table, &newer.metadata_file, newer.timestamp_ms).await);
     }
-    versions.push((metadata.last_updated_ms(), metadata.clone()));
+    for entry in chosen {
+        versions
+            .push(state.dashboard.cache.version(&table.managed.table, &entry.metadata_file, entry.timestamp_ms).await);
+    }
     let name = format!("{}.{}", table.namespace.join("."), table.name);
     let mut operations: Vec<(i64, String)> = Vec::new();
     for pair in versions.windows(2) {
-        let (before, (at, after)) = (&pair[0].1, (&pair[1].0, &pair[1].1));
-        for ddl in ddl_between(&name, before, after) {
-            operations.push((*at, ddl));
+        if let [Some(after), Some(before)] = pair {
+            for ddl in ddl_between(&name, before, after) {
+                operations.push((after.at, ddl));
+            }
         }
     }
-    operations.reverse();
+    let base = table.href("operations");
     Ok(html! {
-        p.muted { "From the last " (log.len()) " entries of the metadata log." }
-        @if operations.is_empty() { p { "No schema, partitioning or property change in that history." } }
+        p.muted { "Changes between the files of the metadata log (" (log.len()) " files), newest first." }
+        (paging.nav(|p| format!("{base}&page={p}")))
+        @if operations.is_empty() { p { "No schema, partitioning or property change between these files." } }
         @else {
             div.scroll { table {
                 thead { tr { th scope="col" { "Time" } th scope="col" { "Operation" } } }
@@ -561,10 +559,9 @@ async fn operations(table: &Loaded) -> Result<Markup, PageError> {
 
 /// The DDL that turns `before` into `after`: columns added, dropped, renamed or retyped,
 /// partitioning replaced, properties set or unset.
-fn ddl_between(name: &str, before: &TableMetadata, after: &TableMetadata) -> Vec<String> {
+fn ddl_between(name: &str, before: &Version, after: &Version) -> Vec<String> {
     let mut out = Vec::new();
-    let old = before.current_schema();
-    let new = after.current_schema();
+    let (old, new) = (&before.schema, &after.schema);
     if old.schema_id() != new.schema_id() {
         for f in new.as_struct().fields() {
             match old.field_by_id(f.id) {
@@ -585,31 +582,25 @@ fn ddl_between(name: &str, before: &TableMetadata, after: &TableMetadata) -> Vec
             }
         }
     }
-    if before.default_partition_spec_id() != after.default_partition_spec_id() {
-        let spec = after.default_partition_spec();
-        let fields: Vec<String> = spec
-            .fields()
-            .iter()
-            .map(|f| format!("{}({})", f.transform, new.field_by_id(f.source_id).map_or("?", |c| c.name.as_str())))
-            .collect();
-        out.push(format!("ALTER TABLE {name} REPLACE PARTITION FIELDS ({})", fields.join(", ")));
+    if before.spec_id != after.spec_id {
+        out.push(format!("ALTER TABLE {name} REPLACE PARTITION FIELDS ({})", after.spec.join(", ")));
     }
-    let (old_props, new_props) = (before.properties(), after.properties());
-    let set: BTreeMap<_, _> = new_props.iter().filter(|(k, v)| old_props.get(*k) != Some(v)).collect();
+    let set: Vec<String> = after
+        .properties
+        .iter()
+        .filter(|(k, v)| before.properties.get(*k) != Some(v))
+        .map(|(k, v)| format!("'{k}' = '{v}'"))
+        .collect();
     if !set.is_empty() {
-        let pairs: Vec<String> = set.iter().map(|(k, v)| format!("'{k}' = '{v}'")).collect();
-        out.push(format!("ALTER TABLE {name} SET TBLPROPERTIES ({})", pairs.join(", ")));
+        out.push(format!("ALTER TABLE {name} SET TBLPROPERTIES ({})", set.join(", ")));
     }
     let unset: Vec<String> =
-        old_props.keys().filter(|k| !new_props.contains_key(*k)).map(|k| format!("'{k}'")).collect();
+        before.properties.keys().filter(|k| !after.properties.contains_key(*k)).map(|k| format!("'{k}'")).collect();
     if !unset.is_empty() {
         out.push(format!("ALTER TABLE {name} UNSET TBLPROPERTIES ({})", unset.join(", ")));
     }
-    if before.format_version() != after.format_version() {
-        out.push(format!(
-            "ALTER TABLE {name} SET TBLPROPERTIES ('format-version' = '{}')",
-            after.format_version() as u8
-        ));
+    if before.format_version != after.format_version {
+        out.push(format!("ALTER TABLE {name} SET TBLPROPERTIES ('format-version' = '{}')", after.format_version));
     }
     out
 }

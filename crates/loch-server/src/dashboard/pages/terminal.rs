@@ -145,7 +145,14 @@ pub async fn run(
         script: form.script,
         stop_on_error: Some(form.stop_on_error.as_deref() == Some("true")),
     };
-    let created = terminal::create_session(State(state), HeaderMap::new(), JsonBody(request)).await?.1;
+    // With auth.clients on, the statements call the server with a token of their own.
+    let mut headers = HeaderMap::new();
+    if let Some(token) = state.auth.dashboard_token().await?
+        && let Ok(value) = axum::http::HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        headers.insert(axum::http::header::AUTHORIZATION, value);
+    }
+    let created = terminal::create_session(State(state), headers, JsonBody(request)).await?.1;
     Ok(see_other(&format!("/terminal?session={}", crate::dashboard::layout::seg(&created.0.session_id))))
 }
 
