@@ -351,6 +351,17 @@ impl OptimizingService {
         }
     }
 
+    /// A table's quota occupation now, as the `quota` policy ranks tables: its task time over
+    /// the last hour divided by the threads its quota allows in `group`. 1.0 means it used its
+    /// whole quota.
+    pub async fn quota_occupation_of(&self, table_id: i64, group: &str, quota: f64) -> Result<f64> {
+        let threads = self.group_threads(group).await?;
+        let limit = crate::properties::OptimizingProperties { quota: quota.max(0.01), ..Default::default() }
+            .quota_threads(threads);
+        let used = self.quota_occupation(now_ms()).await?.get(&table_id).copied().unwrap_or(0.0);
+        Ok(used / limit as f64)
+    }
+
     /// Task time of each table over the last hour (ended runs plus running tasks), in hours.
     async fn quota_occupation(&self, now: i64) -> Result<HashMap<i64, f64>> {
         let since = now - QUOTA_WINDOW_MS;

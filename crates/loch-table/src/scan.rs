@@ -1,6 +1,7 @@
 //! Reading a snapshot's file list: its live data and delete files with the sequence numbers and
-//! partition spec that planning and delete application need, streamed one manifest at a time so
-//! memory stays bounded by the largest manifest, not the table.
+//! partition spec that planning and delete application need, streamed in manifest order with a
+//! few manifests read ahead ([`MANIFEST_READ_AHEAD`]), so memory stays bounded by a few
+//! manifests, not the table, and their reads overlap.
 //!
 //! Manifest lists and manifests are only read inside the table's own location: a client writes
 //! them, and Loch must not be made to read elsewhere (a FIFO, `/dev/zero`, another table's files).
@@ -17,6 +18,9 @@ use iceberg::spec::{
 use crate::error::{Result, TableError};
 use crate::location::Location;
 use crate::snapshot::merge_manifests::max_data_sequence;
+
+/// Manifests read at once while a snapshot's files are listed.
+pub const MANIFEST_READ_AHEAD: usize = 4;
 
 /// A file of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,10 +101,14 @@ pub fn live_files_after(
         let mut list = manifests(&io, &metadata, &snapshot).await?;
         // A manifest with neither added nor existing entries holds no live file.
         list.retain(|m| max_data_sequence(m) > floor && (m.has_added_files() || m.has_existing_files()));
-        Ok::<_, TableError>(stream::iter(list).then(move |manifest| {
-            let io = io.clone();
-            async move { manifest_live_files(&io, &manifest).await }
-        }))
+        Ok::<_, TableError>(
+            stream::iter(list)
+                .map(move |manifest| {
+                    let io = io.clone();
+                    async move { manifest_live_files(&io, &manifest).await }
+                })
+                .buffered(MANIFEST_READ_AHEAD),
+        )
     })
     .try_flatten()
     .map_ok(|files| stream::iter(files.into_iter().map(Ok)))

@@ -47,7 +47,7 @@ fn seeded_server(dir: &std::path::Path) -> Serve {
     sql(&server, "DELETE FROM shop.orders WHERE id % 7 = 0");
     sql(
         &server,
-        "CREATE TABLE shop.users (id BIGINT, name STRING, PRIMARY KEY (id)) TBLPROPERTIES ('write.upsert.enabled' = 'true', 'self-optimizing.minor.trigger.interval' = '99999999999999')",
+        "CREATE TABLE shop.users (id BIGINT, name STRING, PRIMARY KEY (id)) TBLPROPERTIES ('write.upsert.enabled' = 'true', 'self-optimizing.minor.trigger.interval' = '99999999999999', 'self-optimizing.minor.trigger.file-count' = '100000')",
     );
     sql(&server, "INSERT INTO shop.users SELECT value, 'u' || CAST(value AS VARCHAR) FROM range(0, 30)");
     sql(&server, "INSERT INTO shop.users VALUES (3, 'three')");
@@ -203,7 +203,9 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
         let text = check_page(&browser, &format!("table-users-{tab}"));
         assert!(text.contains("keyed"), "{text}");
     }
-    assert!(browser.text().contains("Change records"), "{}", browser.text());
+    let text = browser.text();
+    assert!(text.contains("Change records") && text.contains("CDC stream"), "{text}");
+    assert!(text.contains("three"), "the newest change, an upsert of key 3, is shown: {text}");
     browser.goto(&format!("{}/tables/local/shop/%3Cscript%3Ealert(1)%3C%2Fscript%3E", server.url));
     let text = check_page(&browser, "table-markup-name");
     assert!(text.contains("<script>alert(1)</script>") && text.contains("<img src=x onerror=alert(2)>"), "{text}");

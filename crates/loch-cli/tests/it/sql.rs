@@ -488,7 +488,8 @@ fn optimize_and_expire_from_loch_sql_keep_the_rows() {
     sql_ok(
         &server,
         "CREATE TABLE m.k (id BIGINT, name STRING, PRIMARY KEY (id)) \
-         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999')",
+         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999', \
+         'self-optimizing.minor.trigger.file-count' = '100000')",
     );
     sql_ok(&server, "INSERT INTO m.k SELECT value, 'v' || CAST(value AS VARCHAR) FROM range(0, 60)");
     let keyed_rows = || sql_rows(&server, "SELECT * FROM m.k ORDER BY id");
@@ -563,7 +564,8 @@ fn keyed_time_travel_reads_both_stores_as_of_one_moment() {
     sql_ok(
         &server,
         "CREATE TABLE m.k (id BIGINT, name STRING, PRIMARY KEY (id)) \
-         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999')",
+         TBLPROPERTIES ('self-optimizing.minor.trigger.interval' = '99999999999999', \
+         'self-optimizing.minor.trigger.file-count' = '100000')",
     );
     let rows = || sql_rows(&server, "SELECT * FROM m.k ORDER BY id");
     let mut moments: Vec<(String, Vec<serde_json::Value>)> = Vec::new();

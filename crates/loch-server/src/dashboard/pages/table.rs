@@ -210,9 +210,15 @@ async fn why(state: &AppState, table: &Loaded) -> Result<Markup, PageError> {
     let summary = runtime.summary.clone().unwrap_or_default();
     let n = |k: &str| summary.get(k).and_then(|v| v.as_i64()).unwrap_or(0);
     let fragments = n("fragments") + n("equalityDeleteFiles");
-    let group =
-        crate::optimizing::api::get_group(State(state.clone()), ApiPath(runtime.group.clone())).await.ok().map(|g| g.0);
-    let running = state.optimizing.running_tasks_by_optimizer().await.map(|m| m.values().sum::<usize>()).unwrap_or(0);
+    // The group's threads and how many its optimizers' tasks hold now.
+    let optimizers = api::group_optimizers(State(state.clone()), ApiPath(runtime.group.clone()))
+        .await
+        .map(|o| o.0)
+        .unwrap_or_default();
+    let threads: i64 = optimizers.iter().map(|o| o.threads).sum();
+    let busy: i64 = optimizers.iter().map(|o| o.running_tasks as i64).sum();
+    let occupation =
+        state.optimizing.quota_occupation_of(table.managed.record.id, &runtime.group, props.quota).await.unwrap_or(0.0);
     let now = now_ms();
     let last_minor = runtime.last_minor_at.unwrap_or(0);
     let minor_due = last_minor.saturating_add(props.minor_trigger_interval_ms);
@@ -246,8 +252,9 @@ async fn why(state: &AppState, table: &Loaded) -> Result<Markup, PageError> {
         (notice("info", &verdict))
         (facts([
             ("Status", html! { span class={ "badge " (runtime.status) } { (runtime.status) } " since " (time(runtime.status_since)) }),
-            ("Group", html! { (runtime.group) @if let Some(g) = &group { " — " (g.threads) " threads, " (running) " tasks running server-wide" } }),
-            ("Quota", html! { (props.quota) @if props.quota <= 1.0 { " of the group's threads" } @else { " threads" } }),
+            ("Group", html! { (runtime.group) " — " (threads) " threads, " ((threads - busy).max(0)) " free (" (busy) " tasks running)" }),
+            ("Quota", html! { (props.quota) @if props.quota <= 1.0 { " of the group's threads" } @else { " threads" } " (self-optimizing.quota); occupied " (format!("{:.0}", occupation * 100.0)) " % over the last hour" }),
+            ("Plan interval", html! { "at most one plan every " (duration(props.min_plan_interval_ms)) " (self-optimizing.min-plan-interval)" }),
             ("Minor trigger", html! { (fragments) " small or equality-delete files of " (props.minor_trigger_file_count) " (self-optimizing.minor.trigger.file-count), or every " (duration(props.minor_trigger_interval_ms)) " — next by time " (if minor_due <= now { "now".to_string() } else { format!("in {}", duration(minor_due - now)) }) }),
             ("Major trigger", html! { "duplicate ratio " (props.major_duplicate_ratio) " (self-optimizing.major.trigger.duplicate-ratio); " (n("undersizedSegments")) " undersized segments" }),
             ("Full trigger", html! { @if props.full_trigger_interval_ms < 0 { "off (self-optimizing.full.trigger.interval = -1)" } @else { "every " (duration(props.full_trigger_interval_ms)) } }),
@@ -624,7 +631,9 @@ async fn changes(table: &Loaded) -> Result<Markup, PageError> {
             ("Transactions kept", html! { (count(snapshots.len() as i64)) }),
             ("Last transaction", html! { (change.last_sequence_number()) }),
         ]))
-        p.muted { "The CDC stream is the table " code { (table.name) "$changes" } " in the terminal." }
+        h3 { "CDC stream: the newest changes" }
+        p.muted { "The last " (CDC_TRANSACTIONS) " transactions, at most " (CDC_ROWS) " rows; the whole stream is " code { (table.name) "$changes" } " in the terminal." }
+        (cdc_rows(&keyed.change).await)
         h3 { "Newest transactions" }
         div.scroll { table {
             thead { tr { th.num scope="col" { "Transaction" } th scope="col" { "Committed" } th scope="col" { "Operation" } th.num scope="col" { "Records added" } } }
@@ -638,6 +647,50 @@ async fn changes(table: &Loaded) -> Result<Markup, PageError> {
             }
         } }
     })
+}
+
+/// Transactions of the CDC stream shown.
+const CDC_TRANSACTIONS: i64 = 10;
+/// Rows of the CDC stream shown.
+const CDC_ROWS: usize = 200;
+
+/// The newest changes of a change store as a table (or why they cannot be shown).
+async fn cdc_rows(change: &iceberg::table::Table) -> Markup {
+    let last = change.metadata().last_sequence_number();
+    let removed = change
+        .metadata()
+        .properties()
+        .get(loch_table::mixed::properties::REMOVED_THROUGH)
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    let from = (last - CDC_TRANSACTIONS).max(removed).max(0);
+    let batches = match loch_table::mixed::merge::read_changes(change, Some(from), None).await {
+        Ok(batches) => batches,
+        Err(e) => return notice("error", &format!("cannot read the changes: {e}")),
+    };
+    let Some(first) = batches.first() else { return html! { p { "No changes." } } };
+    let options = arrow_cast::display::FormatOptions::default().with_null("NULL");
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    'batches: for batch in batches.iter().rev() {
+        let formatters: Vec<_> = batch
+            .columns()
+            .iter()
+            .filter_map(|c| arrow_cast::display::ArrayFormatter::try_new(c.as_ref(), &options).ok())
+            .collect();
+        for row in (0..batch.num_rows()).rev() {
+            if rows.len() >= CDC_ROWS {
+                break 'batches;
+            }
+            rows.push(formatters.iter().map(|f| f.value(row).to_string()).collect());
+        }
+    }
+    rows.reverse();
+    html! {
+        div.scroll { table {
+            thead { tr { @for f in first.schema().fields() { th scope="col" { (f.name()) } } } }
+            tbody { @for row in &rows { tr { @for v in row { td { (v) } } } } }
+        } }
+    }
 }
 
 /// `POST .../processes/{id}/cancel`.
