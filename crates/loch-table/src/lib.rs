@@ -13,6 +13,7 @@ pub mod expire;
 pub mod filter;
 pub mod io;
 pub mod location;
+pub mod manifest_cache;
 pub mod mixed;
 pub mod orphans;
 pub mod parquet;

@@ -63,35 +63,12 @@ impl Location {
     /// Parses `/abs/path`, `file:/p`, `file:///p`, `file://localhost/p`, `s3://bucket/key`
     /// (`s3a://`, `s3n://`). Trailing slashes are dropped from the kept spelling.
     pub fn parse(raw: &str) -> Result<Self, LocationError> {
-        if raw.is_empty() {
-            return Err(LocationError::new(raw, "it is empty"));
-        }
-        if raw.chars().any(char::is_control) {
-            return Err(LocationError::new(raw, "it contains control characters"));
-        }
-        let (store, path) = if raw.starts_with('/') {
-            (Store::File, raw)
-        } else {
-            let (scheme, rest) =
-                raw.split_once(':').ok_or_else(|| LocationError::new(raw, "it is not an absolute path or URI"))?;
-            match scheme.to_ascii_lowercase().as_str() {
-                "file" => (Store::File, file_path(raw, rest)?),
-                "s3" | "s3a" | "s3n" => {
-                    let rest =
-                        rest.strip_prefix("//").ok_or_else(|| LocationError::new(raw, "expected s3://bucket/key"))?;
-                    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-                    if !valid_bucket(bucket) {
-                        return Err(LocationError::new(raw, "the bucket name is missing or invalid"));
-                    }
-                    (Store::S3 { bucket: bucket.to_string() }, key)
-                }
-                _ => return Err(LocationError::new(raw, "unsupported scheme: use file:/ or s3://")),
-            }
+        let (store, path) = split(raw)?;
+        let store = match store {
+            StoreRef::File => Store::File,
+            StoreRef::S3(bucket) => Store::S3 { bucket: bucket.to_string() },
         };
-        let segments = split_segments(&store, path);
-        if segments.iter().any(|s| s == "." || s == "..") {
-            return Err(LocationError::new(raw, "`.` and `..` segments are not allowed"));
-        }
+        let segments: Vec<String> = segments_of(matches!(store, Store::S3 { .. }), path).map(str::to_string).collect();
         Ok(Self { raw: raw.trim_end_matches('/').to_string(), store, segments })
     }
 
@@ -144,7 +121,17 @@ impl Location {
 
     /// True when the path `other` parses and lies strictly inside this location.
     pub fn contains_str(&self, other: &str) -> bool {
-        Location::parse(other).is_ok_and(|other| self.contains(&other))
+        let own = match &self.store {
+            Store::File => StoreRef::File,
+            Store::S3 { bucket } => StoreRef::S3(bucket),
+        };
+        inside((own, self.segments.iter().map(String::as_str)), other)
+    }
+
+    /// True when both parse and `path` lies strictly inside `location`. Allocates nothing: the
+    /// evaluator asks it of every live file of every table it checks.
+    pub fn str_contains(location: &str, path: &str) -> bool {
+        split(location).is_ok_and(|(store, own)| inside((store, segments_of(store.keeps_empty(), own)), path))
     }
 
     /// True when the two are the same place or one lies inside the other: two tables whose
@@ -192,15 +179,64 @@ fn file_path<'a>(raw: &str, rest: &'a str) -> Result<&'a str, LocationError> {
     Ok(path)
 }
 
-fn split_segments(store: &Store, path: &str) -> Vec<String> {
+/// A location's store as [`split`] finds it, borrowing the bucket.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StoreRef<'a> {
+    File,
+    S3(&'a str),
+}
+
+impl StoreRef<'_> {
+    /// S3 keys keep empty segments; local paths do not.
+    fn keeps_empty(self) -> bool {
+        matches!(self, StoreRef::S3(_))
+    }
+}
+
+/// True when `path` parses and lies strictly inside the location of `own` store and segments.
+fn inside<'a>((store, mut own): (StoreRef<'_>, impl Iterator<Item = &'a str>), path: &str) -> bool {
+    let Ok((theirs_store, theirs)) = split(path) else { return false };
+    let mut theirs = segments_of(theirs_store.keeps_empty(), theirs);
+    store == theirs_store && own.all(|segment| theirs.next() == Some(segment)) && theirs.next().is_some()
+}
+
+/// The store and path of `raw`, checked as [`Location::parse`] documents (`.` and `..`
+/// segments included), without allocating.
+fn split(raw: &str) -> Result<(StoreRef<'_>, &str), LocationError> {
+    if raw.is_empty() {
+        return Err(LocationError::new(raw, "it is empty"));
+    }
+    if raw.chars().any(char::is_control) {
+        return Err(LocationError::new(raw, "it contains control characters"));
+    }
+    let (store, path) = if raw.starts_with('/') {
+        (StoreRef::File, raw)
+    } else {
+        let (scheme, rest) =
+            raw.split_once(':').ok_or_else(|| LocationError::new(raw, "it is not an absolute path or URI"))?;
+        if scheme.eq_ignore_ascii_case("file") {
+            (StoreRef::File, file_path(raw, rest)?)
+        } else if ["s3", "s3a", "s3n"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) {
+            let rest = rest.strip_prefix("//").ok_or_else(|| LocationError::new(raw, "expected s3://bucket/key"))?;
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            if !valid_bucket(bucket) {
+                return Err(LocationError::new(raw, "the bucket name is missing or invalid"));
+            }
+            (StoreRef::S3(bucket), key)
+        } else {
+            return Err(LocationError::new(raw, "unsupported scheme: use file:/ or s3://"));
+        }
+    };
+    if segments_of(store.keeps_empty(), path).any(|s| s == "." || s == "..") {
+        return Err(LocationError::new(raw, "`.` and `..` segments are not allowed"));
+    }
+    Ok((store, path))
+}
+
+/// The segments of `path`: local paths drop empty ones, S3 keys keep them (`keep_empty`).
+fn segments_of(keep_empty: bool, path: &str) -> impl Iterator<Item = &str> {
     let trimmed = path.trim_start_matches('/').trim_end_matches('/');
-    if trimmed.is_empty() {
-        return Vec::new();
-    }
-    match store {
-        Store::File => trimmed.split('/').filter(|s| !s.is_empty()).map(str::to_string).collect(),
-        Store::S3 { .. } => trimmed.split('/').map(str::to_string).collect(),
-    }
+    trimmed.split('/').filter(move |s| !trimmed.is_empty() && (keep_empty || !s.is_empty()))
 }
 
 fn valid_bucket(bucket: &str) -> bool {
@@ -255,6 +291,38 @@ mod tests {
         assert!(!table.overlaps(&loc("s3://wh/db/t")));
         assert!(loc("s3://b").contains(&loc("s3://b/k")));
         assert!(!loc("s3://b/wh/t").contains(&loc("s3://b/wh//t/x")));
+    }
+
+    #[test]
+    fn the_borrowed_check_agrees_with_parsing() {
+        let outers =
+            ["file:///wh/db/t", "/wh/db/t/", "s3://b/wh/t", "s3a://b", "s3://b/wh//t", "file://host/x", "../x"];
+        let paths = [
+            "file:/wh/db/t/data/x.parquet",
+            "/wh/db/t",
+            "/wh/db/t//data/../../../etc/passwd",
+            "/wh/db/t/./x",
+            "/wh/db/t2/x",
+            "s3n://b/wh/t/x",
+            "s3://b/wh/t/x",
+            "s3://b/wh//t/x",
+            "s3://c/wh/t/x",
+            "s3://b/k",
+            "file:///wh/db/t/\u{7}x",
+            "",
+            "http://b/wh/t/x",
+        ];
+        for outer in outers {
+            for path in paths {
+                let parsed = Location::parse(outer).is_ok_and(|o| Location::parse(path).is_ok_and(|p| o.contains(&p)));
+                assert_eq!(Location::str_contains(outer, path), parsed, "{outer} ⊃ {path}");
+                if let Ok(o) = Location::parse(outer) {
+                    assert_eq!(o.contains_str(path), parsed, "{outer} ⊃ {path}");
+                }
+            }
+        }
+        assert!(Location::str_contains("s3://b/wh/t", "s3a://b/wh/t/x"));
+        assert!(!Location::str_contains("/wh/db/t", "/wh/db/t/../t2/x"));
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub async fn manifests(io: &FileIO, metadata: &TableMetadataRef, snapshot: &Snap
 
 /// An [`TableError::Unsupported`] unless `path` lies inside the table's location.
 pub fn owned(metadata: &TableMetadataRef, path: &str, what: &str) -> Result<()> {
-    let inside = Location::parse(metadata.location()).is_ok_and(|location| location.contains_str(path));
+    let inside = Location::str_contains(metadata.location(), path);
     if inside {
         Ok(())
     } else {
@@ -117,7 +117,7 @@ pub fn live_files_after(
 }
 
 async fn manifest_live_files(io: &FileIO, manifest: &ManifestFile) -> Result<Vec<LiveFile>> {
-    let loaded = manifest.load_manifest(io).await?;
+    let loaded = crate::manifest_cache::load(io, manifest).await?;
     let mut files = Vec::new();
     for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
         files.push(LiveFile {
@@ -173,7 +173,7 @@ pub async fn changes_since(
             if manifest.added_snapshot_id != snapshot.snapshot_id() {
                 continue;
             }
-            let loaded = manifest.load_manifest(io).await?;
+            let loaded = crate::manifest_cache::load(io, &manifest).await?;
             for entry in loaded.entries().iter().filter(|e| e.snapshot_id() == Some(snapshot.snapshot_id())) {
                 match entry.status() {
                     ManifestStatus::Deleted => {

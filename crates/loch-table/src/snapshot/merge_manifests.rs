@@ -184,7 +184,7 @@ async fn merge_bin(
     let mut live = Vec::new();
     for &i in bin {
         let manifest = &list[i];
-        let loaded = manifest.load_manifest(table.file_io()).await?;
+        let loaded = crate::manifest_cache::load(table.file_io(), manifest).await?;
         for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
             let sequence = entry.sequence_number().ok_or_else(|| {
                 TableError::Invalid(format!("manifest entry for {} has no sequence number", entry.file_path()))

@@ -222,7 +222,7 @@ impl<'a> Writer<'a> {
         found: &mut HashSet<String>,
         summary: &mut SnapshotSummaryCollector,
     ) -> Result<Option<ManifestFile>> {
-        let loaded = manifest.load_manifest(self.table.file_io()).await?;
+        let loaded = crate::manifest_cache::load(self.table.file_io(), manifest).await?;
         if !loaded.entries().iter().any(|e| e.is_alive() && removed.contains(e.file_path())) {
             return Ok(None);
         }
