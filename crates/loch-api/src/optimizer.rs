@@ -18,6 +18,10 @@ use utoipa::ToSchema;
 /// HTTP status with which the server says it does not know an optimizer token.
 pub const UNKNOWN_OPTIMIZER_STATUS: u16 = 410;
 
+/// Error type (with [`UNKNOWN_OPTIMIZER_STATUS`]) with which the server tells a released
+/// optimizer to stop rather than register again.
+pub const RELEASED_OPTIMIZER_TYPE: &str = "OptimizerReleasedException";
+
 /// How a call of the protocol failed, the same whether it went over HTTP (`loch optimizer`) or
 /// stayed inside the server (its own threads): both sides classify by the HTTP status the
 /// server's routes answer with, so a worker reacts to an error the same way everywhere.
@@ -26,6 +30,9 @@ pub enum ProtocolError {
     /// The server does not know the optimizer's token (410): register again.
     #[error("the server does not know this optimizer; registering again")]
     Unregistered,
+    /// An operator released this optimizer: stop.
+    #[error("an operator released this optimizer")]
+    Released,
     /// The server refused the request (4xx), e.g. a result for a task handed to someone else.
     #[error("rejected by the server: {0}")]
     Rejected(String),
@@ -35,9 +42,11 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The error an answer with HTTP `status` and `message` means.
-    pub fn from_status(status: u16, message: impl Into<String>) -> Self {
+    /// The error an answer with HTTP `status`, Iceberg error type `error_type` and `message`
+    /// means; the type tells a release ([`RELEASED_OPTIMIZER_TYPE`]) from a forgotten token.
+    pub fn from_answer(status: u16, error_type: &str, message: impl Into<String>) -> Self {
         match status {
+            UNKNOWN_OPTIMIZER_STATUS if error_type == RELEASED_OPTIMIZER_TYPE => ProtocolError::Released,
             UNKNOWN_OPTIMIZER_STATUS => ProtocolError::Unregistered,
             400..=499 => ProtocolError::Rejected(message.into()),
             _ => ProtocolError::Server(message.into()),

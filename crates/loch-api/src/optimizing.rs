@@ -104,6 +104,10 @@ pub struct TableOptimizing {
     pub last_major_at: Option<i64>,
     /// Last full optimizing, ms since epoch.
     pub last_full_at: Option<i64>,
+    /// Last plan, ms since epoch: the next comes `self-optimizing.min-plan-interval` later at
+    /// the earliest.
+    #[serde(default)]
+    pub last_plan_at: Option<i64>,
     /// Why self-optimizing skips the table until it changes (files Loch cannot rewrite yet, or
     /// a process that failed); absent when it does not.
     #[serde(skip_serializing_if = "Option::is_none", default)]

@@ -77,10 +77,18 @@ pub async fn run(args: OptimizerArgs) -> anyhow::Result<()> {
     };
     eprintln!("loch optimizer: serving group {} of {} with {threads} thread(s)", args.group, args.ams);
     let (stop, stopped) = watch::channel(false);
-    let worker = tokio::spawn(loch_optimizer::worker::run(coordinator, config, stopped));
-    crate::serve::wait_for_signal().await?;
-    eprintln!("loch optimizer: stopping");
-    let _ = stop.send(true);
-    worker.await.context("the worker ended abnormally")?;
+    let mut worker = tokio::spawn(loch_optimizer::worker::run(coordinator, config, stopped));
+    let ending = tokio::select! {
+        signal = crate::serve::wait_for_signal() => {
+            signal?;
+            eprintln!("loch optimizer: stopping");
+            let _ = stop.send(true);
+            (&mut worker).await
+        }
+        ending = &mut worker => ending,
+    };
+    if ending.context("the worker ended abnormally")? == loch_optimizer::worker::Ending::Released {
+        eprintln!("loch optimizer: released by an operator on the server; stopped");
+    }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod page;
 mod processes;
 mod purges;
 mod runtimes;
+mod samples;
 mod store;
 mod tables;
 mod tokens;
@@ -26,6 +27,7 @@ pub use page::{Page, PageRequest};
 pub use processes::{NewProcess, NewTask, ProcessRecord, TaskRecord, TaskRun};
 pub use purges::{NewPurge, PurgeRecord};
 pub use runtimes::{NamedRuntime, RuntimeRecord};
+pub use samples::TotalsSample;
 pub use store::{Backend, MetaStore, StoreOptions};
 pub use tables::{
     CommitBatch, NewTable, Occupant, PointerSwap, TableKind, TablePointer, TableRecord, TableStats, VersionCheck,

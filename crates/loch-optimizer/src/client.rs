@@ -134,10 +134,10 @@ impl HttpCoordinator {
                 .map(Some)
                 .map_err(|e| ExecuteError::Server(format!("{path}: bad response: {e}")));
         }
-        let message = serde_json::from_slice::<ErrorResponse>(&bytes)
-            .map(|e| e.error.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        Err(ProtocolError::from_status(status, format!("{path}: {status}: {message}")).into())
+        let (error_type, message) = serde_json::from_slice::<ErrorResponse>(&bytes)
+            .map(|e| (e.error.r#type, e.error.message))
+            .unwrap_or_else(|_| (String::new(), String::from_utf8_lossy(&bytes).into_owned()));
+        Err(ProtocolError::from_answer(status, &error_type, format!("{path}: {status}: {message}")).into())
     }
 }
 

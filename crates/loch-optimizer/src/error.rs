@@ -21,6 +21,9 @@ pub enum ExecuteError {
     /// The server no longer knows this optimizer's token; register again.
     #[error("the server does not know this optimizer; registering again")]
     Unregistered,
+    /// An operator released this optimizer: it stops.
+    #[error("an operator released this optimizer")]
+    Released,
 }
 
 impl From<loch_api::optimizer::ProtocolError> for ExecuteError {
@@ -28,6 +31,7 @@ impl From<loch_api::optimizer::ProtocolError> for ExecuteError {
         use loch_api::optimizer::ProtocolError;
         match e {
             ProtocolError::Unregistered => ExecuteError::Unregistered,
+            ProtocolError::Released => ExecuteError::Released,
             ProtocolError::Rejected(message) => ExecuteError::Rejected(message),
             ProtocolError::Server(message) => ExecuteError::Server(message),
         }

@@ -3,7 +3,7 @@
 //! The same loop runs inside `loch serve` (talking to the service in-process) and as
 //! `loch optimizer` (talking HTTP); a [`Coordinator`] is the difference. When the server forgets
 //! the optimizer (it restarted with a lost registration, or heartbeats stopped for too long),
-//! the worker registers again and carries on.
+//! the worker registers again and carries on. When an operator releases it, it stops.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,11 +50,22 @@ pub struct WorkerConfig {
     pub task_delay: Option<Duration>,
 }
 
+/// Why a worker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its owner asked it to stop.
+    Stopped,
+    /// An operator released it on the server.
+    Released,
+}
+
 struct Shared {
     coordinator: Arc<dyn Coordinator>,
     config: WorkerConfig,
     token: RwLock<Option<String>>,
     heartbeat: RwLock<Duration>,
+    /// Set when the server says this optimizer was released: every loop ends.
+    released: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -95,6 +106,13 @@ impl Shared {
         }
     }
 
+    /// Ends the worker: an operator released it.
+    fn release(&self) {
+        if !self.released.send_replace(true) {
+            tracing::warn!(group = %self.config.group, "released by an operator; stopping");
+        }
+    }
+
     /// Forgets `token` (the server no longer knows it).
     async fn forget(&self, token: &str) {
         let mut slot = self.token.write().await;
@@ -104,14 +122,29 @@ impl Shared {
     }
 }
 
-/// Runs a worker until `stop` turns true; running tasks get the shutdown grace to finish.
-pub async fn run(coordinator: Arc<dyn Coordinator>, config: WorkerConfig, stop: watch::Receiver<bool>) {
+/// Runs a worker until `stop` turns true or an operator releases it; running tasks get the
+/// shutdown grace to finish.
+pub async fn run(coordinator: Arc<dyn Coordinator>, config: WorkerConfig, outer: watch::Receiver<bool>) -> Ending {
+    let (released, _) = watch::channel(false);
     let shared = Arc::new(Shared {
         coordinator,
         config,
         token: RwLock::new(None),
         heartbeat: RwLock::new(Duration::from_secs(10)),
+        released,
     });
+    // One signal for the loops: stopped by the owner, or released.
+    let (halt, stop) = watch::channel(false);
+    {
+        let (mut outer, mut released) = (outer, shared.released.subscribe());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = outer.wait_for(|s| *s) => {}
+                _ = released.wait_for(|r| *r) => {}
+            }
+            let _ = halt.send(true);
+        });
+    }
     let mut handles = Vec::new();
     {
         let shared = shared.clone();
@@ -127,6 +160,7 @@ pub async fn run(coordinator: Arc<dyn Coordinator>, config: WorkerConfig, stop: 
                 match shared.coordinator.touch(&token).await {
                     Ok(()) => {}
                     Err(ExecuteError::Unregistered) => shared.forget(&token).await,
+                    Err(ExecuteError::Released) => shared.release(),
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
             }
@@ -150,6 +184,7 @@ pub async fn run(coordinator: Arc<dyn Coordinator>, config: WorkerConfig, stop: 
             }
         }
     }
+    if *shared.released.borrow() { Ending::Released } else { Ending::Stopped }
 }
 
 async fn thread_loop(shared: Arc<Shared>, thread_id: u32, stop: watch::Receiver<bool>) {
@@ -163,6 +198,7 @@ async fn thread_loop(shared: Arc<Shared>, thread_id: u32, stop: watch::Receiver<
             }
             Ok(None) => backoff = Duration::from_millis(200),
             Err(ExecuteError::Unregistered) => shared.forget(&token).await,
+            Err(ExecuteError::Released) => shared.release(),
             Err(e) => {
                 tracing::warn!(thread_id, error = %e, "poll failed");
                 tokio::time::sleep(backoff).await;
@@ -175,6 +211,9 @@ async fn thread_loop(shared: Arc<Shared>, thread_id: u32, stop: watch::Receiver<
 async fn run_task(shared: &Shared, token: &str, thread_id: u32, task: TaskAssignment) {
     let key = task.key;
     if let Err(e) = shared.coordinator.ack(token, thread_id, key).await {
+        if matches!(e, ExecuteError::Released) {
+            shared.release();
+        }
         tracing::warn!(?key, error = %e, "the server did not accept the acknowledgement; skipping the task");
         return;
     }
@@ -196,7 +235,7 @@ async fn run_task(shared: &Shared, token: &str, thread_id: u32, task: TaskAssign
     for _ in 0..10 {
         match shared.coordinator.complete(request.clone()).await {
             Ok(()) => return,
-            Err(ExecuteError::Unregistered) => {
+            Err(ExecuteError::Unregistered | ExecuteError::Released) => {
                 tracing::warn!(?key, "the server forgot this optimizer; the task will be handed out again");
                 return;
             }

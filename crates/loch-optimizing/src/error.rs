@@ -14,6 +14,9 @@ pub enum OptimizingError {
     /// the optimizer registers again.
     #[error("unknown optimizer token; register again")]
     UnknownOptimizer,
+    /// An optimizer called after an operator released it; it stops.
+    #[error("this optimizer was released; stop")]
+    OptimizerReleased,
     /// A request names something that does not exist.
     #[error("{0} does not exist")]
     NotFound(String),
@@ -54,6 +57,9 @@ impl OptimizingError {
             OptimizingError::UnknownOptimizer => {
                 (loch_api::optimizer::UNKNOWN_OPTIMIZER_STATUS, "UnknownOptimizerException")
             }
+            OptimizingError::OptimizerReleased => {
+                (loch_api::optimizer::UNKNOWN_OPTIMIZER_STATUS, loch_api::optimizer::RELEASED_OPTIMIZER_TYPE)
+            }
             OptimizingError::NotFound(_)
             | OptimizingError::NoSuchGroup(_)
             | OptimizingError::Meta(MetaError::NotFound(_)) => (404, "NotFoundException"),
@@ -66,7 +72,8 @@ impl OptimizingError {
 
     /// What a worker makes of this error (see [`loch_api::optimizer::ProtocolError`]).
     pub fn protocol(&self) -> loch_api::optimizer::ProtocolError {
-        loch_api::optimizer::ProtocolError::from_status(self.http().map_or(500, |(status, _)| status), self.to_string())
+        let (status, error_type) = self.http().unwrap_or((500, ""));
+        loch_api::optimizer::ProtocolError::from_answer(status, error_type, self.to_string())
     }
 
     /// Why Loch cannot optimize the table as it is (it is skipped, not retried), if that is

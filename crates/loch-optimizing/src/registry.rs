@@ -12,6 +12,9 @@ use crate::properties::GroupProperties;
 use crate::service::{DEFAULT_GROUP, OptimizingService};
 use crate::status::{TaskStatus, names};
 
+/// How long a released optimizer's token is remembered (to tell it to stop).
+const RELEASED_KEPT_MS: i64 = 24 * 3_600_000;
+
 impl OptimizingService {
     /// Registers an optimizer; `embedded` marks the server's own threads.
     pub async fn register(&self, request: &RegisterRequest, embedded: bool) -> Result<RegisterResponse> {
@@ -41,12 +44,60 @@ impl OptimizingService {
 
     /// A heartbeat; [`OptimizingError::UnknownOptimizer`] when the token expired.
     pub async fn touch(&self, token: &str) -> Result<()> {
+        self.not_released(token)?;
         if self.store.touch_optimizer(token, now_ms()).await? { Ok(()) } else { Err(OptimizingError::UnknownOptimizer) }
     }
 
-    /// The optimizer with `token`, or [`OptimizingError::UnknownOptimizer`].
+    /// The optimizer with `token`, or [`OptimizingError::UnknownOptimizer`]
+    /// ([`OptimizingError::OptimizerReleased`] once released).
     pub(crate) async fn optimizer(&self, token: &str) -> Result<OptimizerRecord> {
+        self.not_released(token)?;
         self.store.get_optimizer(token).await?.ok_or(OptimizingError::UnknownOptimizer)
+    }
+
+    /// [`OptimizingError::OptimizerReleased`] if an operator released the optimizer with
+    /// `token`.
+    pub(crate) fn not_released(&self, token: &str) -> Result<()> {
+        let released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+        if released.contains_key(token) { Err(OptimizingError::OptimizerReleased) } else { Ok(()) }
+    }
+
+    /// Releases the external optimizer of `group` whose id (its token's first characters, as
+    /// listed) is `id`: it is forgotten, its tasks go back to the queue, and its next call tells it to
+    /// stop. The server's own threads are refused: `optimizing.embedded-threads` sets them.
+    pub async fn release(&self, group: &str, id: &str) -> Result<OptimizerRecord> {
+        let matching: Vec<OptimizerRecord> = if id.len() < 8 {
+            Vec::new()
+        } else {
+            self.store.list_optimizers(Some(group)).await?.into_iter().filter(|o| o.token.starts_with(id)).collect()
+        };
+        let optimizer = match <[OptimizerRecord; 1]>::try_from(matching) {
+            Ok([one]) => one,
+            Err(none) if none.is_empty() => {
+                return Err(OptimizingError::NotFound(format!("optimizer {id} of group {group}")));
+            }
+            Err(_) => return Err(OptimizingError::Rejected(format!("optimizer id {id} is ambiguous"))),
+        };
+        if optimizer.kind == "embedded" {
+            return Err(OptimizingError::Rejected(
+                "the server's own optimizer threads cannot be released; set optimizing.embedded-threads".into(),
+            ));
+        }
+        {
+            let now = now_ms();
+            let mut released = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            released.retain(|_, at| now - *at < RELEASED_KEPT_MS);
+            released.insert(optimizer.token.clone(), now);
+        }
+        self.store.delete_optimizer(&optimizer.token).await?;
+        for task in self.store.active_tasks(&names(&TaskStatus::HELD)).await? {
+            if task.optimizer_token.as_deref() == Some(optimizer.token.as_str()) {
+                self.reset_task(&task, "its optimizer was released").await?;
+            }
+        }
+        self.wake(&optimizer.group_name);
+        tracing::warn!(group = %optimizer.group_name, id, "optimizer released by an operator");
+        Ok(optimizer)
     }
 
     /// Threads registered in `group` (at least 1, so quotas stay meaningful with none).

@@ -37,6 +37,7 @@ impl OptimizingService {
         loop {
             let wakeup = self.wakeup(&group);
             let notified = wakeup.notified();
+            self.not_released(token)?;
             if let Some(task) = self.claim(&group, token, thread_id, false).await? {
                 return Ok(Some(task));
             }

@@ -82,6 +82,10 @@ pub struct OptimizingService {
     /// The maintenance actions each table's properties switch on, as of its last look: the
     /// runner fires only those, without reading every table's metadata each tick.
     pub(crate) switches: Mutex<HashMap<i64, Vec<crate::maintenance::MaintenanceAction>>>,
+    /// Tokens of released optimizers, with when: their next call tells them to stop instead of
+    /// registering again. Kept a day (memory only: after a restart a released optimizer that
+    /// still runs registers again).
+    pub(crate) released: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for OptimizingService {
@@ -109,6 +113,7 @@ impl OptimizingService {
             committing: Mutex::new(HashSet::new()),
             tracker: crate::tracker::Tracker::default(),
             switches: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashMap::new()),
         }))
     }
 

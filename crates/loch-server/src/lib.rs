@@ -194,7 +194,7 @@ pub async fn start(config: Config) -> Result<RunningServer, ServerError> {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                _ = tick.tick() => sample_state.dashboard.samples.sample(&sample_state).await,
+                _ = tick.tick() => dashboard::pages::overview::sample(&sample_state).await,
                 _ = sample_stop.changed() => break,
             }
         }

@@ -28,7 +28,7 @@ use crate::state::AppState;
 #[openapi(
     info(title = "Loch management API", description = "Manage Loch's catalogs, optimizer groups and optimizing processes; the Iceberg REST catalog is under /api/iceberg/rest."),
     paths(list_catalogs, create_catalog, get_catalog, update_catalog, delete_catalog, list_catalog_tables, create_table, list_purges, crate::observability::health,
-        api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers,
+        api::list_groups, api::create_group, api::get_group, api::update_group, api::delete_group, api::group_optimizers, api::release_optimizer,
         api::group_tables, api::table_optimizing, api::list_processes, api::optimize_table, api::get_process, api::list_tasks, api::cancel_process, api::run_maintenance, api::list_maintenance_runs,
         crate::terminal::create_session, crate::terminal::get_session, crate::terminal::stop_session),
     components(schemas(Catalog, CreateCatalogRequest, UpdateCatalogRequest, CatalogTable, CreateTableRequest, CreatedTable, Purge, Health, ErrorResponse,

@@ -24,7 +24,7 @@ pub struct AppState {
     pub default_catalog: Arc<str>,
     /// SQL terminal sessions.
     pub terminal: Arc<crate::terminal::Terminal>,
-    /// The web dashboard's logins and samples.
+    /// The web dashboard's logins and page caches.
     pub dashboard: Arc<crate::dashboard::Dashboard>,
 }
 

@@ -181,6 +181,8 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
                 "Health score",
                 "Why (not) optimizing?",
                 "self-optimizing.minor.trigger.file-count",
+                "next plan allowed",
+                "(last plan ",
             ],
         ),
         ("files", vec!["live files in", "region=r0"]),
@@ -253,6 +255,25 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
     browser.click_and_load("form[action='/optimizing/groups/nightly/delete'] button");
     assert!(!browser.text().contains("nightly"), "{}", browser.text());
 
+    // Release a `loch optimizer` process: it is no longer listed, and it stops by itself.
+    let mut optimizer = server.optimizer(1, &[]);
+    let listed = server.wait_for(
+        "the optimizer",
+        "/api/v1/optimizer-groups/default/optimizers",
+        Duration::from_secs(30),
+        |list| list.as_array().is_some_and(|l| l.iter().any(|o| o["kind"] == "external")),
+    );
+    let external = listed.as_array().unwrap().iter().find(|o| o["kind"] == "external").unwrap();
+    let id = external["id"].as_str().unwrap().to_string();
+    browser.goto(&format!("{}/optimizing", server.url));
+    assert!(browser.text().contains(&id), "{}", browser.text());
+    browser.screenshot("optimizing-release");
+    browser.click_and_load(&format!("form[action='/optimizing/groups/default/optimizers/{id}/release'] button"));
+    assert!(!browser.text().contains(&id), "released: {}", browser.text());
+    let status = optimizer.wait(Duration::from_secs(30)).expect("a released optimizer stops");
+    assert!(status.success(), "{status}: {}", optimizer.log_tail());
+    assert!(optimizer.log_tail().contains("released by an operator"), "{}", optimizer.log_tail());
+
     // Cancel a running process (each task sleeps 4 s here).
     for i in 0..3 {
         sql(
@@ -283,6 +304,11 @@ fn dashboard_pages_forms_and_security_in_a_browser() {
         .wait_for_text("the script ends", Duration::from_secs(30), |t| t.contains("three") && !t.contains("running"));
     assert!(text.contains("finished"), "{text}");
     check_page(&browser, "terminal-result");
+    // One result tab per statement; the last with rows is open, the first is a click away.
+    assert!(text.contains("Statement 2") && !text.contains("Statement 1 ("), "{text}");
+    browser.click_and_load("nav[aria-label=Results] li:first-child a");
+    let text = browser.text();
+    assert!(text.contains("Statement 1 (") && text.contains("count(*)") && !text.contains("three"), "{text}");
     browser.type_into("textarea[name=script]", "SELECT sum(value % 7) AS s FROM range(0, 100000000000);");
     browser.click_and_load("form[action='/terminal'] button[type=submit]");
     browser.click_and_load("form[action$='/stop'] button");
@@ -326,6 +352,7 @@ fn dashboard_pages_and_forms_need_a_session_and_csrf_token() {
         "/catalogs/local/delete",
         "/optimizing/groups",
         "/optimizing/groups/default/delete",
+        "/optimizing/groups/default/optimizers/0123abcd/release",
         "/terminal",
         "/tables/local/n/t/maintenance/expire-snapshots",
     ];

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use loch_meta::{
     CommitBatch, MetaError, MetaStore, NewCatalog, NewPurge, NewTable, Occupant, PageRequest, PointerSwap,
-    StoreOptions, TableKind, TableStats, VersionCheck,
+    StoreOptions, TableKind, TableStats, TotalsSample, VersionCheck,
 };
 
 /// A store on a fresh SQLite file (kept alive by the returned directory).
@@ -451,4 +451,33 @@ async fn sqlite_optimizing_state() {
 async fn postgres_optimizing_state() {
     let Some(store) = postgres().await else { return };
     optimizing_state(store).await;
+}
+
+/// Samples are kept in time order, a second one at the same moment is dropped, and old ones
+/// go when a new one is recorded.
+async fn totals_samples(store: MetaStore) {
+    let sample = |at, bytes, files| TotalsSample { at, bytes, files };
+    store.record_sample(sample(1_000, 10, 1), 0).await.unwrap();
+    store.record_sample(sample(3_000, 30, 3), 0).await.unwrap();
+    store.record_sample(sample(2_000, 20, 2), 0).await.unwrap();
+    store.record_sample(sample(2_000, 99, 9), 0).await.unwrap();
+    assert_eq!(
+        store.samples_since(0).await.unwrap(),
+        [sample(1_000, 10, 1), sample(2_000, 20, 2), sample(3_000, 30, 3)]
+    );
+    assert_eq!(store.samples_since(2_000).await.unwrap(), [sample(3_000, 30, 3)]);
+    store.record_sample(sample(4_000, 40, 4), 2_500).await.unwrap();
+    assert_eq!(store.samples_since(0).await.unwrap(), [sample(3_000, 30, 3), sample(4_000, 40, 4)]);
+}
+
+#[tokio::test]
+async fn sqlite_totals_samples() {
+    let (store, _dir) = sqlite().await;
+    totals_samples(store).await;
+}
+
+#[tokio::test]
+async fn postgres_totals_samples() {
+    let Some(store) = postgres().await else { return };
+    totals_samples(store).await;
 }

@@ -14,6 +14,8 @@ use super::PageError;
 const MAX_FILE_ROWS: u64 = 2_000_000;
 /// Old metadata files whose summaries are kept.
 const MAX_VERSIONS: u64 = 10_000;
+/// Metadata files whose refs are kept.
+const MAX_REFS: u64 = 1_000;
 
 /// One live file as the Files tab shows it.
 #[derive(Debug, Clone)]
@@ -75,7 +77,11 @@ impl Version {
 pub struct PageCache {
     files: moka::future::Cache<String, Arc<Vec<FileRow>>>,
     versions: moka::future::Cache<String, Option<Arc<Version>>>,
+    refs: moka::sync::Cache<String, Arc<Refs>>,
 }
+
+/// A table's branches and tags by name.
+pub type Refs = std::collections::BTreeMap<String, iceberg::spec::SnapshotReference>;
 
 impl Default for PageCache {
     fn default() -> Self {
@@ -85,6 +91,7 @@ impl Default for PageCache {
                 .max_capacity(MAX_FILE_ROWS)
                 .build(),
             versions: moka::future::Cache::builder().max_capacity(MAX_VERSIONS).build(),
+            refs: moka::sync::Cache::builder().max_capacity(MAX_REFS).build(),
         }
     }
 }
@@ -129,6 +136,17 @@ impl PageCache {
             .map_err(|e| {
                 PageError::new(axum::http::StatusCode::BAD_GATEWAY, format!("reading the table's manifests: {e}"))
             })
+    }
+
+    /// The branches and tags of `table`, kept by its metadata file: iceberg-rust lists them only
+    /// through the metadata's JSON, which for 5,000 snapshots takes a while to write.
+    pub fn refs(&self, table: &Table) -> Arc<Refs> {
+        let metadata = table.metadata();
+        let read = || Arc::new(loch_table::refs::refs(metadata).unwrap_or_default());
+        match table.metadata_location() {
+            Some(location) => self.refs.get_with(location.to_string(), read),
+            None => read(),
+        }
     }
 
     /// The summary of the metadata file at `path` of `table` (`None`: unreadable, or outside the

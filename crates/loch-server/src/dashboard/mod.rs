@@ -35,8 +35,6 @@ pub struct Dashboard {
     refused: Option<String>,
     /// The effective configuration with secrets masked, for the settings page.
     settings: serde_json::Value,
-    /// Total size and files over time, for the overview.
-    pub samples: pages::overview::Samples,
     /// File lists and old metadata, by the immutable file they came from.
     pub cache: cache::PageCache,
 }
@@ -63,7 +61,6 @@ impl Dashboard {
             sessions: Sessions::new(dashboard.session_timeout),
             refused,
             settings: masked_settings(config),
-            samples: pages::overview::Samples::default(),
             cache: cache::PageCache::default(),
         }
     }
@@ -133,6 +130,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/optimizing/groups", post(pages::optimizing::create_group))
         .route("/optimizing/groups/{name}", post(pages::optimizing::edit_group))
         .route("/optimizing/groups/{name}/delete", post(pages::optimizing::delete_group))
+        .route("/optimizing/groups/{name}/optimizers/{id}/release", post(pages::optimizing::release_optimizer))
         .route("/terminal", get(pages::terminal::page).post(pages::terminal::run))
         .route("/terminal/{id}/stop", post(pages::terminal::stop))
         .route("/terminal/{id}/state", get(pages::terminal::state))

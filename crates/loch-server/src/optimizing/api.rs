@@ -29,6 +29,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/optimizer-groups", get(list_groups).post(create_group))
         .route("/api/v1/optimizer-groups/{name}", get(get_group).put(update_group).delete(delete_group))
         .route("/api/v1/optimizer-groups/{name}/optimizers", get(group_optimizers))
+        .route("/api/v1/optimizer-groups/{name}/optimizers/{id}/release", post(release_optimizer))
         .route("/api/v1/optimizer-groups/{name}/tables", get(group_tables))
         .route("/api/v1/tables/{catalog}/{namespace}/{table}/optimizing", get(table_optimizing))
         .route(
@@ -94,6 +95,7 @@ fn table_dto(named: NamedRuntime) -> TableOptimizing {
         last_minor_at: runtime.last_minor_at,
         last_major_at: runtime.last_major_at,
         last_full_at: runtime.last_full_at,
+        last_plan_at: runtime.last_plan_at,
         blocked: runtime.blocked,
         maintenance: Default::default(),
     }
@@ -221,6 +223,29 @@ pub async fn group_optimizers(
     let running = state.optimizing.running_tasks_by_optimizer().await?;
     let optimizers = state.optimizing.optimizers(Some(&name)).await?;
     Ok(Json(optimizers.into_iter().map(|o| optimizer_dto(o, &running)).collect()))
+}
+
+/// Path of one optimizer of a group.
+#[derive(Debug, Deserialize)]
+pub struct OptimizerPath {
+    /// The group.
+    pub(crate) name: String,
+    /// The optimizer's id as listed.
+    pub(crate) id: String,
+}
+
+/// Release an external optimizer (Amoro's "release"): the server forgets it, hands its tasks
+/// to other optimizers, and its next call tells the `loch optimizer` process to stop.
+#[utoipa::path(post, path = "/api/v1/optimizer-groups/{name}/optimizers/{id}/release", tag = "optimizing",
+    params(("name" = String, Path, description = "Group name"), ("id" = String, Path, description = "Optimizer id as listed")),
+    responses((status = 200, body = Optimizer), (status = 404, body = ErrorResponse), (status = 409, body = ErrorResponse)))]
+pub async fn release_optimizer(
+    State(state): State<AppState>,
+    ApiPath(path): ApiPath<OptimizerPath>,
+) -> Result<Json<Optimizer>, ApiError> {
+    state.optimizing.group(&path.name).await?;
+    let optimizer = state.optimizing.release(&path.name, &path.id).await?;
+    Ok(Json(optimizer_dto(optimizer, &HashMap::new())))
 }
 
 /// List the tables of a group with their optimizing status and pending files.

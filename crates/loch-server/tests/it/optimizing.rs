@@ -209,8 +209,16 @@ async fn an_external_optimizer_authenticates_and_optimizes_over_http() {
         (groups[0]["name"].as_str(), groups[0]["threads"].as_i64(), groups[0]["tables"].as_i64()),
         (Some("default"), Some(2), Some(1))
     );
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), worker).await.expect("the worker stops").unwrap();
+    // Released by an operator, it stops by itself and is no longer listed.
+    let id = optimizers[0]["id"].as_str().unwrap().to_string();
+    let release = format!("/api/v1/optimizer-groups/default/optimizers/{id}/release");
+    let (status, released) = call(&server, Method::POST, &release, None).await;
+    assert_eq!((status, released["id"].as_str()), (200, Some(id.as_str())), "{released}");
+    let ending = tokio::time::timeout(Duration::from_secs(30), worker).await.expect("a released worker stops").unwrap();
+    assert_eq!(ending, loch_optimizer::worker::Ending::Released);
+    assert_eq!(get(&server, "/api/v1/optimizer-groups/default/optimizers").await, json!([]));
+    assert_eq!(call(&server, Method::POST, &release, None).await.0, 404);
+    drop(stop);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,6 +301,26 @@ async fn optimizer_groups_and_the_protocol_refuse_bad_requests() {
         409,
         "an optimizer serves it"
     );
+    // Release: by the id the list shows, in its own group only; the server's threads refuse.
+    let release = |group: &str, id: &str| format!("/api/v1/optimizer-groups/{group}/optimizers/{id}/release");
+    let id = &token[..8];
+    for (path, code) in [(release("default", id), 404), (release("etl", &token[..4]), 404), (release("nope", id), 404)]
+    {
+        let (status, error) = call(&server, Method::POST, &path, None).await;
+        assert_eq!((status, error["error"]["code"].as_u64()), (code, Some(u64::from(code))), "{path}: {error}");
+    }
+    for embedded in get(&server, "/api/v1/optimizer-groups/default/optimizers").await.as_array().unwrap() {
+        assert_eq!(embedded["kind"], "embedded");
+        let (status, error) =
+            call(&server, Method::POST, &release("default", embedded["id"].as_str().unwrap()), None).await;
+        assert_eq!(status, 409, "{error}");
+    }
+    assert_eq!(call(&server, Method::POST, &release("etl", id), None).await.0, 200);
+    for call in ["touch", "poll"] {
+        let (status, error) = post(call, json!({"token": token, "thread-id": 0})).await;
+        assert_eq!((status, error["error"]["type"].as_str()), (410, Some("OptimizerReleasedException")), "{call}");
+    }
+    assert_eq!(call(&server, Method::DELETE, "/api/v1/optimizer-groups/etl", None).await.0, 204, "no optimizer left");
 
     let openapi = get(&server, "/api/v1/openapi.json").await;
     for path in

@@ -1,6 +1,6 @@
 //! Optimizing: every managed table with its group, status, time in status, pending work and
-//! quota; the optimizers with their threads, heartbeat and tasks; the groups, with forms to
-//! create and delete them (the API's checks apply).
+//! quota; the optimizers with their threads, heartbeat and tasks, and a form to release one;
+//! the groups, with forms to create, edit and delete them (the API's checks apply).
 
 use axum::Form;
 use axum::extract::{Path, State};
@@ -51,12 +51,23 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
             thead { tr {
                 th scope="col" { "Optimizer" } th scope="col" { "Group" } th scope="col" { "Kind" } th.num scope="col" { "Threads" }
                 th.num scope="col" { "Running tasks" } th scope="col" { "Last heartbeat" } th scope="col" { "Registered" }
+                th scope="col" { "Action" }
             } }
             tbody {
                 @for o in &optimizers {
                     tr {
                         td { code { (o.id) } } td { (o.group) } td { (o.kind) } td.num { (o.threads) }
                         td.num { (o.running_tasks) } td { (duration(now - o.last_heartbeat)) " ago" } td { (time(o.registered_at)) }
+                        td {
+                            @if o.kind == "external" {
+                                form.inline method="post" action={ "/optimizing/groups/" (seg(&o.group)) "/optimizers/" (seg(&o.id)) "/release" } {
+                                    (viewer.csrf_field())
+                                    button.danger type="submit" aria-label={ "Release optimizer " (o.id) } title="Its tasks go to other optimizers and the process stops" { "Release" }
+                                }
+                            } @else {
+                                span.muted title="The server's own threads: set optimizing.embedded-threads" { "server threads" }
+                            }
+                        }
                     }
                 }
             }
@@ -144,6 +155,18 @@ pub async fn delete_group(
 ) -> Result<Response, PageError> {
     viewer.check(&form.csrf)?;
     api::delete_group(State(state), ApiPath(name)).await?;
+    Ok(see_other("/optimizing"))
+}
+
+/// `POST /optimizing/groups/{name}/optimizers/{id}/release`.
+pub async fn release_optimizer(
+    viewer: Viewer,
+    State(state): State<AppState>,
+    Path((name, id)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    viewer.check(&form.csrf)?;
+    let _released = api::release_optimizer(State(state), ApiPath(api::OptimizerPath { name, id })).await?;
     Ok(see_other("/optimizing"))
 }
 

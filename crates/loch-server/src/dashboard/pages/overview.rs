@@ -1,8 +1,7 @@
 //! The overview: catalogs, tables, size and files, optimizer threads; tables by optimizing
 //! status; size and file count over time (sampled by the server); the top tables.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Response;
@@ -13,38 +12,20 @@ use crate::dashboard::layout::{Nav, bytes, count, table_href};
 use crate::dashboard::{PageError, Viewer, chart, render};
 use crate::state::AppState;
 
-/// Samples kept: one a minute for 7 days.
-const MAX_SAMPLES: usize = 7 * 24 * 60;
+/// How long samples are kept: 7 days.
+const KEEP_MS: i64 = 7 * 24 * 3_600_000;
 
-/// Total size and files over time.
-#[derive(Debug, Default)]
-pub struct Samples {
-    points: Mutex<VecDeque<Sample>>,
-}
-
-/// One sample of the totals.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: i64,
-    bytes: i64,
-    files: i64,
-}
-
-impl Samples {
-    /// Records the totals of every table now.
-    pub async fn sample(&self, state: &AppState) {
-        let Ok(tables) = all_tables(state).await else { return };
-        let bytes = tables.iter().map(|(_, t)| t.total_size).sum();
-        let files = tables.iter().map(|(_, t)| t.file_count).sum();
-        let mut points = self.points.lock().unwrap_or_else(|e| e.into_inner());
-        points.push_back(Sample { at: crate::dashboard::layout::now_ms(), bytes, files });
-        while points.len() > MAX_SAMPLES {
-            points.pop_front();
-        }
-    }
-
-    fn series(&self) -> Vec<Sample> {
-        self.points.lock().unwrap_or_else(|e| e.into_inner()).iter().copied().collect()
+/// Records the totals of every table now, in the metadata store (the charts outlive restarts).
+pub async fn sample(state: &AppState) {
+    let Ok(tables) = all_tables(state).await else { return };
+    let now = crate::dashboard::layout::now_ms();
+    let sample = loch_meta::TotalsSample {
+        at: now,
+        bytes: tables.iter().map(|(_, t)| t.total_size).sum(),
+        files: tables.iter().map(|(_, t)| t.file_count).sum(),
+    };
+    if let Err(e) = state.catalogs.store().record_sample(sample, now - KEEP_MS).await {
+        tracing::warn!(error = %e, "cannot record the totals sample");
     }
 }
 
@@ -63,7 +44,8 @@ pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Result<Respo
     for r in &runtimes {
         *by_status.entry(r.status.clone()).or_default() += 1.0;
     }
-    let samples = state.dashboard.samples.series();
+    let samples =
+        state.catalogs.store().samples_since(crate::dashboard::layout::now_ms() - KEEP_MS).await.unwrap_or_default();
     let top = |key: &dyn Fn(&loch_api::management::CatalogTable) -> i64| {
         let mut sorted: Vec<&(String, loch_api::management::CatalogTable)> = tables.iter().collect();
         sorted.sort_by_key(|(_, t)| std::cmp::Reverse(key(t)));

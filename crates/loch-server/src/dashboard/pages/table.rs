@@ -10,7 +10,7 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use iceberg::spec::TableMetadata;
-use loch_api::optimizing::TableOptimizing;
+use loch_api::optimizing::{Process, TableOptimizing};
 use loch_optimizing::table::ManagedTable;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -108,7 +108,7 @@ pub async fn page(
     let content = match tab.as_str() {
         "details" => details(&state, &table).await?,
         "files" => files(&state, &table, &query).await?,
-        "snapshots" => snapshots(&table, &query),
+        "snapshots" => snapshots(&table, &query, &state.dashboard.cache.refs(&table.managed.table)),
         "optimizing" => optimizing(&state, &viewer, &table, &query).await?,
         "maintenance" => maintenance(&state, &viewer, &table).await?,
         "operations" => operations(&state, &table, &query).await?,
@@ -146,6 +146,14 @@ async fn details(state: &AppState, table: &Loaded) -> Result<Markup, PageError> 
     let (files, size, records) = (num("total-data-files"), num("total-files-size"), num("total-records"));
     let primary_key = table.managed.keyed.as_ref().map(|k| k.primary_key.join(", "));
     let spec = metadata.default_partition_spec();
+    let processes = api::list_processes(
+        State(state.clone()),
+        ApiPath(table.api_path()),
+        ApiQuery(ProcessQuery { limit: Some(20) }),
+    )
+    .await
+    .map(|p| p.0)
+    .unwrap_or_default();
     Ok(html! {
         (facts([
             ("Format", html! { @if primary_key.is_some() { "Mixed-Iceberg (keyed)" } @else { "Iceberg" } " v" (metadata.format_version() as u8) }),
@@ -171,7 +179,7 @@ async fn details(state: &AppState, table: &Loaded) -> Result<Markup, PageError> 
         h3 { "Health" }
         (health(table))
         h3 { "Why (not) optimizing?" }
-        (why(state, table).await?)
+        (why(state, table, &processes).await?)
         h3 { "Properties" }
         div.scroll { table {
             thead { tr { th scope="col" { "Key" } th scope="col" { "Value" } } }
@@ -202,7 +210,7 @@ fn health(table: &Loaded) -> Markup {
 
 /// The evaluator's reasoning now: status, what is pending against each trigger, when a plan is
 /// next allowed, the quota, the group's free threads, the last failure.
-async fn why(state: &AppState, table: &Loaded) -> Result<Markup, PageError> {
+async fn why(state: &AppState, table: &Loaded, processes: &[Process]) -> Result<Markup, PageError> {
     let props = &table.managed.props;
     let Some(runtime) = &table.runtime else {
         return Ok(html! { p.muted { "Self-optimizing has no record of this table yet." } });
@@ -222,15 +230,15 @@ async fn why(state: &AppState, table: &Loaded) -> Result<Markup, PageError> {
     let now = now_ms();
     let last_minor = runtime.last_minor_at.unwrap_or(0);
     let minor_due = last_minor.saturating_add(props.minor_trigger_interval_ms);
-    let processes = api::list_processes(
-        State(state.clone()),
-        ApiPath(table.api_path()),
-        ApiQuery(ProcessQuery { limit: Some(20) }),
-    )
-    .await
-    .map(|p| p.0)
-    .unwrap_or_default();
     let last_failure = processes.iter().find(|p| p.status == "failed");
+    let next_plan = match runtime.last_plan_at {
+        None => "now (never planned)".to_string(),
+        Some(last) => {
+            let at = last.saturating_add(props.min_plan_interval_ms);
+            let when = if at > now { format!("in {}", duration(at - now)) } else { "now".to_string() };
+            format!("{when} (last plan {})", time(last))
+        }
+    };
     let verdict = if !props.enabled {
         "No: self-optimizing.enabled is false for this table.".to_string()
     } else if let Some(reason) = &runtime.blocked {
@@ -254,7 +262,7 @@ async fn why(state: &AppState, table: &Loaded) -> Result<Markup, PageError> {
             ("Status", html! { span class={ "badge " (runtime.status) } { (runtime.status) } " since " (time(runtime.status_since)) }),
             ("Group", html! { (runtime.group) " — " (threads) " threads, " ((threads - busy).max(0)) " free (" (busy) " tasks running)" }),
             ("Quota", html! { (props.quota) @if props.quota <= 1.0 { " of the group's threads" } @else { " threads" } " (self-optimizing.quota); occupied " (format!("{:.0}", occupation * 100.0)) " % over the last hour" }),
-            ("Plan interval", html! { "at most one plan every " (duration(props.min_plan_interval_ms)) " (self-optimizing.min-plan-interval)" }),
+            ("Plan interval", html! { "at most one plan every " (duration(props.min_plan_interval_ms)) " (self-optimizing.min-plan-interval); next plan allowed " (next_plan) }),
             ("Minor trigger", html! { (fragments) " small or equality-delete files of " (props.minor_trigger_file_count) " (self-optimizing.minor.trigger.file-count), or every " (duration(props.minor_trigger_interval_ms)) " — next by time " (if minor_due <= now { "now".to_string() } else { format!("in {}", duration(minor_due - now)) }) }),
             ("Major trigger", html! { "duplicate ratio " (props.major_duplicate_ratio) " (self-optimizing.major.trigger.duplicate-ratio); " (n("undersizedSegments")) " undersized segments" }),
             ("Full trigger", html! { @if props.full_trigger_interval_ms < 0 { "off (self-optimizing.full.trigger.interval = -1)" } @else { "every " (duration(props.full_trigger_interval_ms)) } }),
@@ -326,7 +334,7 @@ async fn files(state: &AppState, table: &Loaded, query: &TabQuery) -> Result<Mar
     })
 }
 
-fn snapshots(table: &Loaded, query: &TabQuery) -> Markup {
+fn snapshots(table: &Loaded, query: &TabQuery, refs: &crate::dashboard::cache::Refs) -> Markup {
     let metadata = table.metadata();
     let mut all: Vec<_> = metadata.snapshots().collect();
     all.sort_by_key(|s| std::cmp::Reverse((s.timestamp_ms(), s.sequence_number())));
@@ -344,7 +352,6 @@ fn snapshots(table: &Loaded, query: &TabQuery) -> Markup {
     // Charts of at most 500 points: every n-th snapshot of a long history.
     let step = series.len().div_ceil(500).max(1);
     let sampled: Vec<_> = series.iter().step_by(step).collect();
-    let refs = loch_table::refs::refs(metadata).unwrap_or_default();
     html! {
         div.row {
             section { h3 { "Files over time" } (crate::dashboard::chart::line("Files per snapshot", &sampled.iter().map(|(t, f, _)| (*t, *f)).collect::<Vec<_>>(), |v| count(v as i64))) }
@@ -353,7 +360,7 @@ fn snapshots(table: &Loaded, query: &TabQuery) -> Markup {
         h3 { "Branches and tags" }
         div.scroll { table {
             thead { tr { th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "Snapshot" } } }
-            tbody { @for (name, r) in &refs { tr { td { (name) } td { (if r.is_branch() { "branch" } else { "tag" }) } td { (r.snapshot_id) } } } }
+            tbody { @for (name, r) in refs { tr { td { (name) } td { (if r.is_branch() { "branch" } else { "tag" }) } td { (r.snapshot_id) } } } }
         } }
         h3 { "Snapshots" }
         (paging.nav(|p| format!("{base}&page={p}")))
@@ -400,7 +407,7 @@ async fn optimizing(state: &AppState, viewer: &Viewer, table: &Loaded, query: &T
     };
     let base = table.href("optimizing");
     Ok(html! {
-        (why(state, table).await?)
+        (why(state, table, &processes).await?)
         h3 { "Processes" }
         div.scroll { table {
             thead { tr {

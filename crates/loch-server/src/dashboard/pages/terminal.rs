@@ -1,4 +1,5 @@
-//! The SQL terminal in a page: an editor, run and stop, each statement's log and result. The
+//! The SQL terminal in a page: an editor, run and stop, the log, and a result tab per
+//! statement. The
 //! script runs as a terminal session (the same as `POST /api/v1/terminal/sessions`); without
 //! JavaScript the page shows the session as it is when loaded, with JavaScript it refreshes
 //! itself until the script ends.
@@ -10,7 +11,7 @@ use axum::{Form, Json};
 use maud::html;
 use serde::Deserialize;
 
-use crate::dashboard::layout::{Nav, duration};
+use crate::dashboard::layout::{Nav, duration, seg};
 use crate::dashboard::{CsrfForm, PageError, Viewer, render, see_other};
 use crate::error::{ApiPath, JsonBody};
 use crate::state::AppState;
@@ -38,6 +39,9 @@ pub struct TerminalQuery {
     session: Option<String>,
     #[serde(default)]
     example: Option<usize>,
+    /// The statement whose result tab is open (1-based).
+    #[serde(default)]
+    result: Option<usize>,
 }
 
 /// `GET /terminal`.
@@ -57,6 +61,13 @@ pub async fn page(
         (None, None) => String::new(),
     };
     let running = session.as_ref().is_some_and(|s| s.status == RunStatus::Running);
+    // The result tab open: the one asked for, else the last statement with rows, else the last.
+    let open = session.as_ref().and_then(|s| {
+        let asked = query.result.and_then(|r| r.checked_sub(1)).filter(|&i| i < s.statements.len());
+        asked
+            .or_else(|| s.statements.iter().rposition(|st| !st.columns.is_empty()))
+            .or_else(|| s.statements.len().checked_sub(1))
+    });
     // The session's catalog, else the server's default one.
     let chosen = session.as_ref().map_or_else(|| state.default_catalog.to_string(), |s| s.catalog.clone());
     let body = html! {
@@ -72,13 +83,11 @@ pub async fn page(
                         }
                     }
                 }
-                label { input type="checkbox" name="stop_on_error" value="true" checked; " Stop at the first error" }
+                label.check { input type="checkbox" name="stop_on_error" value="true" checked; "Stop at the first error" }
             }
             label { "SQL (statements end with ;)" textarea name="script" id="script" rows="10" spellcheck="false" { (script) } }
             div { button.primary type="submit" { "Run" } }
         }
-        h2 { "Examples" }
-        ul { @for (i, (label, _)) in EXAMPLES.iter().enumerate() { li { a href={ "/terminal?example=" (i) } { (label) } } } }
         @if let Some(s) = &session {
             section id="session" data-session=(s.session_id) data-running=(if running { "true" } else { "false" }) {
                 h2 { "Session " code { (s.session_id) } " — " span class={ "badge " (status(s.status)) } { (status(s.status)) } }
@@ -90,24 +99,37 @@ pub async fn page(
                 }
                 h3 { "Log" }
                 pre { @for line in &s.logs { (line) "\n" } }
-                @for (i, run) in s.statements.iter().enumerate() {
-                    section.card {
-                        h3 { "Statement " (i + 1) " (line " (run.line) ") — " span class={ "badge " (status(run.status)) } { (status(run.status)) }
-                            @if let Some(ms) = run.duration_ms { " " span.muted { (duration(ms as i64)) } } }
-                        pre { (run.sql) }
-                        @if let Some(m) = &run.message { p { (m) } }
-                        @if !run.columns.is_empty() {
-                            div.scroll { table {
-                                thead { tr { @for c in &run.columns { th scope="col" { (c) } } } }
-                                tbody { @for row in &run.rows { tr { @for v in row { td { (v.as_deref().unwrap_or("NULL")) } } } } }
-                            } }
-                            @if run.truncated { p.muted { "Only the first " (run.rows.len()) " rows are shown (terminal.result.limit)." } }
+                @if let Some(open) = open {
+                    nav aria-label="Results" {
+                        ul.tabs {
+                            @for (i, run) in s.statements.iter().enumerate() {
+                                @let label = format!("{} · {}", i + 1, status(run.status));
+                                @let href = format!("/terminal?session={}&result={}", seg(&s.session_id), i + 1);
+                                li { @if i == open { a href=(href) aria-current="page" { (label) } } @else { a href=(href) { (label) } } }
+                            }
+                        }
+                    }
+                    @if let Some(run) = s.statements.get(open) {
+                        section.card {
+                            h3 { "Statement " (open + 1) " (line " (run.line) ") — " span class={ "badge " (status(run.status)) } { (status(run.status)) }
+                                @if let Some(ms) = run.duration_ms { " " span.muted { (duration(ms as i64)) } } }
+                            pre { (run.sql) }
+                            @if let Some(m) = &run.message { p { (m) } }
+                            @if !run.columns.is_empty() {
+                                div.scroll { table {
+                                    thead { tr { @for c in &run.columns { th scope="col" { (c) } } } }
+                                    tbody { @for row in &run.rows { tr { @for v in row { td { (v.as_deref().unwrap_or("NULL")) } } } } }
+                                } }
+                                @if run.truncated { p.muted { "Only the first " (run.rows.len()) " rows are shown (terminal.result.limit)." } }
+                            }
                         }
                     }
                 }
             }
             script src="/static/terminal.js" {}
         }
+        h2 { "Examples" }
+        ul { @for (i, (label, _)) in EXAMPLES.iter().enumerate() { li { a href={ "/terminal?example=" (i) } { (label) } } } }
     };
     Ok(render(&viewer, "Terminal", Nav::Terminal, body))
 }
