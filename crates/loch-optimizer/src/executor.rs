@@ -3,8 +3,9 @@
 //! - Rewrite: the live rows of the task's data files (every applying position and equality
 //!   delete applied by iceberg's reader) stream into new Parquet files of the target size, in the
 //!   table's default partition spec. Memory is bounded by the task: batches stream from reader to
-//!   writer, and only the task's delete files are held. Decoding runs ahead on its own task and
-//!   the writer encodes columns on tasks of their own, so one task can use every core.
+//!   writer, and only the task's delete files are held. Files are read several at once on tasks
+//!   of their own ([`crate::read_ahead`]) and the writer encodes columns on tasks of their own,
+//!   so one task can use every core.
 //! - Reposition: for a data file that stays, the positions its deletes remove (old position
 //!   deletes, and rows matching equality deletes) are written as one position delete file.
 
@@ -14,7 +15,7 @@ use std::time::Instant;
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use iceberg::Runtime;
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
 use iceberg::io::FileIO;
@@ -194,30 +195,22 @@ async fn rewrite(
         return Err(ExecuteError::Input("rewrite files must share one partition of the default spec".into()));
     }
     let fields: Vec<i32> = task.schema.as_struct().fields().iter().map(|f| f.id).collect();
-    let scans: Vec<iceberg::Result<FileScanTask>> = task
+    let scans: Vec<FileScanTask> = task
         .rewrite
         .iter()
         .map(|f| {
-            Ok(scan_task(
+            scan_task(
                 f,
                 &task.schema,
                 fields.clone(),
                 f.deletes.iter().map(|&i| delete_ref(&task.deletes[i])).collect(),
-            ))
+            )
         })
         .collect();
     let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
-    let batches = reader(&task.io).read(Box::pin(futures::stream::iter(scans)))?.stream();
-    // Decoding and encoding overlap: the reader runs ahead on its own task by a few batches
-    // (memory stays bounded), so one task can use a second core while compression dominates.
-    let conformed = {
-        let target = target.clone();
-        batches.map(move |batch| {
-            loch_table::scan::conform(batch?, &target)
-                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
-        })
-    };
-    let mut batches = ReadAhead::spawn(Box::pin(conformed), READ_AHEAD_BATCHES);
+    // Files are read and decoded several at once on tasks of their own while the writer
+    // encodes columns on others, so one task can use every core; memory stays bounded.
+    let mut batches = crate::read_ahead::read_ahead(reader(&task.io), scans, target);
 
     let metadata = synthetic_metadata(task, input)?;
     let rolling = RollingFileWriterBuilder::new(
@@ -230,7 +223,7 @@ async fn rewrite(
     let key = (!task.default_spec.is_unpartitioned())
         .then(|| PartitionKey::new((*task.default_spec).clone(), task.schema.clone(), first.file.partition().clone()));
     let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
-    while let Some(batch) = batches.next().await? {
+    while let Some(batch) = batches.try_next().await? {
         summary.rows_read += batch.num_rows() as u64;
         if batch.num_rows() > 0 {
             summary.rows_written += batch.num_rows() as u64;
@@ -238,42 +231,6 @@ async fn rewrite(
         }
     }
     Ok(writer.close().await?)
-}
-
-/// Batches the reader may decode ahead of the writer.
-const READ_AHEAD_BATCHES: usize = 4;
-
-/// A record batch stream driven on its own tokio task, handing batches over a bounded channel;
-/// the task stops when this is dropped (e.g. when writing failed).
-struct ReadAhead {
-    batches: tokio::sync::mpsc::Receiver<iceberg::Result<RecordBatch>>,
-    reader: tokio::task::AbortHandle,
-}
-
-impl ReadAhead {
-    fn spawn(mut stream: iceberg::scan::ArrowRecordBatchStream, ahead: usize) -> Self {
-        let (tx, batches) = tokio::sync::mpsc::channel(ahead);
-        let reader = tokio::spawn(async move {
-            while let Some(item) = stream.next().await {
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break;
-                }
-            }
-        })
-        .abort_handle();
-        Self { batches, reader }
-    }
-
-    async fn next(&mut self) -> iceberg::Result<Option<RecordBatch>> {
-        self.batches.recv().await.transpose()
-    }
-}
-
-impl Drop for ReadAhead {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
 }
 
 /// Table metadata standing in for the table where iceberg's writers need one (data location).

@@ -235,3 +235,35 @@ async fn a_commit_repeated_after_a_crash_is_recognized() {
     let again = commit(&env, &plan, &results).await.unwrap();
     assert_eq!((again.snapshot_id, again.already), (first.snapshot_id, true));
 }
+
+/// Hundreds of tiny files, read several at once by the executor, with an equality delete file
+/// and position delete files that apply to many of them: the same rows come out, every delete
+/// applied, in one file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tiny_files_with_shared_deletes_compact_to_the_same_rows() {
+    let env = Env::new(false, &[("self-optimizing.full.trigger.interval", "0")]).await;
+    let mut appended = Vec::new();
+    for i in 0..200 {
+        appended.extend(env.append(i * 5..i * 5 + 5, "a").await);
+    }
+    let t = env.table().await;
+    let ids: Vec<i64> = (0..1_000).step_by(7).collect();
+    let mut deletes = vec![write_equality_deletes(&t.table, vec![1], &batch(&t.table, ids, "a"), None).await.unwrap()];
+    for file in appended.iter().step_by(9) {
+        deletes.push(
+            write_position_deletes(t.table.file_io(), file.file_path(), &[0, 3], Struct::empty(), 0).await.unwrap(),
+        );
+    }
+    env.delete(deletes).await;
+    let before = env.rows().await;
+    assert!(before.len() < 1_000 - 143 && before.len() > 700, "{} rows left", before.len());
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let rewrite: usize = plan.tasks.iter().map(|(_, t)| t.rewrite.len()).sum();
+    assert_eq!(rewrite, 200);
+    let results = execute(&plan).await;
+    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
+    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+}

@@ -1,0 +1,100 @@
+//! Reading a task's files ahead of its writer, several at once.
+//!
+//! Streaming engines leave thousands of tiny files; read one after another, each file's footer
+//! read, schema mapping and decode run on one core while the writer waits. Here every file is
+//! read by a tokio task of its own, up to [`FILES_AHEAD`] files at once, each decoding at most
+//! [`BATCHES_PER_FILE`] batches ahead. Memory is bounded per task, not per file: files start
+//! only while the bytes of the files being read fit [`READ_BUDGET_BYTES`] (one file always
+//! may), since a reader holds a row group's column chunks. The output keeps the input's order
+//! of files and rows.
+
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::Schema as ArrowSchema;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, future};
+use iceberg::arrow::ArrowReader;
+use iceberg::scan::FileScanTask;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Files read beyond the one the writer takes batches from.
+pub const FILES_AHEAD: usize = 6;
+/// Batches one file may hold decoded before the writer takes them.
+pub const BATCHES_PER_FILE: usize = 2;
+/// Bytes of input files being read at once by one task (a larger file takes all of it).
+pub const READ_BUDGET_BYTES: u64 = 256 << 20;
+
+/// The rows of `scans`, in order, conformed to `target`; each file is read and decoded on its
+/// own tokio task by a clone of `reader` (the clones share its cache of delete files).
+pub fn read_ahead(
+    reader: ArrowReader,
+    scans: Vec<FileScanTask>,
+    target: Arc<ArrowSchema>,
+) -> BoxStream<'static, iceberg::Result<RecordBatch>> {
+    // Permits are KiB of input, taken in file order (so the file being written always has
+    // its share) before the file's reader starts; a file's reader holds them until it ends.
+    let budget = Arc::new(Semaphore::new(kib(READ_BUDGET_BYTES) as usize));
+    stream::iter(scans)
+        .then(move |scan| {
+            let budget = budget.clone();
+            async move {
+                let share = kib(scan.file_size_in_bytes).min(kib(READ_BUDGET_BYTES));
+                (budget.acquire_many_owned(share).await.ok(), scan)
+            }
+        })
+        .map(move |(permit, scan)| future::ready(FileReader::spawn(reader.clone(), scan, target.clone(), permit)))
+        .buffered(FILES_AHEAD)
+        .flat_map(|file| stream::unfold(file, |mut file| async move { file.batches.recv().await.map(|b| (b, file)) }))
+        .boxed()
+}
+
+/// One file being read on its own task; dropping it stops the task (e.g. when writing failed).
+struct FileReader {
+    batches: mpsc::Receiver<iceberg::Result<RecordBatch>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl FileReader {
+    fn spawn(
+        reader: ArrowReader,
+        scan: FileScanTask,
+        target: Arc<ArrowSchema>,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Self {
+        let (tx, batches) = mpsc::channel(BATCHES_PER_FILE);
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let mut stream = match reader.read(Box::pin(stream::iter([Ok(scan)]))) {
+                Ok(result) => result.stream(),
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            while let Some(item) = stream.next().await {
+                let item = item.and_then(|batch| {
+                    loch_table::scan::conform(batch, &target)
+                        .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+                });
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        })
+        .abort_handle();
+        Self { batches, task }
+    }
+}
+
+impl Drop for FileReader {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `bytes` in KiB, rounded up (at least 1).
+fn kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX)
+}
