@@ -1,12 +1,14 @@
 """Input and peer of `compaction-e2e-bench`: the same rows as N small appends, written by
 PyIceberg into Loch and by delta-rs into a Delta table, then delta-rs `optimize.compact()`.
 
-    e2e_compaction.py iceberg --uri URI --table NS.NAME --files N --rows R
+    e2e_compaction.py iceberg --uri URI --table NS.NAME --files N --rows R [--add-files]
     e2e_compaction.py delta --path DIR --files N --rows R --threads T
 
 `iceberg` creates NS.NAME through Loch's REST catalog with self-optimizing off and zstd level 3,
 then appends N batches of R rows each (one commit each, as a streaming writer leaves them); it
-prints {"rows": n, "seconds": s}.
+prints {"rows": n, "seconds": s}. With --add-files the N files are written by pyarrow with
+PyIceberg's settings (zstd level 3) and added in one commit (`add_files`): the same files to
+compact, without the ~1 s per append that 2,000 growing commits cost PyIceberg.
 `delta` appends the same N batches to a fresh Delta table at DIR, then times
 `optimize.compact(target_size=128 MiB, max_concurrent_tasks=T)` with zstd level 3; it prints
 {"rows": n, "wall": s, "cpu": s, "files_out": n} (CPU of this process, from getrusage).
@@ -14,6 +16,7 @@ prints {"rows": n, "seconds": s}.
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -53,10 +56,22 @@ def iceberg(args):
     }
     table = catalog.create_table(args.table, schema=batch(0, 1).schema, properties=properties)
     started = time.monotonic()
-    for i in range(args.files):
-        table.append(batch(i, args.rows))
-        if i % 100 == 99:
-            print(f"{args.table}: {i + 1} appends", file=sys.stderr)
+    if args.add_files:
+        import pyarrow.parquet as pq
+
+        paths = []
+        for i in range(args.files):
+            path = f"{table.location()}/data/input-{i:05d}.parquet"
+            local = path.removeprefix("file://")
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            pq.write_table(batch(i, args.rows), local, compression="zstd", compression_level=3)
+            paths.append(path)
+        table.add_files(paths)
+    else:
+        for i in range(args.files):
+            table.append(batch(i, args.rows))
+            if i % 100 == 99:
+                print(f"{args.table}: {i + 1} appends", file=sys.stderr)
     print(json.dumps({"rows": args.files * args.rows, "seconds": time.monotonic() - started}))
 
 
@@ -88,6 +103,7 @@ def main():
     ice = sub.add_parser("iceberg")
     ice.add_argument("--uri", required=True)
     ice.add_argument("--table", required=True)
+    ice.add_argument("--add-files", action="store_true")
     dlt = sub.add_parser("delta")
     dlt.add_argument("--path", required=True)
     dlt.add_argument("--threads", type=int, default=2)

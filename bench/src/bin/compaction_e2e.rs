@@ -29,6 +29,10 @@ struct Args {
     /// Skip delta-rs.
     #[arg(long)]
     no_delta: bool,
+    /// Shapes of more files than this are written by pyarrow and added in one PyIceberg commit
+    /// (`add_files`) rather than appended one commit each (which slows with every commit).
+    #[arg(long, default_value_t = 500)]
+    append_up_to: u64,
 }
 
 /// One compactor's run on one shape.
@@ -81,22 +85,13 @@ async fn loch(args: &Args, python: &Path, script: &Path, files: u64, rows: u64) 
     let server = loch_server::start(config).await?;
     let url = server.url();
     let (files_arg, rows_arg) = (files.to_string(), rows.to_string());
-    let written = python_json(
-        python,
-        script,
-        &[
-            "iceberg",
-            "--uri",
-            &format!("{url}/api/iceberg/rest"),
-            "--table",
-            "bench.t",
-            "--files",
-            &files_arg,
-            "--rows",
-            &rows_arg,
-        ],
-    )?;
-    eprintln!("loch: {files} appends written by PyIceberg in {:.1} s", written["seconds"].as_f64().unwrap_or(0.0));
+    let uri = format!("{url}/api/iceberg/rest");
+    let mut command = vec!["iceberg", "--uri", &uri, "--table", "bench.t", "--files", &files_arg, "--rows", &rows_arg];
+    if files > args.append_up_to {
+        command.push("--add-files");
+    }
+    let written = python_json(python, script, &command)?;
+    eprintln!("loch: {files} files written through PyIceberg in {:.1} s", written["seconds"].as_f64().unwrap_or(0.0));
     let client = reqwest::Client::new();
     let table = format!("{url}/api/iceberg/rest/v1/catalogs/local/namespaces/bench/tables/t");
     // Let the server settle after the appends (evaluations of the last commits).
