@@ -97,6 +97,7 @@ async fn loch(args: &Args, python: &Path, script: &Path, files: u64, rows: u64) 
     // Let the server settle after the appends (evaluations of the last commits).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss, cpu, start) = (status_bytes("VmRSS"), cpu_time(), Instant::now());
+    let epoch_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let update = json!({"requirements": [], "updates": [
         {"action": "set-properties", "updates": {"self-optimizing.enabled": "true"}}
     ]});
@@ -105,8 +106,8 @@ async fn loch(args: &Args, python: &Path, script: &Path, files: u64, rows: u64) 
     let processes = format!("{url}/api/v1/tables/local/bench/t/optimizing/processes?limit=5");
     loop {
         let list: Value = client.get(&processes).send().await?.json().await?;
-        let statuses: Vec<&str> = list.as_array().into_iter().flatten().filter_map(|p| p["status"].as_str()).collect();
-        if statuses.contains(&"success") {
+        if let Some(done) = list.as_array().into_iter().flatten().find(|p| p["status"] == "success") {
+            timeline(&client, &processes, done, epoch_start).await?;
             break;
         }
         if let Some(failed) = list.as_array().into_iter().flatten().find(|p| p["status"] == "failed") {
@@ -134,6 +135,26 @@ async fn loch(args: &Args, python: &Path, script: &Path, files: u64, rows: u64) 
         files_out: number("total-data-files"),
         peak_growth,
     })
+}
+
+/// Prints where the window went: plan (process created), each task's start and end, commit.
+async fn timeline(client: &reqwest::Client, processes: &str, process: &Value, start: i64) -> Result<()> {
+    let at = |v: &Value| v.as_i64().map_or("-".to_string(), |ms| format!("{:.2}", (ms - start) as f64 / 1000.0));
+    let id = process["id"].as_i64().unwrap_or(0);
+    let (base, _) = processes.split_once('?').unwrap_or((processes, ""));
+    let tasks: Value = client.get(format!("{base}/{id}/tasks")).send().await?.json().await?;
+    let mut line = format!("loch: timeline (s): planned {}", at(&process["createdAt"]));
+    for task in tasks.as_array().into_iter().flatten() {
+        line += &format!(
+            ", task {} {}–{} ({} files)",
+            task["taskId"],
+            at(&task["startedAt"]),
+            at(&task["finishedAt"]),
+            task["inputFiles"]
+        );
+    }
+    eprintln!("{line}, committed {}", at(&process["finishedAt"]));
+    Ok(())
 }
 
 /// delta-rs: the same appends into a Delta table, then `compact()`.

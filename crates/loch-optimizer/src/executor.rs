@@ -20,7 +20,10 @@ use iceberg::Runtime;
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
 use iceberg::io::FileIO;
 use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
-use iceberg::spec::{DataContentType, DataFile, DataFileFormat, FormatVersion, PartitionKey, PartitionSpec, SchemaRef};
+use iceberg::spec::{
+    DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, DataFileFormat, FormatVersion, NameMapping, PartitionKey,
+    PartitionSpec, SchemaRef,
+};
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
 use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
@@ -32,6 +35,8 @@ use loch_table::snapshot::rewrite::{POSITION_DELETE_FILE_PATH_ID, POSITION_DELET
 use loch_table::write::parquet_writer_properties;
 
 use crate::error::{ExecuteError, Result};
+use crate::plain_read::PlainTarget;
+use crate::read_ahead::Readers;
 
 /// A data or delete file of the task, decoded.
 #[derive(Debug, Clone)]
@@ -47,6 +52,8 @@ struct Decoded {
     default_spec: Arc<PartitionSpec>,
     format_version: FormatVersion,
     io: FileIO,
+    /// The table's `schema.name-mapping.default`, for files written without field ids.
+    name_mapping: Option<Arc<NameMapping>>,
     rewrite: Vec<TaskFile>,
     reposition: Vec<TaskFile>,
     deletes: Vec<TaskFile>,
@@ -79,7 +86,14 @@ fn decode(input: &TaskInput) -> Result<Decoded> {
     };
     // Loch's guarded storage: paths mean what they say, and a FIFO cannot hang the worker.
     let io = loch_table::io::file_io(input.storage.clone());
+    let name_mapping = match input.properties.get(DEFAULT_SCHEMA_NAME_MAPPING) {
+        Some(text) => Some(Arc::new(serde_json::from_str::<NameMapping>(text).map_err(|e| {
+            ExecuteError::Input(format!("the table property {DEFAULT_SCHEMA_NAME_MAPPING} is not a name mapping: {e}"))
+        })?)),
+        None => None,
+    };
     Ok(Decoded {
+        name_mapping,
         rewrite: decode_files(&input.rewrite)?,
         reposition: decode_files(&input.reposition)?,
         deletes: decode_files(&input.deletes)?,
@@ -137,12 +151,14 @@ pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
     Ok(TaskOutput { data_files, delete_files, summary })
 }
 
-/// A scan task reading the whole `file` with `deletes` applied, projecting `fields`.
+/// A scan task reading the whole `file` with `deletes` applied, projecting `fields`; files
+/// without field ids (added by `add_files`, say) are mapped by the table's name mapping.
 fn scan_task(
     file: &TaskFile,
     schema: &SchemaRef,
     fields: Vec<i32>,
     deletes: Vec<FileScanTaskDeleteFile>,
+    name_mapping: Option<Arc<NameMapping>>,
 ) -> FileScanTask {
     FileScanTask {
         file_size_in_bytes: file.file.file_size_in_bytes(),
@@ -157,7 +173,7 @@ fn scan_task(
         deletes,
         partition: Some(file.file.partition().clone()),
         partition_spec: Some(file.spec.clone()),
-        name_mapping: None,
+        name_mapping,
         case_sensitive: true,
     }
 }
@@ -204,13 +220,19 @@ async fn rewrite(
                 &task.schema,
                 fields.clone(),
                 f.deletes.iter().map(|&i| delete_ref(&task.deletes[i])).collect(),
+                task.name_mapping.clone(),
             )
         })
         .collect();
     let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
     // Files are read and decoded several at once on tasks of their own while the writer
     // encodes columns on others, so one task can use every core; memory stays bounded.
-    let mut batches = crate::read_ahead::read_ahead(reader(&task.io), scans, target);
+    let readers = Readers {
+        iceberg: reader(&task.io),
+        io: task.io.clone(),
+        plain: PlainTarget::new(fields.clone(), target.clone(), task.name_mapping.clone()),
+    };
+    let mut batches = crate::read_ahead::read_ahead(readers, scans, target);
 
     let metadata = synthetic_metadata(task, input)?;
     let rolling = RollingFileWriterBuilder::new(
@@ -280,7 +302,7 @@ async fn deleted_positions(task: &Decoded, data: &TaskFile) -> Result<Vec<i64>> 
 /// Positions a position delete file holds for `data_path`.
 async fn read_positions(task: &Decoded, delete: &TaskFile, data_path: &str) -> Result<Vec<i64>> {
     let schema = Arc::new(loch_table::position_delete::position_delete_schema()?);
-    let scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], vec![]);
+    let scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], vec![], None);
     let batches: Vec<RecordBatch> =
         reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream().try_collect().await?;
     let mut out = Vec::new();
@@ -302,7 +324,7 @@ async fn equality_deleted_positions(
     ids: &[i32],
     deletes: &[&TaskFile],
 ) -> Result<Vec<i64>> {
-    let read = |file: &TaskFile| scan_task(file, &task.schema, ids.to_vec(), vec![]);
+    let read = |file: &TaskFile| scan_task(file, &task.schema, ids.to_vec(), vec![], task.name_mapping.clone());
     let delete_scans: Vec<iceberg::Result<FileScanTask>> = deletes.iter().map(|d| Ok(read(d))).collect();
     let delete_batches: Vec<RecordBatch> =
         reader(&task.io).read(Box::pin(futures::stream::iter(delete_scans)))?.stream().try_collect().await?;

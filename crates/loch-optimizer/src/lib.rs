@@ -6,6 +6,7 @@ pub mod client;
 mod error;
 pub mod executor;
 mod keyed;
+pub mod plain_read;
 pub mod read_ahead;
 pub mod worker;
 

@@ -15,8 +15,11 @@ use arrow_schema::Schema as ArrowSchema;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, future};
 use iceberg::arrow::ArrowReader;
+use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+use crate::plain_read::PlainTarget;
 
 /// Files read beyond the one the writer takes batches from.
 pub const FILES_AHEAD: usize = 6;
@@ -25,10 +28,23 @@ pub const BATCHES_PER_FILE: usize = 2;
 /// Bytes of input files being read at once by one task (a larger file takes all of it).
 pub const READ_BUDGET_BYTES: u64 = 256 << 20;
 
+/// How one task's files are read: iceberg's reader (its clones share its cache of delete
+/// files) and, for small files without deletes that hold exactly the table's columns, a plain
+/// read of the whole file ([`crate::plain_read`]).
+#[derive(Clone)]
+pub struct Readers {
+    /// Iceberg's reader, for every file a plain read declines.
+    pub iceberg: ArrowReader,
+    /// Storage, for plain reads.
+    pub io: FileIO,
+    /// What plain reads check files against; `None` turns them off.
+    pub plain: Option<PlainTarget>,
+}
+
 /// The rows of `scans`, in order, conformed to `target`; each file is read and decoded on its
-/// own tokio task by a clone of `reader` (the clones share its cache of delete files).
+/// own tokio task.
 pub fn read_ahead(
-    reader: ArrowReader,
+    readers: Readers,
     scans: Vec<FileScanTask>,
     target: Arc<ArrowSchema>,
 ) -> BoxStream<'static, iceberg::Result<RecordBatch>> {
@@ -43,7 +59,7 @@ pub fn read_ahead(
                 (budget.acquire_many_owned(share).await.ok(), scan)
             }
         })
-        .map(move |(permit, scan)| future::ready(FileReader::spawn(reader.clone(), scan, target.clone(), permit)))
+        .map(move |(permit, scan)| future::ready(FileReader::spawn(readers.clone(), scan, target.clone(), permit)))
         .buffered(FILES_AHEAD)
         .flat_map(|file| stream::unfold(file, |mut file| async move { file.batches.recv().await.map(|b| (b, file)) }))
         .boxed()
@@ -57,7 +73,7 @@ struct FileReader {
 
 impl FileReader {
     fn spawn(
-        reader: ArrowReader,
+        readers: Readers,
         scan: FileScanTask,
         target: Arc<ArrowSchema>,
         permit: Option<OwnedSemaphorePermit>,
@@ -65,7 +81,13 @@ impl FileReader {
         let (tx, batches) = mpsc::channel(BATCHES_PER_FILE);
         let task = tokio::spawn(async move {
             let _permit = permit;
-            let mut stream = match reader.read(Box::pin(stream::iter([Ok(scan)]))) {
+            if let Some(plain) = readers.plain.as_ref().filter(|p| p.accepts(&scan)) {
+                match read_plain(&readers.io, plain, &scan, &tx).await {
+                    Plain::Done => return,
+                    Plain::Declined => {}
+                }
+            }
+            let mut stream = match readers.iceberg.read(Box::pin(stream::iter([Ok(scan)]))) {
                 Ok(result) => result.stream(),
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -86,6 +108,41 @@ impl FileReader {
         .abort_handle();
         Self { batches, task }
     }
+}
+
+/// How a plain read ended.
+enum Plain {
+    /// Every batch (or the error) was sent.
+    Done,
+    /// The file is not plainly readable; nothing was sent.
+    Declined,
+}
+
+/// Reads `scan`'s file whole and sends its batches, unless its columns need iceberg's mapping.
+async fn read_plain(
+    io: &FileIO,
+    plain: &PlainTarget,
+    scan: &FileScanTask,
+    tx: &mpsc::Sender<iceberg::Result<RecordBatch>>,
+) -> Plain {
+    let bytes = match crate::plain_read::read_whole(io, scan).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let _ = tx.send(Err(e)).await;
+            return Plain::Done;
+        }
+    };
+    let Some(reader) = plain.open(bytes) else { return Plain::Declined };
+    for batch in reader {
+        let item = batch
+            .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("{}: {e}", scan.data_file_path)))
+            .and_then(|b| plain.relabel(b));
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            break;
+        }
+    }
+    Plain::Done
 }
 
 impl Drop for FileReader {

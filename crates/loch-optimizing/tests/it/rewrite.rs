@@ -267,3 +267,90 @@ async fn many_tiny_files_with_shared_deletes_compact_to_the_same_rows() {
     assert_eq!(env.rows().await, before, "same rows, same deletes applied");
     assert_eq!(env.file_counts().await, (1, 0, 0));
 }
+
+/// Writes `batch` as a Parquet file at `name` under the table's data directory the way pyarrow
+/// does for `add_files`: no field ids in the file.
+async fn foreign_file(env: &Env, name: &str, batch: &arrow_array::RecordBatch) -> iceberg::spec::DataFile {
+    let t = env.table().await;
+    let plain = arrow_schema::Schema::new(
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| arrow_schema::Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    );
+    let batch = arrow_array::RecordBatch::try_new(std::sync::Arc::new(plain), batch.columns().to_vec()).unwrap();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+    let path = format!("{}/data/{name}", t.table.metadata().location());
+    let size = bytes.len() as u64;
+    t.table.file_io().new_output(&path).unwrap().write(bytes.into()).await.unwrap();
+    iceberg::spec::DataFileBuilder::default()
+        .content(iceberg::spec::DataContentType::Data)
+        .file_path(path)
+        .file_format(iceberg::spec::DataFileFormat::Parquet)
+        .partition(Struct::empty())
+        .record_count(batch.num_rows() as u64)
+        .file_size_in_bytes(size)
+        .build()
+        .unwrap()
+}
+
+/// Files written by Loch (field ids), files added without field ids in the table's column order
+/// and files added without field ids in another order (read by the table's name mapping, never
+/// by position) compact to the same rows. The first two kinds take the plain read of whole
+/// files; the last one takes iceberg's reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_without_field_ids_compact_by_the_name_mapping() {
+    let env = Env::new(false, &[("self-optimizing.full.trigger.interval", "0")]).await;
+    for i in 0..3 {
+        env.append(i * 10..i * 10 + 10, "a").await;
+    }
+    let t = env.table().await;
+    let mut added = vec![
+        foreign_file(&env, "same-order-1.parquet", &batch(&t.table, 100..150, "b")).await,
+        foreign_file(&env, "same-order-2.parquet", &batch(&t.table, 150..200, "c")).await,
+    ];
+    // Columns (value, category, id): read by position, ids would become values.
+    let ordered = batch(&t.table, 200..230, "d");
+    let reordered = arrow_array::RecordBatch::try_from_iter([
+        ("value", ordered.column(2).clone()),
+        ("category", ordered.column(1).clone()),
+        ("id", ordered.column(0).clone()),
+    ])
+    .unwrap();
+    added.push(foreign_file(&env, "other-order.parquet", &reordered).await);
+    let mapping = r#"[{"field-id": 1, "names": ["id"]}, {"field-id": 2, "names": ["category"]},
+        {"field-id": 3, "names": ["value"]}]"#;
+    set_properties(&env, &[("schema.name-mapping.default", mapping.to_string())]).await;
+    let t = env.table().await;
+    let mut delta = loch_table::snapshot::RowDelta::new();
+    for f in added {
+        delta = delta.add_rows(f);
+    }
+    env.commit(delta.prepare(&t.table).await.unwrap()).await;
+    let before = env.rows().await;
+    assert_eq!(before.len(), 30 + 100 + 30);
+    assert!(before.iter().any(|r| r["id"] == "229" && r["category"] == "d"), "the mapping reads the reordered file");
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let results = execute(&plan).await;
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows after compaction");
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+}
+
+/// A task fails with a clear error, and writes nothing, when the name mapping is not JSON.
+#[tokio::test]
+async fn a_broken_name_mapping_fails_the_task_clearly() {
+    let env = Env::new(false, &[("self-optimizing.full.trigger.interval", "0")]).await;
+    for i in 0..3 {
+        env.append(i * 10..i * 10 + 10, "a").await;
+    }
+    set_properties(&env, &[("schema.name-mapping.default", "{not json".to_string())]).await;
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let error = loch_optimizer::executor::execute(&plan.tasks[0].1).await.unwrap_err();
+    assert!(error.to_string().contains("schema.name-mapping.default"), "{error}");
+}
