@@ -228,7 +228,7 @@ pub struct KeyedTask {
 pub struct InputFile {
     /// Iceberg data-file JSON (iceberg-rust's `serialize_data_file_to_json`).
     #[schema(value_type = Object)]
-    pub file: serde_json::Value,
+    pub file: FileJson,
     /// Its partition spec.
     pub spec_id: i32,
     /// Data sequence number.
@@ -258,7 +258,7 @@ pub struct TaskOutput {
 pub struct OutputFile {
     /// Iceberg data-file JSON.
     #[schema(value_type = Object)]
-    pub file: serde_json::Value,
+    pub file: FileJson,
     /// Its partition spec.
     pub spec_id: i32,
 }
@@ -288,14 +288,49 @@ pub fn encode_file(
     spec: &PartitionSpec,
     schema: &Schema,
     version: FormatVersion,
-) -> iceberg::Result<serde_json::Value> {
+) -> iceberg::Result<FileJson> {
     let text = serialize_data_file_to_json(file, &spec.partition_type(schema)?, version)?;
-    serde_json::from_str(&text).map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+    serde_json::value::RawValue::from_string(text)
+        .map(FileJson)
+        .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
 }
 
 /// Decodes a file [`encode_file`] encoded, of partition spec `spec`.
-pub fn decode_file(json: &serde_json::Value, spec: &PartitionSpec, schema: &Schema) -> iceberg::Result<DataFile> {
-    deserialize_data_file_from_json(&json.to_string(), spec.spec_id(), &spec.partition_type(schema)?, schema)
+pub fn decode_file(json: &FileJson, spec: &PartitionSpec, schema: &Schema) -> iceberg::Result<DataFile> {
+    deserialize_data_file_from_json(json.as_str(), spec.spec_id(), &spec.partition_type(schema)?, schema)
+}
+
+/// An Iceberg data file's JSON, kept as its text: a task of thousands of files is encoded,
+/// stored, sent and decoded several times, and only iceberg's decoder needs to look inside.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileJson(Box<serde_json::value::RawValue>);
+
+impl FileJson {
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The file's size as its JSON states it (0 when it does not), read without decoding the rest.
+    pub fn file_size_in_bytes(&self) -> i64 {
+        #[derive(Deserialize)]
+        struct Size {
+            file_size_in_bytes: i64,
+        }
+        serde_json::from_str::<Size>(self.as_str()).map_or(0, |s| s.file_size_in_bytes)
+    }
+
+    /// The JSON as a value, for tests and tools that look inside.
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for FileJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
 }
 
 #[cfg(test)]
@@ -314,7 +349,9 @@ mod tests {
             "partition-specs": [{"spec-id": 1, "fields": [
                 {"source-id": 2, "field-id": 1000, "name": "day", "transform": "identity"}]}],
             "default-spec-id": 1, "properties": {}, "storage": {}, "target-file-size": 128,
-            "rewrite": [], "reposition": [], "deletes": [], "obsolete-deletes": []
+            "rewrite": [{"file": {"file_path": "file:///w/ns/t/a.parquet", "file_size_in_bytes": 42},
+                "spec-id": 1, "data-sequence-number": 3, "file-sequence-number": 3, "deletes": []}],
+            "reposition": [], "deletes": [], "obsolete-deletes": []
         });
         assert!(serde_json::from_value::<TaskInput>(json.clone()).unwrap().keyed.is_none());
         let input: TaskInput = serde_json::from_value(json.clone()).unwrap();
@@ -322,5 +359,10 @@ mod tests {
         assert_eq!(input.schema.as_struct().fields().len(), 2);
         assert_eq!(input.partition_specs[0].spec_id(), Some(1));
         assert_eq!(serde_json::to_value(&input).unwrap(), json);
+        // From text (the store, the protocol) as from a value: the file's JSON is kept as text.
+        let parsed: TaskInput = serde_json::from_str(&json.to_string()).unwrap();
+        assert_eq!(parsed, input);
+        assert_eq!(parsed.rewrite[0].file.file_size_in_bytes(), 42);
+        assert_eq!(parsed.rewrite[0].file.to_value()["file_path"], "file:///w/ns/t/a.parquet");
     }
 }

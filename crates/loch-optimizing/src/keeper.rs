@@ -17,6 +17,10 @@ use crate::record::Processes;
 use crate::service::OptimizingService;
 use crate::status::{TableStatus, TaskStatus, move_runtime, names};
 
+/// Least time between two rounds of looking at committed tables: a burst of commits (a
+/// streaming writer's checkpoint of many tables) is looked at once per table.
+const COMMIT_SETTLE: Duration = Duration::from_millis(200);
+
 impl OptimizingService {
     /// One round of housekeeping.
     pub async fn keep(self: &Arc<Self>) -> Result<()> {
@@ -157,6 +161,8 @@ impl OptimizingService {
                 let mut tick = tokio::time::interval(service.config.refresh_interval / REFRESH_SLICES as u32);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut slice = 0;
+                let now = tokio::time::Instant::now();
+                let mut last_round = now.checked_sub(COMMIT_SETTLE).unwrap_or(now);
                 loop {
                     let until_due =
                         service.tracker.next_due().map(|at| Duration::from_millis((at - now_ms()).max(0) as u64));
@@ -177,9 +183,15 @@ impl OptimizingService {
                         _ = service.tracker.changed() => {}
                         event = commits.recv() => match event {
                             Ok(table_id) => {
-                                // Let a burst of commits settle, then look once per table.
+                                // A lone commit is looked at at once; a burst settles, so
+                                // rounds start at most every COMMIT_SETTLE and each looks
+                                // once per table.
                                 let mut ids = HashSet::from([table_id]);
-                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                let settle = COMMIT_SETTLE.saturating_sub(last_round.elapsed());
+                                if !settle.is_zero() {
+                                    tokio::time::sleep(settle).await;
+                                }
+                                last_round = tokio::time::Instant::now();
                                 while let Ok(id) = commits.try_recv() {
                                     ids.insert(id);
                                 }

@@ -70,7 +70,7 @@ pub fn live_file(metadata: &TableMetadata, input: &InputFile) -> Result<LiveFile
 }
 
 /// Decodes a data-file JSON of partition spec `spec_id`.
-pub fn decode_file(metadata: &TableMetadata, json: &serde_json::Value, spec_id: i32) -> Result<DataFile> {
+pub fn decode_file(metadata: &TableMetadata, json: &loch_api::optimizer::FileJson, spec_id: i32) -> Result<DataFile> {
     let spec = metadata
         .partition_spec_by_id(spec_id)
         .ok_or_else(|| OptimizingError::Corrupt(format!("unknown partition spec {spec_id}")))?;
@@ -85,15 +85,11 @@ pub fn input_size(input: &TaskInput) -> (i64, i64) {
 
 /// Count and bytes of `files`.
 pub fn files_size<'a>(files: impl IntoIterator<Item = &'a loch_api::optimizer::InputFile>) -> (i64, i64) {
-    files.into_iter().fold((0, 0), |(n, b), f| (n + 1, b + file_size(&f.file)))
-}
-
-fn file_size(json: &serde_json::Value) -> i64 {
-    json.get("file_size_in_bytes").and_then(|v| v.as_i64()).unwrap_or(0)
+    files.into_iter().fold((0, 0), |(n, b), f| (n + 1, b + f.file.file_size_in_bytes()))
 }
 
 /// Output files and bytes of a task output.
 pub fn output_size(output: &TaskOutput) -> (i64, i64) {
     let files = output.data_files.iter().chain(&output.delete_files);
-    files.fold((0, 0), |(n, b), f| (n + 1, b + file_size(&f.file)))
+    files.fold((0, 0), |(n, b), f| (n + 1, b + f.file.file_size_in_bytes()))
 }

@@ -208,7 +208,7 @@ async fn a_position_delete_on_a_file_appended_during_a_process_is_kept() {
 #[tokio::test]
 async fn a_position_delete_on_a_rewritten_file_fails_the_commit() {
     let (env, plan, results) = executed().await;
-    let victim = results[0].0.rewrite[0].file["file_path"].as_str().unwrap().to_string();
+    let victim = results[0].0.rewrite[0].file.to_value()["file_path"].as_str().unwrap().to_string();
     let t = env.table().await;
     let pos = write_position_deletes(t.table.file_io(), &victim, &[0], Struct::empty(), 0).await.unwrap();
     env.delete(vec![pos]).await;
@@ -221,7 +221,7 @@ async fn a_position_delete_on_a_rewritten_file_fails_the_commit() {
 #[tokio::test]
 async fn removing_a_rewritten_file_fails_the_commit() {
     let (env, plan, results) = executed().await;
-    let victim = results[0].0.rewrite[0].file["file_path"].as_str().unwrap().to_string();
+    let victim = results[0].0.rewrite[0].file.to_value()["file_path"].as_str().unwrap().to_string();
     let t = env.table().await;
     env.commit(OverwriteFiles::new().delete_file(victim).prepare(&t.table).await.unwrap()).await;
     let err = commit(&env, &plan, &results).await.unwrap_err();
