@@ -74,11 +74,15 @@ impl PlainTarget {
             return None;
         }
         // Read the file's columns as the table's types (a timestamp's zone, say), under the
-        // file's names; then check the reader agreed to every type before trusting it.
+        // file's names and nullability (the reader insists on both); then check the reader
+        // agreed to every type before trusting it.
         let hint: Vec<Field> = columns
             .iter()
             .zip(self.schema.fields())
-            .map(|(c, f)| Field::new(c.name(), f.data_type().clone(), true))
+            .map(|(c, f)| {
+                let nullable = c.get_basic_info().repetition() != parquet::basic::Repetition::REQUIRED;
+                Field::new(c.name(), f.data_type().clone(), nullable)
+            })
             .collect();
         let options =
             ArrowReaderOptions::new().with_skip_arrow_metadata(true).with_schema(Arc::new(ArrowSchema::new(hint)));
@@ -139,12 +143,14 @@ mod tests {
         ])
     }
 
-    /// A Parquet file of `columns` (name, field id or none, values).
+    /// A Parquet file of `columns` (name, field id or none, values); `id` is a required column
+    /// when it holds no nulls, as Loch's writer stores a required field.
     fn file(columns: Vec<(&str, Option<i32>, ArrayRef)>) -> bytes::Bytes {
         let fields: Vec<Field> = columns
             .iter()
             .map(|(name, id, values)| {
-                let field = Field::new(*name, values.data_type().clone(), true);
+                let required = *name == "id" && values.null_count() == 0;
+                let field = Field::new(*name, values.data_type().clone(), !required);
                 match id {
                     Some(id) => {
                         field.with_metadata(HashMap::from([(PARQUET_FIELD_ID_META_KEY.to_string(), id.to_string())]))
