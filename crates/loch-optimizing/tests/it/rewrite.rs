@@ -342,7 +342,7 @@ async fn files_without_field_ids_compact_by_the_name_mapping() {
     assert_eq!(env.file_counts().await, (1, 0, 0));
 }
 
-/// A task fails with a clear error, and writes nothing, when the name mapping is not JSON.
+/// A task fails with a clear error naming the property when the name mapping is not JSON.
 #[tokio::test]
 async fn a_broken_name_mapping_fails_the_task_clearly() {
     let env = Env::new(false, &[("self-optimizing.full.trigger.interval", "0")]).await;
