@@ -9,7 +9,8 @@ then appends N batches of R rows each (one commit each, as a streaming writer le
 prints {"rows": n, "seconds": s}. With --add-files the N files are written by pyarrow with
 PyIceberg's settings (zstd level 3) and added in one commit (`add_files`): the same files to
 compact, without the ~1 s per append that 2,000 growing commits cost PyIceberg.
-`delta` appends the same N batches to a fresh Delta table at DIR, then times
+`delta` writes the same N batches as pyarrow files (zstd level 3, as the Iceberg side's files),
+converts DIR into a Delta table of them, then times
 `optimize.compact(target_size=128 MiB, max_concurrent_tasks=T)` with zstd level 3; it prints
 {"rows": n, "wall": s, "cpu": s, "files_out": n} (CPU of this process, from getrusage).
 """
@@ -81,10 +82,16 @@ def cpu():
 
 
 def delta(args):
-    from deltalake import DeltaTable, WriterProperties, write_deltalake
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable, WriterProperties, convert_to_deltalake
 
+    # The same kind of files Loch compacts: pyarrow-written, zstd level 3 (write_deltalake's
+    # own writer would use snappy, which is cheaper to read).
+    os.makedirs(args.path, exist_ok=True)
     for i in range(args.files):
-        write_deltalake(args.path, batch(i, args.rows), mode="append")
+        path = os.path.join(args.path, f"input-{i:05d}.parquet")
+        pq.write_table(batch(i, args.rows), path, compression="zstd", compression_level=3)
+    convert_to_deltalake(args.path)
     table = DeltaTable(args.path)
     properties = WriterProperties(compression="ZSTD", compression_level=3)
     wall, used = time.monotonic(), cpu()

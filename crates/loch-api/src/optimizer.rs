@@ -279,6 +279,10 @@ pub struct TaskSummary {
     pub positions_written: u64,
     /// Execution time in milliseconds.
     pub duration_ms: u64,
+    /// Row groups copied undecoded into the output (the row-group merge); 0 when rows were
+    /// rewritten.
+    #[serde(default)]
+    pub row_groups_copied: u64,
 }
 
 /// A data or delete file as the protocol carries it: Iceberg's data-file JSON, which needs the

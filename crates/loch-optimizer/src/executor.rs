@@ -25,7 +25,9 @@ use iceberg::spec::{
     PartitionSpec, SchemaRef,
 };
 use iceberg::writer::base_writer::data_file_writer::DataFileWriterBuilder;
-use iceberg::writer::file_writer::location_generator::{DefaultFileNameGenerator, DefaultLocationGenerator};
+use iceberg::writer::file_writer::location_generator::{
+    DefaultFileNameGenerator, DefaultLocationGenerator, FileNameGenerator, LocationGenerator,
+};
 use iceberg::writer::file_writer::rolling_writer::RollingFileWriterBuilder;
 use iceberg::writer::{IcebergWriter, IcebergWriterBuilder};
 use loch_api::optimizer::{InputFile, OutputFile, TaskInput, TaskOutput, TaskSummary, decode_file, encode_file};
@@ -37,6 +39,7 @@ use loch_table::write::parquet_writer_properties;
 use crate::error::{ExecuteError, Result};
 use crate::plain_read::PlainTarget;
 use crate::read_ahead::Readers;
+use crate::row_group_merge;
 
 /// A data or delete file of the task, decoded.
 #[derive(Debug, Clone)]
@@ -224,6 +227,21 @@ async fn rewrite(
             )
         })
         .collect();
+    let writer_props = parquet_writer_properties(props)?;
+    let metadata = synthetic_metadata(task, input)?;
+    let locations = DefaultLocationGenerator::new(&metadata)?;
+    let names =
+        DefaultFileNameGenerator::new(format!("opt-{}", uuid::Uuid::now_v7().simple()), None, DataFileFormat::Parquet);
+    let key = (!task.default_spec.is_unpartitioned())
+        .then(|| PartitionKey::new((*task.default_spec).clone(), task.schema.clone(), first.file.partition().clone()));
+    if let Some(files) = merge_row_groups(task, input, props, &writer_props, summary, || {
+        locations.generate_location(key.as_ref(), &names.generate_file_name())
+    })
+    .await?
+    {
+        return Ok(files);
+    }
+
     let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
     // Files are read and decoded several at once on tasks of their own while the writer
     // encodes columns on others, so one task can use every core; memory stays bounded.
@@ -234,16 +252,13 @@ async fn rewrite(
     };
     let mut batches = crate::read_ahead::read_ahead(readers, scans, target);
 
-    let metadata = synthetic_metadata(task, input)?;
     let rolling = RollingFileWriterBuilder::new(
-        ParallelParquetWriterBuilder::new(parquet_writer_properties(props)?, task.schema.clone()),
+        ParallelParquetWriterBuilder::new(writer_props, task.schema.clone()),
         usize::try_from(input.target_file_size).unwrap_or(usize::MAX),
         task.io.clone(),
-        DefaultLocationGenerator::new(&metadata)?,
-        DefaultFileNameGenerator::new(format!("opt-{}", uuid::Uuid::now_v7().simple()), None, DataFileFormat::Parquet),
+        locations,
+        names,
     );
-    let key = (!task.default_spec.is_unpartitioned())
-        .then(|| PartitionKey::new((*task.default_spec).clone(), task.schema.clone(), first.file.partition().clone()));
     let mut writer = DataFileWriterBuilder::new(rolling).build(key).await?;
     while let Some(batch) = batches.try_next().await? {
         summary.rows_read += batch.num_rows() as u64;
@@ -253,6 +268,89 @@ async fn rewrite(
         }
     }
     Ok(writer.close().await?)
+}
+
+/// The task's files merged by copying row groups ([`crate::row_group_merge`]), when the table
+/// turned that on, no delete applies and the files qualify; `None` when the rows must be
+/// rewritten (nothing was written then).
+async fn merge_row_groups(
+    task: &Decoded,
+    input: &TaskInput,
+    props: &HashMap<String, String>,
+    writer_props: &parquet::file::properties::WriterProperties,
+    summary: &mut TaskSummary,
+    next_location: impl FnMut() -> String,
+) -> Result<Option<Vec<DataFile>>> {
+    let enabled = match props.get(row_group_merge::ENABLED).map(|v| v.trim().to_ascii_lowercase()) {
+        None => false,
+        Some(v) => v.parse::<bool>().map_err(|_| {
+            ExecuteError::Input(format!("the table property {} is not true or false: {v:?}", row_group_merge::ENABLED))
+        })?,
+    };
+    let min_avg = match props.get(row_group_merge::MIN_AVG_ROW_GROUP_SIZE) {
+        None => row_group_merge::MIN_AVG_ROW_GROUP_SIZE_DEFAULT,
+        Some(v) => v.trim().parse::<u64>().map_err(|_| {
+            ExecuteError::Input(format!(
+                "the table property {} is not a byte count: {v:?}",
+                row_group_merge::MIN_AVG_ROW_GROUP_SIZE
+            ))
+        })?,
+    };
+    if !enabled {
+        return Ok(None);
+    }
+    let why_not = if task.format_version > FormatVersion::V2 {
+        Some("format v3 tables carry row lineage".to_string())
+    } else {
+        task.rewrite.iter().find_map(|f| {
+            if !f.deletes.is_empty() {
+                Some(format!("deletes apply to {}", f.file.file_path()))
+            } else if f.file.file_format() != DataFileFormat::Parquet {
+                Some(format!("{} is not Parquet", f.file.file_path()))
+            } else {
+                None
+            }
+        })
+    };
+    let outcome = match why_not {
+        Some(reason) => row_group_merge::Outcome::Declined(reason),
+        None => {
+            let files: Vec<&DataFile> = task.rewrite.iter().map(|f| &f.file).collect();
+            let merge = row_group_merge::Merge {
+                io: &task.io,
+                schema: &task.schema,
+                props: writer_props,
+                target_size: input.target_file_size,
+                min_avg_row_group_bytes: min_avg,
+            };
+            merge.run(&files, next_location).await?
+        }
+    };
+    match outcome {
+        row_group_merge::Outcome::Declined(reason) => {
+            tracing::info!(table = %input.location, %reason, "row-group merge declined, rewriting rows");
+            Ok(None)
+        }
+        row_group_merge::Outcome::Merged { files, rows, row_groups } => {
+            tracing::info!(table = %input.location, row_groups, outputs = files.len(), "row-group merge: copied row groups undecoded");
+            summary.rows_read += rows;
+            summary.rows_written += rows;
+            summary.row_groups_copied += row_groups;
+            let partition = task.rewrite[0].file.partition().clone();
+            let files = files
+                .into_iter()
+                .map(|mut builder| {
+                    builder
+                        .content(DataContentType::Data)
+                        .partition(partition.clone())
+                        .partition_spec_id(task.default_spec.spec_id())
+                        .build()
+                        .map_err(|e| ExecuteError::Input(format!("merged data file: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Some(files))
+        }
+    }
 }
 
 /// Table metadata standing in for the table where iceberg's writers need one (data location).

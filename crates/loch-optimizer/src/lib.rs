@@ -8,6 +8,7 @@ pub mod executor;
 mod keyed;
 pub mod plain_read;
 pub mod read_ahead;
+pub mod row_group_merge;
 pub mod worker;
 
 pub use client::{Credential, HttpCoordinator};

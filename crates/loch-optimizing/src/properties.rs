@@ -42,6 +42,11 @@ pub struct OptimizingProperties {
     pub min_plan_interval_ms: i64,
     /// `read.split.open-file-cost` (4 MiB), the per-file cost in planning.
     pub open_file_cost: u64,
+    /// `self-optimizing.rewrite.use-parquet-row-group-merge.enabled` (false): tasks copy large
+    /// row groups undecoded (checked here so a bad value blocks planning; the executor decides).
+    pub row_group_merge: bool,
+    /// `self-optimizing.rewrite.use-parquet-row-group-merge.min-avg-row-group-size-bytes` (8 MiB).
+    pub row_group_merge_min_avg_size: u64,
 }
 
 impl Default for OptimizingProperties {
@@ -63,6 +68,8 @@ impl Default for OptimizingProperties {
             full_rewrite_all_files: true,
             min_plan_interval_ms: 60_000,
             open_file_cost: 4 << 20,
+            row_group_merge: false,
+            row_group_merge_min_avg_size: 8 << 20,
         }
     }
 }
@@ -94,6 +101,12 @@ impl OptimizingProperties {
             full_rewrite_all_files: p.bool("self-optimizing.full.rewrite-all-files", d.full_rewrite_all_files)?,
             min_plan_interval_ms: p.num("self-optimizing.min-plan-interval", d.min_plan_interval_ms)?,
             open_file_cost: p.num("read.split.open-file-cost", d.open_file_cost)?,
+            row_group_merge: p
+                .bool("self-optimizing.rewrite.use-parquet-row-group-merge.enabled", d.row_group_merge)?,
+            row_group_merge_min_avg_size: p.num(
+                "self-optimizing.rewrite.use-parquet-row-group-merge.min-avg-row-group-size-bytes",
+                d.row_group_merge_min_avg_size,
+            )?,
         };
         if parsed.fragment_ratio == 0 || parsed.target_size == 0 || parsed.quota <= 0.0 {
             return Err(OptimizingError::InvalidProperty(

@@ -354,3 +354,121 @@ async fn a_broken_name_mapping_fails_the_task_clearly() {
     let error = loch_optimizer::executor::execute(&plan.tasks[0].1).await.unwrap_err();
     assert!(error.to_string().contains("schema.name-mapping.default"), "{error}");
 }
+
+/// Row groups of each live data file's footer.
+async fn row_groups(env: &Env) -> Vec<usize> {
+    let t = env.table().await;
+    let mut out = Vec::new();
+    for live in env.live_files().await {
+        let bytes = t.table.file_io().new_input(live.file.file_path()).unwrap().read().await.unwrap();
+        let metadata = parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+        out.push(metadata.num_row_groups());
+    }
+    out
+}
+
+const MERGE_ON: (&str, &str) = (loch_optimizer::row_group_merge::ENABLED, "true");
+const ANY_ROW_GROUP: (&str, &str) = (loch_optimizer::row_group_merge::MIN_AVG_ROW_GROUP_SIZE, "1");
+
+/// With the row-group merge on and row groups large enough, files without deletes are merged by
+/// copying their row groups: the same rows come out, in one file holding every input row group,
+/// with the bounds of all of them. Below the size threshold the same task rewrites rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_group_merge_copies_row_groups_and_keeps_the_rows() {
+    // The test writer's files are uncompressed: so is the table's writer, or the codecs differ.
+    let uncompressed = ("write.parquet.compression-codec", "uncompressed");
+    let env =
+        Env::new(false, &[("self-optimizing.full.trigger.interval", "0"), MERGE_ON, ANY_ROW_GROUP, uncompressed]).await;
+    for i in 0..4 {
+        env.append(i * 1_000..(i + 1) * 1_000, ["a", "b"][i as usize % 2]).await;
+    }
+    assert_eq!(row_groups(&env).await, vec![1; 4]);
+    let before = env.rows().await;
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    assert_eq!(plan.tasks.len(), 1);
+
+    // Below the threshold (Amoro's default, 8 MiB): rows are rewritten.
+    let mut small = plan.tasks[0].1.clone();
+    small.properties.remove(ANY_ROW_GROUP.0);
+    let rewritten = loch_optimizer::executor::execute(&small).await.unwrap();
+    assert_eq!(rewritten.summary.row_groups_copied, 0);
+    assert_eq!(rewritten.summary.rows_written, 4_000);
+    // In another codec than the table's: rows are rewritten.
+    let mut zstd = plan.tasks[0].1.clone();
+    zstd.properties.insert(uncompressed.0.to_string(), "zstd".to_string());
+    let rewritten = loch_optimizer::executor::execute(&zstd).await.unwrap();
+    assert_eq!(rewritten.summary.row_groups_copied, 0);
+
+    // A target size smaller than a file: one output per input file, each with its own counts.
+    let mut tiny = plan.tasks[0].1.clone();
+    tiny.target_file_size = 1;
+    let rolled = loch_optimizer::executor::execute(&tiny).await.unwrap();
+    assert_eq!(rolled.summary.row_groups_copied, 4);
+    let outputs: Vec<serde_json::Value> = rolled.data_files.iter().map(|f| f.file.to_value()).collect();
+    assert_eq!(outputs.len(), 4, "{outputs:?}");
+    assert!(outputs.iter().all(|f| f["record_count"] == 1_000), "{outputs:?}");
+
+    let results = execute(&plan).await;
+    assert_eq!(results[0].1.summary.row_groups_copied, 4, "every row group was copied");
+    assert_eq!(results[0].1.summary.rows_written, 4_000);
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows after the merge");
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+    assert_eq!(row_groups(&env).await, vec![4], "the output keeps the input row groups");
+    let merged = env.live_files().await.remove(0).file;
+    assert_eq!(merged.record_count(), 4_000);
+    assert_eq!(merged.lower_bounds()[&1], iceberg::spec::Datum::long(0));
+    assert_eq!(merged.upper_bounds()[&1], iceberg::spec::Datum::long(3_999));
+    assert_eq!(merged.null_value_counts()[&3], 0);
+    assert_eq!(merged.nan_value_counts().get(&3), Some(&0), "NaN counts are the inputs' sums");
+}
+
+/// A delete on one of the files, or a file whose Parquet columns are not the table writer's
+/// (no field ids), makes the task rewrite rows: the same rows, deletes applied. A property that
+/// is not a boolean fails the task with a message naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_group_merge_declines_files_it_cannot_copy() {
+    let env = Env::new(false, &[("self-optimizing.full.trigger.interval", "0"), MERGE_ON, ANY_ROW_GROUP]).await;
+    let mut appended = Vec::new();
+    for i in 0..3 {
+        appended.extend(env.append(i * 100..(i + 1) * 100, "a").await);
+    }
+    let t = env.table().await;
+    let deletes =
+        write_position_deletes(t.table.file_io(), appended[1].file_path(), &[0, 5], Struct::empty(), 0).await.unwrap();
+    env.delete(vec![deletes]).await;
+    let before = env.rows().await;
+    assert_eq!(before.len(), 298);
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let mut bad = plan.tasks[0].1.clone();
+    bad.properties.insert(MERGE_ON.0.to_string(), "yes".to_string());
+    let error = loch_optimizer::executor::execute(&bad).await.unwrap_err();
+    assert!(error.to_string().contains(MERGE_ON.0), "{error}");
+    let results = execute(&plan).await;
+    assert_eq!(results[0].1.summary.row_groups_copied, 0, "a delete applies: rows are rewritten");
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, the delete applied");
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+
+    // A file added without field ids next to a file of the table's writer (both uncompressed, as
+    // the table writes): rewritten by rows, read by the name mapping.
+    let uncompressed = ("write.parquet.compression-codec", "uncompressed");
+    let env =
+        Env::new(false, &[("self-optimizing.full.trigger.interval", "0"), MERGE_ON, ANY_ROW_GROUP, uncompressed]).await;
+    env.append(0..100, "a").await;
+    let t = env.table().await;
+    let foreign = foreign_file(&env, "no-ids.parquet", &batch(&t.table, 500..520, "z")).await;
+    let mapping = r#"[{"field-id": 1, "names": ["id"]}, {"field-id": 2, "names": ["category"]},
+        {"field-id": 3, "names": ["value"]}]"#;
+    set_properties(&env, &[("schema.name-mapping.default", mapping.to_string())]).await;
+    let t = env.table().await;
+    env.commit(loch_table::snapshot::RowDelta::new().add_rows(foreign).prepare(&t.table).await.unwrap()).await;
+    let before = env.rows().await;
+    assert_eq!(before.len(), 120);
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let results = execute(&plan).await;
+    assert_eq!(results[0].1.summary.row_groups_copied, 0, "a file without field ids is rewritten by rows");
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before);
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+}
