@@ -1,5 +1,5 @@
 """Input and peer of `compaction-e2e-bench`: the same rows as N small appends, written by
-PyIceberg into Loch and by delta-rs into a Delta table, then delta-rs `optimize.compact()`.
+PyIceberg into Loch and by pyarrow into a Delta table, then delta-rs `optimize.compact()`.
 
     e2e_compaction.py iceberg --uri URI --table NS.NAME --files N --rows R [--add-files]
     e2e_compaction.py delta --path DIR --files N --rows R --threads T

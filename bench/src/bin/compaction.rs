@@ -25,6 +25,7 @@ use iceberg::spec::{
     UnboundPartitionSpec, serialize_data_file_to_json,
 };
 use loch_api::optimizer::{InputFile, TaskInput};
+use loch_bench::process::{PeakRss, cpu_time};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, arrow_writer::ArrowWriterOptions};
 use parquet::file::properties::WriterProperties;
@@ -63,6 +64,8 @@ struct Args {
 struct Measure {
     wall: Duration,
     cpu: Duration,
+    /// Growth of this process's resident set during the run (in-process contenders only).
+    peak_rss: Option<u64>,
     rows: u64,
     output_files: usize,
     output_bytes: u64,
@@ -194,29 +197,6 @@ fn prepare_input(dir: &Path, files: usize, rows: usize) -> Result<Input> {
     Ok(Input { schema, files: listed, bytes, rows })
 }
 
-/// CPU time (user + system) this process has used so far.
-fn process_cpu() -> Result<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("unexpected /proc/self/stat")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    Ok(Duration::from_secs_f64(ticks as f64 / clock_ticks()))
-}
-
-/// Clock ticks per second of `/proc` times, asked of `getconf` once.
-fn clock_ticks() -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-            .unwrap_or(100.0)
-    })
-}
-
 /// Rows, file count and bytes of the Parquet files under `dir`.
 fn count_output(dir: &Path) -> Result<(u64, usize, u64)> {
     let (mut rows, mut files, mut bytes) = (0u64, 0usize, 0u64);
@@ -247,7 +227,8 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 /// The plain loop: read every file with arrow-rs, write rolling files of the target size.
 fn plain_loop(input: &Input, out: &Path, target: u64) -> Result<Measure> {
     std::fs::create_dir_all(out)?;
-    let cpu = process_cpu()?;
+    let peak = PeakRss::start();
+    let cpu = cpu_time();
     let start = Instant::now();
     // The files' own Arrow schema, as read.
     let arrow = ParquetRecordBatchReaderBuilder::try_new(File::open(&input.files[0].0)?)?.schema().clone();
@@ -270,9 +251,10 @@ fn plain_loop(input: &Input, out: &Path, target: u64) -> Result<Measure> {
     }
     writer.close()?;
     let wall = start.elapsed();
-    let cpu = process_cpu()? - cpu;
+    let cpu = cpu_time() - cpu;
+    let peak_rss = Some(peak.growth());
     let (rows, output_files, output_bytes) = count_output(out)?;
-    Ok(Measure { wall, cpu, rows, output_files, output_bytes })
+    Ok(Measure { wall, cpu, peak_rss, rows, output_files, output_bytes })
 }
 
 /// A task of Loch's optimizer rewriting `files` into `out`, as the planner would send it.
@@ -326,7 +308,8 @@ fn loch(runtime: &tokio::runtime::Runtime, input: &Input, out: &Path, target: u6
     let per_task = input.files.len().div_ceil(tasks);
     let inputs =
         input.files.chunks(per_task).map(|files| loch_task(input, files, out, target)).collect::<Result<Vec<_>>>()?;
-    let cpu = process_cpu()?;
+    let peak = PeakRss::start();
+    let cpu = cpu_time();
     let start = Instant::now();
     let outputs = runtime.block_on(async {
         let handles: Vec<_> = inputs
@@ -340,14 +323,15 @@ fn loch(runtime: &tokio::runtime::Runtime, input: &Input, out: &Path, target: u6
         anyhow::Ok(outputs)
     })?;
     let wall = start.elapsed();
-    let cpu = process_cpu()? - cpu;
+    let cpu = cpu_time() - cpu;
+    let peak_rss = Some(peak.growth());
     let mut rows = 0;
     for output in outputs {
         rows += output?.summary.rows_written;
     }
     let (counted, output_files, output_bytes) = count_output(out)?;
     ensure!(counted == rows, "the executor reports {rows} rows, its files hold {counted}");
-    Ok(Measure { wall, cpu, rows, output_files, output_bytes })
+    Ok(Measure { wall, cpu, peak_rss, rows, output_files, output_bytes })
 }
 
 const DELTA_SCRIPT: &str = r#"
@@ -393,6 +377,7 @@ fn delta(python: &Path, input: &Input, out: &Path, target: u64, tasks: usize) ->
     Ok(Measure {
         wall: Duration::from_secs_f64(result["wall"].as_f64().unwrap_or(f64::NAN)),
         cpu: Duration::from_secs_f64(result["cpu"].as_f64().unwrap_or(f64::NAN)),
+        peak_rss: None,
         rows: result["rows"].as_u64().unwrap_or(0),
         output_files: result["files"].as_u64().unwrap_or(0) as usize,
         output_bytes: result["bytes"].as_u64().unwrap_or(0),
@@ -453,6 +438,14 @@ fn main() -> Result<()> {
     let results: Vec<(&str, Measure)> =
         contenders.iter().zip(runs).map(|((name, _), measures)| (*name, median(measures))).collect();
     print_table(&args, &input, &results);
+    let budget = loch_optimizer::executor::task_memory_budget(&HashMap::new())?;
+    println!();
+    println!(
+        "One task's memory budget at the table defaults: {:.0} MB (read-ahead input {:.0} MB + one row group {:.0} MB).",
+        budget as f64 / 1e6,
+        loch_optimizer::read_ahead::READ_BUDGET_BYTES as f64 / 1e6,
+        (budget - loch_optimizer::read_ahead::READ_BUDGET_BYTES) as f64 / 1e6
+    );
     Ok(())
 }
 
@@ -468,9 +461,9 @@ fn print_table(args: &Args, input: &Input, results: &[(&str, Measure)]) {
     );
     println!();
     println!(
-        "| compactor | wall s | cpu s | cores | rows/s | MB/s | rows/s per core | MB/s per core | files out | MB out | per core vs arrow-rs loop | per core vs delta-rs (same tasks) |"
+        "| compactor | wall s | cpu s | cores | rows/s | MB/s | rows/s per core | MB/s per core | files out | MB out | peak RSS growth MB | per core vs arrow-rs loop | per core vs delta-rs (same tasks) |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let per_core = |m: &Measure| input.rows as f64 / m.cpu.as_secs_f64().max(1e-9);
     let plain = results.iter().find(|(n, _)| n.starts_with("arrow-rs")).map(|(_, m)| per_core(m));
     for (name, m) in results {
@@ -481,7 +474,7 @@ fn print_table(args: &Args, input: &Input, results: &[(&str, Measure)]) {
             results.iter().find(|(n, _)| n.starts_with("delta-rs") && n.ends_with(tasks)).map(|(_, d)| per_core(d));
         let ratio = |base: Option<f64>| base.map_or("-".to_string(), |b| format!("{:.2}", per_core(m) / b));
         println!(
-            "| {name} | {wall:.2} | {cpu:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {} | {:.1} | {} | {} |",
+            "| {name} | {wall:.2} | {cpu:.2} | {:.2} | {:.0} | {:.1} | {:.0} | {:.1} | {} | {:.1} | {} | {} | {} |",
             cpu / wall,
             input.rows as f64 / wall,
             mb / wall,
@@ -489,6 +482,7 @@ fn print_table(args: &Args, input: &Input, results: &[(&str, Measure)]) {
             mb / cpu,
             m.output_files,
             m.output_bytes as f64 / 1e6,
+            m.peak_rss.map_or("-".to_string(), |b| format!("{:.0}", b as f64 / 1e6)),
             ratio(plain),
             if name.starts_with("loch") { ratio(delta) } else { "-".into() },
         );

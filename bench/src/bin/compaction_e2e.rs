@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
+use loch_bench::process::{PeakRss, cpu_time};
 use serde_json::{Value, json};
 
 #[derive(Debug, Parser)]
@@ -46,24 +47,6 @@ struct Measure {
     peak_growth: u64,
 }
 
-/// CPU time of this process (user + system), from `/proc/self/stat` (clock ticks of 1/100 s).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-    Duration::from_millis(fields.iter().sum::<u64>() * 10)
-}
-
-/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
-}
-
 /// Runs `script` with `args` and parses the last line of its output as JSON.
 fn python_json(python: &Path, script: &Path, args: &[&str]) -> Result<Value> {
     let output = tokio::task::block_in_place(|| {
@@ -96,7 +79,7 @@ async fn loch(args: &Args, python: &Path, script: &Path, files: u64, rows: u64) 
     let table = format!("{url}/api/iceberg/rest/v1/catalogs/local/namespaces/bench/tables/t");
     // Let the server settle after the appends (evaluations of the last commits).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss, cpu, start) = (status_bytes("VmRSS"), cpu_time(), Instant::now());
+    let (peak, cpu, start) = (PeakRss::start(), cpu_time(), Instant::now());
     let epoch_start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64;
     let update = json!({"requirements": [], "updates": [
         {"action": "set-properties", "updates": {"self-optimizing.enabled": "true"}}
@@ -117,7 +100,7 @@ async fn loch(args: &Args, python: &Path, script: &Path, files: u64, rows: u64) 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (wall, cpu) = (start.elapsed(), cpu_time().saturating_sub(cpu));
-    let peak_growth = status_bytes("VmHWM").saturating_sub(rss);
+    let peak_growth = peak.growth();
     let loaded: Value = client.get(&table).send().await?.json().await?;
     let metadata = &loaded["metadata"];
     let current = metadata["current-snapshot-id"].clone();

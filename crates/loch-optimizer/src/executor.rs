@@ -107,6 +107,15 @@ fn decode(input: &TaskInput) -> Result<Decoded> {
     })
 }
 
+/// The memory one rewrite task is built to stay within, for a table with `props`: the input
+/// bytes its read-ahead may hold ([`crate::read_ahead::READ_BUDGET_BYTES`]) plus the one row
+/// group its writer encodes before flushing (`write.parquet.row-group-size-bytes`).
+pub fn task_memory_budget(props: &HashMap<String, String>) -> Result<u64> {
+    let writer = parquet_writer_properties(props)?;
+    let row_group = writer.max_row_group_bytes().unwrap_or(usize::MAX) as u64;
+    Ok(crate::read_ahead::READ_BUDGET_BYTES.saturating_add(row_group))
+}
+
 /// Runs a task.
 pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
     if let Some(keyed) = &input.keyed {

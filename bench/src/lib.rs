@@ -1,0 +1,3 @@
+//! Helpers shared by Loch's benchmark programs.
+
+pub mod process;
