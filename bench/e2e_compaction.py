@@ -2,7 +2,7 @@
 PyIceberg into Loch and by pyarrow into a Delta table, then delta-rs `optimize.compact()`.
 
     e2e_compaction.py iceberg --uri URI --table NS.NAME --files N --rows R [--add-files]
-    e2e_compaction.py delta --path DIR --files N --rows R --threads T
+    e2e_compaction.py delta --path DIR --files N --rows R --threads T [--deletes JSON]
 
 `iceberg` creates NS.NAME through Loch's REST catalog with self-optimizing off and zstd level 3,
 then appends N batches of R rows each (one commit each, as a streaming writer leaves them); it
@@ -88,9 +88,21 @@ def delta(args):
     # The same kind of files Loch compacts: pyarrow-written, zstd level 3 (write_deltalake's
     # own writer would use snappy, which is cheaper to read).
     os.makedirs(args.path, exist_ok=True)
+    deletes = json.loads(args.deletes) if args.deletes else None
     for i in range(args.files):
         path = os.path.join(args.path, f"input-{i:05d}.parquet")
-        pq.write_table(batch(i, args.rows), path, compression="zstd", compression_level=3)
+        rows = batch(i, args.rows)
+        if deletes:
+            # The live rows of the Iceberg side, whose equality and position deletes remove
+            # these: delta-rs compacts as many files holding the same live rows.
+            start = i * args.rows
+            pos = i % deletes["file_every"] == 0
+            keep = [
+                not (n % deletes["eq_every"] == 0 or (pos and (n - start) % deletes["pos_every"] == 1))
+                for n in range(start, start + args.rows)
+            ]
+            rows = rows.filter(pa.array(keep))
+        pq.write_table(rows, path, compression="zstd", compression_level=3)
     convert_to_deltalake(args.path)
     table = DeltaTable(args.path)
     properties = WriterProperties(compression="ZSTD", compression_level=3)
@@ -114,6 +126,7 @@ def main():
     dlt = sub.add_parser("delta")
     dlt.add_argument("--path", required=True)
     dlt.add_argument("--threads", type=int, default=2)
+    dlt.add_argument("--deletes", help='JSON {"eq_every", "file_every", "pos_every"}: rows to leave out')
     for p in (ice, dlt):
         p.add_argument("--files", type=int, required=True)
         p.add_argument("--rows", type=int, required=True)

@@ -1,3 +1,4 @@
 //! Helpers shared by Loch's benchmark programs.
 
 pub mod process;
+pub mod table_writes;
