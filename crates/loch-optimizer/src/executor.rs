@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
+use arrow_schema::Schema as ArrowSchema;
 use futures::TryStreamExt;
 use iceberg::Runtime;
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
@@ -36,9 +37,10 @@ use loch_table::position_delete::write_position_deletes;
 use loch_table::snapshot::rewrite::{POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID};
 use loch_table::write::parquet_writer_properties;
 
+use crate::equality::EqualityDeletes;
 use crate::error::{ExecuteError, Result};
 use crate::plain_read::PlainTarget;
-use crate::read_ahead::Readers;
+use crate::read_ahead::{Readers, ScanFile};
 use crate::row_group_merge;
 
 /// A data or delete file of the task, decoded.
@@ -47,6 +49,8 @@ struct TaskFile {
     file: DataFile,
     spec: Arc<PartitionSpec>,
     deletes: Vec<usize>,
+    /// Data sequence number: which equality deletes apply.
+    sequence: i64,
 }
 
 /// The task input, decoded into Iceberg types.
@@ -83,7 +87,7 @@ fn decode(input: &TaskInput) -> Result<Decoded> {
                     .cloned()
                     .ok_or_else(|| ExecuteError::Input(format!("partition spec {} is missing", f.spec_id)))?;
                 let file = decode_file(&f.file, &spec, &schema)?;
-                Ok(TaskFile { file, spec, deletes: f.deletes.clone() })
+                Ok(TaskFile { file, spec, deletes: f.deletes.clone(), sequence: f.data_sequence_number })
             })
             .collect()
     };
@@ -223,17 +227,20 @@ async fn rewrite(
         return Err(ExecuteError::Input("rewrite files must share one partition of the default spec".into()));
     }
     let fields: Vec<i32> = task.schema.as_struct().fields().iter().map(|f| f.id).collect();
-    let scans: Vec<FileScanTask> = task
+    let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
+    let (equality, applied) = equality_deletes(task, &target).await?;
+    let scans: Vec<ScanFile> = task
         .rewrite
         .iter()
-        .map(|f| {
-            scan_task(
+        .map(|f| ScanFile {
+            scan: scan_task(
                 f,
                 &task.schema,
                 fields.clone(),
-                f.deletes.iter().map(|&i| delete_ref(&task.deletes[i])).collect(),
+                f.deletes.iter().filter(|i| !applied.contains(i)).map(|&i| delete_ref(&task.deletes[i])).collect(),
                 task.name_mapping.clone(),
-            )
+            ),
+            equality: f.deletes.iter().any(|i| applied.contains(i)).then(|| (equality.clone(), f.sequence)),
         })
         .collect();
     let writer_props = parquet_writer_properties(props)?;
@@ -251,7 +258,6 @@ async fn rewrite(
         return Ok(files);
     }
 
-    let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
     // Files are read and decoded several at once on tasks of their own while the writer
     // encodes columns on others, so one task can use every core; memory stays bounded.
     let readers = Readers {
@@ -277,6 +283,32 @@ async fn rewrite(
         }
     }
     Ok(writer.close().await?)
+}
+
+/// The keys of the equality deletes that apply to the rewrite files, each file read once, and
+/// the indexes (in `task.deletes`) of the files they came from; deletes on nested columns stay
+/// with iceberg's reader.
+async fn equality_deletes(task: &Decoded, target: &ArrowSchema) -> Result<(Arc<EqualityDeletes>, HashSet<usize>)> {
+    let referenced: BTreeSet<usize> = task.rewrite.iter().flat_map(|f| f.deletes.iter().copied()).collect();
+    let mut deletes = EqualityDeletes::default();
+    let mut applied = HashSet::new();
+    for index in referenced {
+        let delete = &task.deletes[index];
+        if delete.file.content_type() != DataContentType::EqualityDeletes {
+            continue;
+        }
+        let ids = delete.file.equality_ids().unwrap_or_default();
+        let Some(columns) = crate::equality::key_columns(target, &ids) else { continue };
+        let scan = scan_task(delete, &task.schema, ids.clone(), vec![], task.name_mapping.clone());
+        let mut stream = reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream();
+        while let Some(batch) = stream.try_next().await? {
+            deletes
+                .add(target, &ids, &columns, &batch, delete.sequence)
+                .map_err(|e| ExecuteError::Input(format!("equality deletes of {}: {e}", delete.file.file_path())))?;
+        }
+        applied.insert(index);
+    }
+    Ok((Arc::new(deletes), applied))
 }
 
 /// The task's files merged by copying row groups ([`crate::row_group_merge`]), when the table

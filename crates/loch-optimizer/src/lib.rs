@@ -3,6 +3,7 @@
 //! in `loch serve` or as `loch optimizer`, and never depends on the server or the metadata store.
 
 pub mod client;
+pub mod equality;
 mod error;
 pub mod executor;
 mod keyed;

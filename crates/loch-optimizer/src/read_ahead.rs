@@ -19,6 +19,7 @@ use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::equality::EqualityDeletes;
 use crate::plain_read::PlainTarget;
 
 /// Files read beyond the one the writer takes batches from.
@@ -41,11 +42,20 @@ pub struct Readers {
     pub plain: Option<PlainTarget>,
 }
 
+/// One file to read: iceberg's scan of it (with the deletes its reader applies) and the
+/// equality deletes the executor applies itself ([`crate::equality`]).
+pub struct ScanFile {
+    /// The scan of the file.
+    pub scan: FileScanTask,
+    /// Equality deletes to apply, with the file's data sequence number.
+    pub equality: Option<(Arc<EqualityDeletes>, i64)>,
+}
+
 /// The rows of `scans`, in order, conformed to `target`; each file is read and decoded on its
 /// own tokio task.
 pub fn read_ahead(
     readers: Readers,
-    scans: Vec<FileScanTask>,
+    scans: Vec<ScanFile>,
     target: Arc<ArrowSchema>,
 ) -> BoxStream<'static, iceberg::Result<RecordBatch>> {
     // Permits are KiB of input, taken in file order (so the file being written always has
@@ -55,7 +65,7 @@ pub fn read_ahead(
         .then(move |scan| {
             let budget = budget.clone();
             async move {
-                let share = kib(scan.file_size_in_bytes).min(kib(READ_BUDGET_BYTES));
+                let share = kib(scan.scan.file_size_in_bytes).min(kib(READ_BUDGET_BYTES));
                 (budget.acquire_many_owned(share).await.ok(), scan)
             }
         })
@@ -72,17 +82,19 @@ struct FileReader {
 }
 
 impl FileReader {
-    fn spawn(
-        readers: Readers,
-        scan: FileScanTask,
-        target: Arc<ArrowSchema>,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Self {
+    fn spawn(readers: Readers, file: ScanFile, target: Arc<ArrowSchema>, permit: Option<OwnedSemaphorePermit>) -> Self {
         let (tx, batches) = mpsc::channel(BATCHES_PER_FILE);
+        let ScanFile { scan, equality } = file;
+        let equality = move |batch: RecordBatch| match &equality {
+            None => Ok(batch),
+            Some((deletes, sequence)) => deletes
+                .filter(batch, *sequence)
+                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("equality deletes: {e}"))),
+        };
         let task = tokio::spawn(async move {
             let _permit = permit;
             if let Some(plain) = readers.plain.as_ref().filter(|p| p.accepts(&scan)) {
-                match read_plain(&readers.io, plain, &scan, &tx).await {
+                match read_plain(&readers.io, plain, &scan, &tx, &equality).await {
                     Plain::Done => return,
                     Plain::Declined => {}
                 }
@@ -95,10 +107,12 @@ impl FileReader {
                 }
             };
             while let Some(item) = stream.next().await {
-                let item = item.and_then(|batch| {
-                    loch_table::scan::conform(batch, &target)
-                        .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
-                });
+                let item = item
+                    .and_then(|batch| {
+                        loch_table::scan::conform(batch, &target)
+                            .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
+                    })
+                    .and_then(&equality);
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     break;
@@ -124,6 +138,7 @@ async fn read_plain(
     plain: &PlainTarget,
     scan: &FileScanTask,
     tx: &mpsc::Sender<iceberg::Result<RecordBatch>>,
+    equality: &impl Fn(RecordBatch) -> iceberg::Result<RecordBatch>,
 ) -> Plain {
     let bytes = match crate::plain_read::read_whole(io, scan).await {
         Ok(bytes) => bytes,
@@ -136,7 +151,8 @@ async fn read_plain(
     for batch in reader {
         let item = batch
             .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("{}: {e}", scan.data_file_path)))
-            .and_then(|b| plain.relabel(b));
+            .and_then(|b| plain.relabel(b))
+            .and_then(equality);
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
             break;

@@ -472,3 +472,39 @@ async fn row_group_merge_declines_files_it_cannot_copy() {
     assert_eq!(env.rows().await, before);
     assert_eq!(env.file_counts().await, (1, 0, 0));
 }
+
+/// Equality deletes apply by sequence number (rows appended after a delete of their key stay),
+/// every delete file's keys apply, and a delete on two columns matches on both; the rows before
+/// and after full optimizing are the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equality_deletes_apply_to_older_rows_only() {
+    let env = Env::new(false, &[("self-optimizing.full.trigger.interval", "0")]).await;
+    for i in 0..4 {
+        env.append(i * 100..(i + 1) * 100, "a").await;
+    }
+    let t = env.table().await;
+    let eq = |ids: Vec<i32>, rows: Vec<i64>, category: &'static str| {
+        let t = t.clone();
+        async move { write_equality_deletes(&t.table, ids, &batch(&t.table, rows, category), None).await.unwrap() }
+    };
+    let thirds = eq(vec![1], (0..400).step_by(3).collect(), "a").await;
+    let sevenths = eq(vec![1], (0..400).step_by(7).collect(), "a").await;
+    env.delete(vec![thirds, sevenths]).await;
+    // The same ids again, after the deletes: they stay, but for the ("b", even id < 20) keys
+    // deleted next on (id, category).
+    env.append(0..50, "b").await;
+    let t = env.table().await;
+    let pairs =
+        write_equality_deletes(&t.table, vec![1, 2], &batch(&t.table, (0..20).step_by(2), "b"), None).await.unwrap();
+    env.delete(vec![pairs]).await;
+    let before = env.rows().await;
+    let older = (0..400).filter(|i| i % 3 != 0 && i % 7 != 0).count();
+    assert_eq!(before.len(), older + 40);
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let results = execute(&plan).await;
+    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
+    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    assert_eq!(env.file_counts().await.0, 1);
+}
