@@ -1,7 +1,7 @@
 //! Reading a snapshot's file list: its live data and delete files with the sequence numbers and
 //! partition spec that planning and delete application need, streamed in manifest order with a
 //! few manifests read ahead ([`MANIFEST_READ_AHEAD`]), so memory stays bounded by a few
-//! manifests, not the table, and their reads (and decoding, on tasks of their own) overlap.
+//! manifests, not the table, and their reads overlap.
 //!
 //! Manifest lists and manifests are only read inside the table's own location: a client writes
 //! them, and Loch must not be made to read elsewhere (a FIFO, `/dev/zero`, another table's files).
@@ -105,12 +105,7 @@ pub fn live_files_after(
             stream::iter(list)
                 .map(move |manifest| {
                     let io = io.clone();
-                    // Each manifest is decoded on a task of its own, so the read-ahead
-                    // decodes on every core rather than on the task consuming the stream.
-                    let decode = tokio::spawn(async move { manifest_live_files(&io, &manifest).await });
-                    async move {
-                        decode.await.map_err(|e| TableError::Invalid(format!("manifest decoding stopped: {e}")))?
-                    }
+                    async move { manifest_live_files(&io, &manifest).await }
                 })
                 .buffered(MANIFEST_READ_AHEAD),
         )
