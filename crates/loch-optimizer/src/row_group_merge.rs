@@ -85,6 +85,18 @@ impl Merge<'_> {
         files: &[&DataFile],
         mut next_location: impl FnMut() -> String,
     ) -> iceberg::Result<Outcome> {
+        // The manifests' split offsets (one per row group) bound the average from above, so a
+        // task of small files is declined before any footer is read.
+        let (size, groups) = files.iter().fold((0u64, 0u64), |(s, g), f| {
+            (s + f.file_size_in_bytes(), g + f.split_offsets().map_or(1, |o| o.len().max(1) as u64))
+        });
+        if groups > 0 && size / groups < self.min_avg_row_group_bytes {
+            return Ok(Outcome::Declined(format!(
+                "files average {} bytes per row group, below {MIN_AVG_ROW_GROUP_SIZE} {}",
+                size / groups,
+                self.min_avg_row_group_bytes
+            )));
+        }
         let arrow = Arc::new(schema_to_arrow_schema(self.schema)?);
         let expected = ArrowWriter::try_new(Vec::new(), arrow.clone(), Some(self.props.clone()))
             .map_err(|e| parquet_error("schema", e))?;
