@@ -17,6 +17,7 @@ use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use clap::Parser;
 use futures::StreamExt;
+use loch_bench::process::{cpu_time, status_bytes};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
@@ -34,16 +35,6 @@ struct Args {
     /// Rows of the bulk workload: one transaction streamed by the client as it is generated.
     #[arg(long, default_value_t = 5_000_000)]
     bulk_rows: usize,
-}
-
-/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`), in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix(" kB")?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 /// One transaction of `rows` upserts sent as a streamed body generated on the fly (the client
@@ -91,16 +82,6 @@ fn schema_message_len(stream: &[u8]) -> Result<usize> {
     ensure!(stream.len() >= 8 && stream[..4] == [0xff; 4], "not an IPC stream");
     let len = u32::from_le_bytes(stream[4..8].try_into()?) as usize;
     Ok(8 + len)
-}
-
-/// CPU time of this process (user + system), from `/proc/self/stat` (in clock ticks of 1/100 s,
-/// Linux's `USER_HZ`).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-    Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
 
 /// An Arrow IPC body of `keys` upserts with ~100-byte rows.

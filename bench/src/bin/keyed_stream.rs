@@ -30,6 +30,7 @@ use clap::Parser;
 use iceberg::spec::TableMetadata;
 use iceberg::table::Table;
 use iceberg::{NamespaceIdent, Runtime, TableIdent};
+use loch_bench::process::cpu_time;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Parser)]
@@ -503,14 +504,6 @@ async fn arm(args: &Args, optimizing: bool, offset: Duration) -> Result<(Vec<Min
     let rows_per_s = rows_total as f64 / start.elapsed().as_secs_f64();
     server.shutdown().await?;
     Ok((minutes, rows_per_s, rows_total as f64 / cpu.max(1e-9)))
-}
-
-/// CPU time of this process (user + system), from `/proc/self/stat` (1/100 s ticks).
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
-    Duration::from_millis(fields.iter().sum::<u64>() * 10)
 }
 
 fn percentile(values: &[f64], p: f64) -> f64 {
