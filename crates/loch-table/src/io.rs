@@ -112,6 +112,24 @@ async fn write_local(path: std::path::PathBuf, bytes: Bytes) -> Result<()> {
     written.map_err(|e| Error::new(ErrorKind::Unexpected, format!("cannot write {shown}: {e}")).with_source(e))
 }
 
+/// Reads a whole local file on the calling thread, with the guard's checks (a path that parses,
+/// a regular file). For callers already off the async workers: a read through the storage costs
+/// an async hop per system call. `None` when `path` is not a local file.
+pub fn read_local_blocking(path: &str) -> Option<Result<Bytes>> {
+    let local = Location::parse(path).ok()?.local_path()?;
+    let read = || -> std::io::Result<Bytes> {
+        if !std::fs::metadata(&local)?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        std::fs::read(&local).map(Bytes::from)
+    };
+    Some(read().map_err(|e| {
+        let kind =
+            if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::DataInvalid } else { ErrorKind::Unexpected };
+        Error::new(kind, format!("cannot read {path}: {e}")).with_source(e)
+    }))
+}
+
 /// Parses a path for storage: the canonical spelling, or a `DataInvalid` error.
 pub fn storage_path(path: &str) -> Result<(Location, String)> {
     let location =

@@ -13,6 +13,7 @@ pub mod expire;
 pub mod filter;
 pub mod io;
 pub mod location;
+mod manifest_batch;
 pub mod manifest_cache;
 pub mod mixed;
 pub mod orphans;

@@ -28,6 +28,19 @@ struct Key {
     min_sequence_number: i64,
 }
 
+impl Key {
+    fn of(storage: u64, manifest: &ManifestFile) -> Self {
+        Self {
+            storage,
+            path: manifest.manifest_path.clone(),
+            length: manifest.manifest_length,
+            added_snapshot_id: manifest.added_snapshot_id,
+            sequence_number: manifest.sequence_number,
+            min_sequence_number: manifest.min_sequence_number,
+        }
+    }
+}
+
 static CACHE: LazyLock<moka::future::Cache<Key, Arc<Manifest>>> = LazyLock::new(|| {
     moka::future::Cache::builder()
         .weigher(|_, manifest: &Arc<Manifest>| weight(manifest))
@@ -38,22 +51,18 @@ static CACHE: LazyLock<moka::future::Cache<Key, Arc<Manifest>>> = LazyLock::new(
 /// The manifest `manifest` names, decoded with its list entry's inherited fields; read and
 /// decoded once however many tasks ask for it at the same time.
 pub async fn load(io: &FileIO, manifest: &ManifestFile) -> Result<Arc<Manifest>> {
-    let key = Key {
-        storage: storage_of(io),
-        path: manifest.manifest_path.clone(),
-        length: manifest.manifest_length,
-        added_snapshot_id: manifest.added_snapshot_id,
-        sequence_number: manifest.sequence_number,
-        min_sequence_number: manifest.min_sequence_number,
-    };
+    let key = Key::of(storage_of(io), manifest);
     let (io, manifest) = (io.clone(), manifest.clone());
     CACHE
         .try_get_with(key, async move {
             // Decoding is CPU work of up to seconds: keep it off the async workers.
             let handle = tokio::runtime::Handle::current();
-            let decoded = tokio::task::spawn_blocking(move || handle.block_on(manifest.load_manifest(&io)))
-                .await
-                .map_err(|e| TableError::Invalid(format!("decoding a manifest stopped: {e}")))??;
+            let decoded = tokio::task::spawn_blocking(move || match local_bytes(&manifest) {
+                Some(bytes) => crate::manifest_batch::decode(&manifest, &bytes?),
+                None => Ok(handle.block_on(manifest.load_manifest(&io))?),
+            })
+            .await
+            .map_err(|e| TableError::Invalid(format!("decoding a manifest stopped: {e}")))??;
             Ok::<_, TableError>(Arc::new(decoded))
         })
         .await
@@ -61,6 +70,74 @@ pub async fn load(io: &FileIO, manifest: &ManifestFile) -> Result<Arc<Manifest>>
             TableError::Iceberg(inner) => TableError::Iceberg(iceberg::Error::new(inner.kind(), inner.to_string())),
             other => TableError::Invalid(other.to_string()),
         })
+}
+
+/// Manifests read at once by [`load_many`] when they are not cached.
+const READS_AT_ONCE: usize = 8;
+
+/// The manifests `manifests` name, in order, like [`load`] for each; those not cached are read
+/// together and decoded in one pass where their headers agree ([`crate::manifest_batch`]), which
+/// is what makes thousands of one-entry manifests of a streaming table cheap to evaluate.
+pub async fn load_many(io: &FileIO, manifests: &[ManifestFile]) -> Result<Vec<Arc<Manifest>>> {
+    let storage = storage_of(io);
+    let mut out: Vec<Option<Arc<Manifest>>> = Vec::with_capacity(manifests.len());
+    let mut missing = Vec::new();
+    for (index, manifest) in manifests.iter().enumerate() {
+        let cached = CACHE.get(&Key::of(storage, manifest)).await;
+        if cached.is_none() {
+            if manifest.key_metadata.is_some() {
+                // Encrypted: iceberg's own reader decrypts it.
+                out.push(Some(load(io, manifest).await?));
+                continue;
+            }
+            missing.push(index);
+        }
+        out.push(cached);
+    }
+    if !missing.is_empty() {
+        let wanted: Vec<ManifestFile> = missing.iter().map(|i| manifests[*i].clone()).collect();
+        let io = io.clone();
+        let handle = tokio::runtime::Handle::current();
+        // Reading small local files and decoding are CPU work: off the async workers.
+        let decoded = tokio::task::spawn_blocking(move || {
+            let files = handle.block_on(read_all(&io, wanted))?;
+            Ok::<_, TableError>(crate::manifest_batch::decode_many(&files))
+        })
+        .await
+        .map_err(|e| TableError::Invalid(format!("decoding manifests stopped: {e}")))??;
+        for (index, manifest) in missing.into_iter().zip(decoded) {
+            let manifest = Arc::new(manifest?);
+            CACHE.insert(Key::of(storage, &manifests[index]), manifest.clone()).await;
+            out[index] = Some(manifest);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+/// The bytes of each of `manifests`: local files read in turn on this thread, others through
+/// the storage, several at once.
+async fn read_all(io: &FileIO, manifests: Vec<ManifestFile>) -> Result<Vec<(ManifestFile, bytes::Bytes)>> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(manifests)
+        .map(|manifest| async move {
+            let bytes = match local_bytes(&manifest) {
+                Some(read) => read?,
+                None => io.new_input(&manifest.manifest_path)?.read().await?,
+            };
+            Ok::<_, TableError>((manifest, bytes))
+        })
+        .buffered(READS_AT_ONCE)
+        .try_collect()
+        .await
+}
+
+/// The bytes of an unencrypted local manifest, read on this (blocking) thread; `None` to read it
+/// through the storage. 200 small manifests took 170 ms through async hops, most of it waiting.
+fn local_bytes(manifest: &ManifestFile) -> Option<Result<bytes::Bytes>> {
+    if manifest.key_metadata.is_some() {
+        return None;
+    }
+    crate::io::read_local_blocking(&manifest.manifest_path).map(|read| read.map_err(TableError::from))
 }
 
 /// A fingerprint of `io`'s storage settings.

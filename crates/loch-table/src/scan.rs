@@ -1,7 +1,8 @@
 //! Reading a snapshot's file list: its live data and delete files with the sequence numbers and
-//! partition spec that planning and delete application need, streamed in manifest order with a
-//! few manifests read ahead ([`MANIFEST_READ_AHEAD`]), so memory stays bounded by a few
-//! manifests, not the table, and their reads overlap.
+//! partition spec that planning and delete application need, streamed in manifest order in
+//! batches of manifests, a few batches read ahead ([`MANIFEST_READ_AHEAD`]), so memory stays
+//! bounded by a few batches, not the table, and their reads overlap. Small manifests of a batch
+//! decode in one pass ([`crate::manifest_cache::load_many`]).
 //!
 //! Manifest lists and manifests are only read inside the table's own location: a client writes
 //! them, and Loch must not be made to read elsewhere (a FIFO, `/dev/zero`, another table's files).
@@ -19,8 +20,14 @@ use crate::error::{Result, TableError};
 use crate::location::Location;
 use crate::snapshot::merge_manifests::max_data_sequence;
 
-/// Manifests read at once while a snapshot's files are listed.
-pub const MANIFEST_READ_AHEAD: usize = 4;
+/// Batches of manifests read at once while a snapshot's files are listed.
+pub const MANIFEST_READ_AHEAD: usize = 2;
+
+/// Most manifests in one batch.
+const BATCH_MANIFESTS: usize = 64;
+
+/// Most manifest bytes in one batch (a single larger manifest makes a batch of its own).
+const BATCH_BYTES: i64 = 4 << 20;
 
 /// A file of a snapshot.
 #[derive(Debug, Clone, PartialEq)]
@@ -102,10 +109,10 @@ pub fn live_files_after(
         // A manifest with neither added nor existing entries holds no live file.
         list.retain(|m| max_data_sequence(m) > floor && (m.has_added_files() || m.has_existing_files()));
         Ok::<_, TableError>(
-            stream::iter(list)
-                .map(move |manifest| {
+            stream::iter(batches(list))
+                .map(move |batch| {
                     let io = io.clone();
-                    async move { manifest_live_files(&io, &manifest).await }
+                    async move { batch_live_files(&io, &batch).await }
                 })
                 .buffered(MANIFEST_READ_AHEAD),
         )
@@ -116,16 +123,38 @@ pub fn live_files_after(
     .boxed()
 }
 
-async fn manifest_live_files(io: &FileIO, manifest: &ManifestFile) -> Result<Vec<LiveFile>> {
-    let loaded = crate::manifest_cache::load(io, manifest).await?;
+/// Consecutive manifests read and decoded together: up to [`BATCH_MANIFESTS`] of them, or
+/// fewer once they hold [`BATCH_BYTES`], so large manifests still come one at a time.
+fn batches(list: Vec<ManifestFile>) -> Vec<Vec<ManifestFile>> {
+    let mut out: Vec<Vec<ManifestFile>> = Vec::new();
+    let mut bytes = 0i64;
+    for manifest in list {
+        match out.last_mut() {
+            Some(batch) if batch.len() < BATCH_MANIFESTS && bytes + manifest.manifest_length <= BATCH_BYTES => {
+                bytes += manifest.manifest_length;
+                batch.push(manifest);
+            }
+            _ => {
+                bytes = manifest.manifest_length;
+                out.push(vec![manifest]);
+            }
+        }
+    }
+    out
+}
+
+async fn batch_live_files(io: &FileIO, batch: &[ManifestFile]) -> Result<Vec<LiveFile>> {
+    let loaded = crate::manifest_cache::load_many(io, batch).await?;
     let mut files = Vec::new();
-    for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
-        files.push(LiveFile {
-            spec_id: manifest.partition_spec_id,
-            data_sequence_number: entry.sequence_number().ok_or_else(|| missing_sequence(entry.file_path()))?,
-            file_sequence_number: entry.file_sequence_number.unwrap_or(manifest.sequence_number),
-            file: entry.data_file().clone(),
-        });
+    for (manifest, loaded) in batch.iter().zip(loaded) {
+        for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
+            files.push(LiveFile {
+                spec_id: manifest.partition_spec_id,
+                data_sequence_number: entry.sequence_number().ok_or_else(|| missing_sequence(entry.file_path()))?,
+                file_sequence_number: entry.file_sequence_number.unwrap_or(manifest.sequence_number),
+                file: entry.data_file().clone(),
+            });
+        }
     }
     Ok(files)
 }

@@ -20,6 +20,7 @@ use loch_testkit::local::{LocalTable, write_equality_deletes};
 
 mod expire;
 mod expire_props;
+mod manifest_cache;
 mod merge_manifests;
 mod mixed_hash;
 mod mixed_keyed;
