@@ -84,6 +84,7 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
 
     // Carry the parent's manifests, rewriting those that hold removed files.
     let mut found = HashSet::new();
+    let mut filtered = Filtered::default();
     if let Some(parent) = &parent {
         let bytes = table.file_io().new_input(parent.manifest_list())?.read().await?;
         let parent_manifests: Vec<ManifestFile> =
@@ -101,10 +102,13 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
                 manifests.push(manifest);
                 continue;
             }
-            let rewritten = writer.filter_manifest(&manifest, &changes.removed_paths, &mut found, &mut summary).await?;
-            manifests.push(rewritten.unwrap_or(manifest));
+            let removed = &changes.removed_paths;
+            if !writer.filter_manifest(&manifest, removed, &mut found, &mut summary, &mut filtered).await? {
+                manifests.push(manifest);
+            }
         }
     }
+    manifests.extend(filtered.finish().await?);
     if let Some(missing) = changes.removed_paths.iter().find(|p| !found.contains(*p)) {
         writer.cleanup().await;
         return Err(TableError::FileNotInTable(missing.clone()));
@@ -152,6 +156,31 @@ fn unique_snapshot_id(metadata: &TableMetadata) -> i64 {
         if id != 0 && metadata.snapshot_by_id(id).is_none() {
             return id;
         }
+    }
+}
+
+/// Most entries of one manifest written for [`Filtered`] entries (about 8 MiB, the size Iceberg
+/// Java merges manifests to, at typical column counts).
+const FILTERED_ENTRIES_PER_MANIFEST: usize = 20_000;
+
+/// The entries of parent manifests that hold removed files, gathered per content and partition
+/// spec: a rewrite of files from hundreds of small manifests (a streaming writer's commits)
+/// writes one manifest for them, as Iceberg Java's manifest merge would, not one each.
+#[derive(Default)]
+struct Filtered {
+    /// Writers keyed by (delete manifest, spec id), with their entry counts.
+    open: std::collections::BTreeMap<(bool, i32), (ManifestWriter, usize)>,
+    /// Manifests already written.
+    written: Vec<ManifestFile>,
+}
+
+impl Filtered {
+    /// Writes the open manifests; every manifest of the gathered entries.
+    async fn finish(mut self) -> Result<Vec<ManifestFile>> {
+        for (writer, _) in self.open.into_values() {
+            self.written.push(writer.write_manifest_file().await?);
+        }
+        Ok(self.written)
     }
 }
 
@@ -212,19 +241,20 @@ impl<'a> Writer<'a> {
         })
     }
 
-    /// Rewrites `manifest` if it holds live files in `removed`: those become DELETED, the other
-    /// live entries EXISTING (entries deleted by earlier snapshots are dropped). `None` when the
-    /// manifest holds none of them and can be carried over as it is.
+    /// Takes `manifest`'s entries into `filtered` if it holds live files in `removed`: those
+    /// become DELETED, the other live entries EXISTING (entries deleted by earlier snapshots are
+    /// dropped). False when it holds none of them and is carried over as it is.
     async fn filter_manifest(
         &mut self,
         manifest: &ManifestFile,
         removed: &HashSet<String>,
         found: &mut HashSet<String>,
         summary: &mut SnapshotSummaryCollector,
-    ) -> Result<Option<ManifestFile>> {
+        filtered: &mut Filtered,
+    ) -> Result<bool> {
         let loaded = crate::manifest_cache::load(self.table.file_io(), manifest).await?;
         if !loaded.entries().iter().any(|e| e.is_alive() && removed.contains(e.file_path())) {
-            return Ok(None);
+            return Ok(false);
         }
         let metadata = self.table.metadata();
         let spec: PartitionSpecRef =
@@ -235,7 +265,13 @@ impl<'a> Writer<'a> {
                 ))
             })?;
         let schema = metadata.current_schema().clone();
-        let mut writer = self.manifest(manifest.content, spec.clone())?;
+        let key = (manifest.content == ManifestContentType::Deletes, spec.spec_id());
+        let (writer, entries) = match filtered.open.entry(key) {
+            std::collections::btree_map::Entry::Occupied(open) => open.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert((self.manifest(manifest.content, spec.clone())?, 0))
+            }
+        };
         for entry in loaded.entries().iter().filter(|e| e.is_alive()) {
             let sequence_number = entry.sequence_number().ok_or_else(|| missing_sequence(entry.file_path()))?;
             let file_sequence_number = entry.file_sequence_number;
@@ -248,8 +284,14 @@ impl<'a> Writer<'a> {
                 let added_by = entry.snapshot_id().unwrap_or(manifest.added_snapshot_id);
                 writer.add_existing_file(file, added_by, sequence_number, file_sequence_number)?;
             }
+            *entries += 1;
         }
-        Ok(Some(writer.write_manifest_file().await?))
+        if *entries >= FILTERED_ENTRIES_PER_MANIFEST
+            && let Some((full, _)) = filtered.open.remove(&key)
+        {
+            filtered.written.push(full.write_manifest_file().await?);
+        }
+        Ok(true)
     }
 
     /// Writes the manifest list of `manifests` and the snapshot on top of `parent`, as the new

@@ -131,9 +131,9 @@ async fn manifests_of_deleted_entries_only_stay_with_the_snapshot_that_deleted_t
     let (mut t, _dir) = fragmented().await;
     let before = ids(&scan_all(&t.table).await.unwrap());
     t.commit(plan_full_rewrite(&t).await.prepare(&t.table).await.unwrap()).await.unwrap();
-    // The rewrite lists the manifests that mark the old files DELETED (four: three data, one
-    // delete manifest) beside the new one.
-    assert_eq!(manifest_kinds(&t.table).await, (1, 4));
+    // The rewrite lists the manifests that mark the old files DELETED beside the new one: the
+    // entries of the three data manifests gathered in one, and one for the delete manifest.
+    assert_eq!(manifest_kinds(&t.table).await, (1, 2));
     let rewrite = t.table.metadata().current_snapshot_id().unwrap();
     // The next snapshots do not carry them on (otherwise every rewrite leaves one more manifest
     // that every later scan reads).
