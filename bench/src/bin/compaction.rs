@@ -54,6 +54,10 @@ struct Args {
     /// Skip delta-rs.
     #[arg(long)]
     no_delta: bool,
+    /// Compact the Parquet files in this directory instead of generated ones (e.g. files pyarrow
+    /// or PyIceberg wrote, with field ids); `--files` and `--rows` are then ignored.
+    #[arg(long)]
+    input: Option<PathBuf>,
     /// Run only the compactors whose name starts with this (e.g. `loch`), for profiling.
     #[arg(long)]
     only: Option<String>,
@@ -180,8 +184,13 @@ fn prepare_input(dir: &Path, files: usize, rows: usize) -> Result<Input> {
         }
         File::create(input_dir.join("done"))?;
     }
+    list_input(schema, &input_dir, Some(files))
+}
+
+/// The Parquet files in `dir`, in name order, for a table of `schema`.
+fn list_input(schema: Schema, input_dir: &Path, files: Option<usize>) -> Result<Input> {
     let mut listed = Vec::new();
-    for entry in std::fs::read_dir(&input_dir)? {
+    for entry in std::fs::read_dir(input_dir)? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "parquet") {
             let size = std::fs::metadata(&path)?.len();
@@ -191,10 +200,26 @@ fn prepare_input(dir: &Path, files: usize, rows: usize) -> Result<Input> {
         }
     }
     listed.sort();
-    ensure!(listed.len() == files, "{} holds {} files, not {files}", input_dir.display(), listed.len());
+    if let Some(files) = files {
+        ensure!(listed.len() == files, "{} holds {} files, not {files}", input_dir.display(), listed.len());
+    }
+    ensure!(!listed.is_empty(), "{} holds no Parquet files", input_dir.display());
     let bytes = listed.iter().map(|f| f.1).sum();
     let rows = listed.iter().map(|f| f.2).sum();
     Ok(Input { schema, files: listed, bytes, rows })
+}
+
+/// Files another writer left in `dir`; the table's schema comes from the first file's field ids.
+fn given_input(dir: &Path) -> Result<Input> {
+    let first = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .min()
+        .with_context(|| format!("{} holds no Parquet files", dir.display()))?;
+    let arrow = ParquetRecordBatchReaderBuilder::try_new(File::open(&first)?)?.schema().clone();
+    let schema = iceberg::arrow::arrow_schema_to_schema(&arrow)
+        .with_context(|| format!("{} has no field ids to make a table schema of", first.display()))?;
+    list_input(schema, dir, None)
 }
 
 /// Rows, file count and bytes of the Parquet files under `dir`.
@@ -396,7 +421,10 @@ fn main() -> Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
-    let input = prepare_input(&dir, args.files, args.rows)?;
+    let input = match &args.input {
+        Some(files) => given_input(files)?,
+        None => prepare_input(&dir, args.files, args.rows)?,
+    };
     let python = args.python.clone().unwrap_or_else(|| loch_testkit::workspace_root().join(".venv-bench/bin/python"));
     let delta_ok = !args.no_delta
         && Command::new(&python).args(["-c", "import deltalake"]).output().is_ok_and(|o| o.status.success());

@@ -265,6 +265,10 @@ fn delta(args: &Args, python: &Path, script: &Path, shape: Shape) -> Result<Meas
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    // The server's log, when asked for (e.g. RUST_LOG=loch_optimizing=debug to see its steps).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let python = args.python.clone().unwrap_or_else(|| root.join("../.venv-bench/bin/python"));
     let script = root.join("e2e_compaction.py");

@@ -183,6 +183,7 @@ impl OptimizingService {
                         _ = service.tracker.changed() => {}
                         event = commits.recv() => match event {
                             Ok(table_id) => {
+                                tracing::debug!(table_id, "commit announced");
                                 // A lone commit is looked at at once; a burst settles, so
                                 // rounds start at most every COMMIT_SETTLE and each looks
                                 // once per table.

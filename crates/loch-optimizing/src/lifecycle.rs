@@ -116,8 +116,13 @@ impl OptimizingService {
             self.tracker.set_due(table_id, runtime.due_at.filter(|at| *at > now));
             return Ok(true);
         }
+        let started = std::time::Instant::now();
         let evaluation = match evaluate_table(table, &runtime).await {
-            Ok(Some(evaluation)) => evaluation,
+            Ok(Some(evaluation)) => {
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(table = %table.display_name(), elapsed_ms, "table evaluated");
+                evaluation
+            }
             Ok(None) => return Ok(true),
             Err(e) => match e.unsupported() {
                 Some(reason) => {
