@@ -89,22 +89,24 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
         let bytes = table.file_io().new_input(parent.manifest_list())?.read().await?;
         let parent_manifests: Vec<ManifestFile> =
             ManifestList::parse_with_version(&bytes, format)?.consume_entries().into_iter().collect();
-        for manifest in parent_manifests {
-            let live = manifest.has_added_files() || manifest.has_existing_files();
-            // A manifest left with DELETED entries only belongs to the snapshot that deleted
-            // them (as Iceberg Java keeps it): carried on, every later snapshot would list it
-            // and every scan read it, one more per rewrite.
-            if !live {
-                continue;
+        // A manifest left with DELETED entries only belongs to the snapshot that deleted them
+        // (as Iceberg Java keeps it): carried on, every later snapshot would list it and every
+        // scan read it, one more per rewrite.
+        let live: Vec<ManifestFile> =
+            parent_manifests.into_iter().filter(|m| m.has_added_files() || m.has_existing_files()).collect();
+        let removed = &changes.removed_paths;
+        for chunk in live.chunks(FILTER_PREFETCH) {
+            let may_hold_removed = |found: &HashSet<String>| !removed.is_empty() && found.len() < removed.len();
+            if may_hold_removed(&found) {
+                // Decoded together into the cache (a cold cache would decode them one by one).
+                crate::manifest_cache::load_many(table.file_io(), chunk).await?;
             }
-            let may_hold_removed = !changes.removed_paths.is_empty() && found.len() < changes.removed_paths.len();
-            if !may_hold_removed {
-                manifests.push(manifest);
-                continue;
-            }
-            let removed = &changes.removed_paths;
-            if !writer.filter_manifest(&manifest, removed, &mut found, &mut summary, &mut filtered).await? {
-                manifests.push(manifest);
+            for manifest in chunk {
+                if !may_hold_removed(&found)
+                    || !writer.filter_manifest(manifest, removed, &mut found, &mut summary, &mut filtered).await?
+                {
+                    manifests.push(manifest.clone());
+                }
             }
         }
     }
@@ -158,6 +160,9 @@ fn unique_snapshot_id(metadata: &TableMetadata) -> i64 {
         }
     }
 }
+
+/// Parent manifests decoded together while a commit looks for the files it removes.
+const FILTER_PREFETCH: usize = 64;
 
 /// Most entries of one manifest written for [`Filtered`] entries (about 8 MiB, the size Iceberg
 /// Java merges manifests to, at typical column counts).
