@@ -77,13 +77,17 @@ impl GuardedStorage {
     async fn check_readable(location: &Location) -> Result<()> {
         let Some(path) = location.local_path() else { return Ok(()) };
         match tokio::fs::metadata(&path).await {
-            Ok(meta) if !meta.is_file() => {
-                Err(Error::new(ErrorKind::DataInvalid, format!("{} is not a regular file", location.as_str())))
-            }
+            Ok(meta) if !meta.is_file() => Err(not_regular(location)),
             // Missing files and other errors are the inner storage's to report, in its kinds.
             _ => Ok(()),
         }
     }
+}
+
+/// The guard's refusal of a local path that is not a regular file (a FIFO, a device, a
+/// directory): opening one could block or read without end.
+fn not_regular(location: &Location) -> Error {
+    Error::new(ErrorKind::DataInvalid, format!("{} is not a regular file", location.as_str()))
 }
 
 /// Writes a whole local file. OpenDAL would retry a full disk or a missing directory for
@@ -116,18 +120,18 @@ async fn write_local(path: std::path::PathBuf, bytes: Bytes) -> Result<()> {
 /// a regular file). For callers already off the async workers: a read through the storage costs
 /// an async hop per system call. `None` when `path` is not a local file.
 pub fn read_local_blocking(path: &str) -> Option<Result<Bytes>> {
-    let local = Location::parse(path).ok()?.local_path()?;
-    let read = || -> std::io::Result<Bytes> {
-        if !std::fs::metadata(&local)?.is_file() {
-            return Err(std::io::Error::other("not a regular file"));
-        }
-        std::fs::read(&local).map(Bytes::from)
-    };
-    Some(read().map_err(|e| {
+    let location = Location::parse(path).ok()?;
+    let local = location.local_path()?;
+    let failed = |e: std::io::Error| {
         let kind =
             if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::DataInvalid } else { ErrorKind::Unexpected };
         Error::new(kind, format!("cannot read {path}: {e}")).with_source(e)
-    }))
+    };
+    Some(match std::fs::metadata(&local) {
+        Ok(meta) if !meta.is_file() => Err(not_regular(&location)),
+        Ok(_) => std::fs::read(&local).map(Bytes::from).map_err(failed),
+        Err(e) => Err(failed(e)),
+    })
 }
 
 /// Parses a path for storage: the canonical spelling, or a `DataInvalid` error.

@@ -6,8 +6,8 @@
 //! that header's metadata (schema, partition spec, content, codec; iceberg-rust writes the keys
 //! in no fixed order), so the data blocks of manifests with equal metadata are joined into one
 //! Avro container, under the first file's header and sync marker, and decoded in one pass; the
-//! entries are split back by the blocks' object counts. Anything unexpected falls back to decoding each file alone, which also gives
-//! iceberg's own error for a bad file.
+//! entries are split back by the blocks' object counts. Anything unexpected falls back to
+//! decoding each file alone, which also gives iceberg's own error for a bad file.
 
 use std::collections::HashMap;
 use std::sync::Arc;

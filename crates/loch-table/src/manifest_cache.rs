@@ -131,8 +131,9 @@ async fn read_all(io: &FileIO, manifests: Vec<ManifestFile>) -> Result<Vec<(Mani
         .await
 }
 
-/// The bytes of an unencrypted local manifest, read on this (blocking) thread; `None` to read it
-/// through the storage. 200 small manifests took 170 ms through async hops, most of it waiting.
+/// The bytes of an unencrypted local manifest, read on this (blocking) thread with the storage
+/// guard's checks, rather than through an async hop per system call; `None` to read it through
+/// the storage.
 fn local_bytes(manifest: &ManifestFile) -> Option<Result<bytes::Bytes>> {
     if manifest.key_metadata.is_some() {
         return None;

@@ -95,8 +95,8 @@ pub(crate) async fn produce(table: &Table, changes: SnapshotChanges) -> Result<P
         let live: Vec<ManifestFile> =
             parent_manifests.into_iter().filter(|m| m.has_added_files() || m.has_existing_files()).collect();
         let removed = &changes.removed_paths;
+        let may_hold_removed = |found: &HashSet<String>| !removed.is_empty() && found.len() < removed.len();
         for chunk in live.chunks(FILTER_PREFETCH) {
-            let may_hold_removed = |found: &HashSet<String>| !removed.is_empty() && found.len() < removed.len();
             if may_hold_removed(&found) {
                 // Decoded together into the cache (a cold cache would decode them one by one).
                 crate::manifest_cache::load_many(table.file_io(), chunk).await?;
