@@ -1,7 +1,7 @@
 //! The executor: runs one rewrite task.
 //!
-//! - Rewrite: the live rows of the task's data files (every applying position and equality
-//!   delete applied by iceberg's reader) stream into new Parquet files of the target size, in the
+//! - Rewrite: the live rows of the task's data files (position and equality deletes applied by
+//!   the executor while reading, [`crate::position`] and [`crate::equality`]) stream into new Parquet files of the target size, in the
 //!   table's default partition spec. Memory is bounded by the task: batches stream from reader to
 //!   writer, and only the task's delete files are held. Files are read several at once on tasks
 //!   of their own ([`crate::read_ahead`]) and the writer encodes columns on tasks of their own,
@@ -9,18 +9,17 @@
 //! - Reposition: for a data file that stays, the positions its deletes remove (old position
 //!   deletes, and rows matching equality deletes) are written as one position delete file.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::{Array, Int64Array, RecordBatch, StringArray};
 use arrow_row::{RowConverter, SortField};
 use arrow_schema::Schema as ArrowSchema;
-use futures::TryStreamExt;
-use iceberg::Runtime;
-use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
+use futures::{StreamExt, TryStreamExt};
+use iceberg::arrow::schema_to_arrow_schema;
 use iceberg::io::FileIO;
-use iceberg::scan::{FileScanTask, FileScanTaskDeleteFile};
+use iceberg::scan::FileScanTask;
 use iceberg::spec::{
     DEFAULT_SCHEMA_NAME_MAPPING, DataContentType, DataFile, DataFileFormat, FormatVersion, NameMapping, PartitionKey,
     PartitionSpec, SchemaRef,
@@ -40,7 +39,8 @@ use loch_table::write::parquet_writer_properties;
 use crate::equality::EqualityDeletes;
 use crate::error::{ExecuteError, Result};
 use crate::plain_read::PlainTarget;
-use crate::read_ahead::{Readers, ScanFile};
+use crate::position::DeletedPositions;
+use crate::read_ahead::{Readers, ScanFile, iceberg_reader};
 use crate::row_group_merge;
 
 /// A data or delete file of the task, decoded.
@@ -167,13 +167,13 @@ pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
     Ok(TaskOutput { data_files, delete_files, summary })
 }
 
-/// A scan task reading the whole `file` with `deletes` applied, projecting `fields`; files
-/// without field ids (added by `add_files`, say) are mapped by the table's name mapping.
+/// A scan task reading the whole `file` (no deletes: the executor applies them), projecting
+/// `fields`; files without field ids (added by `add_files`, say) are mapped by the table's name
+/// mapping.
 fn scan_task(
     file: &TaskFile,
     schema: &SchemaRef,
     fields: Vec<i32>,
-    deletes: Vec<FileScanTaskDeleteFile>,
     name_mapping: Option<Arc<NameMapping>>,
 ) -> FileScanTask {
     FileScanTask {
@@ -186,29 +186,12 @@ fn scan_task(
         schema: schema.clone(),
         project_field_ids: fields,
         predicate: None,
-        deletes,
+        deletes: Vec::new(),
         partition: Some(file.file.partition().clone()),
         partition_spec: Some(file.spec.clone()),
         name_mapping,
         case_sensitive: true,
     }
-}
-
-fn delete_ref(file: &TaskFile) -> FileScanTaskDeleteFile {
-    FileScanTaskDeleteFile {
-        file_path: file.file.file_path().to_string(),
-        file_size_in_bytes: file.file.file_size_in_bytes(),
-        file_type: file.file.content_type(),
-        partition_spec_id: file.spec.spec_id(),
-        equality_ids: file.file.equality_ids(),
-    }
-}
-
-fn reader(io: &FileIO) -> iceberg::arrow::ArrowReader {
-    ArrowReaderBuilder::new(io.clone(), Runtime::current())
-        .with_data_file_concurrency_limit(2)
-        .with_batch_size(8192)
-        .build()
 }
 
 /// Streams the live rows of the rewrite files into new files of the target size.
@@ -228,19 +211,19 @@ async fn rewrite(
     }
     let fields: Vec<i32> = task.schema.as_struct().fields().iter().map(|f| f.id).collect();
     let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
-    let (equality, applied) = equality_deletes(task, &target).await?;
+    let equality = equality_deletes(task, &target).await?;
+    let mut positions = position_deletes(task).await?;
     let scans: Vec<ScanFile> = task
         .rewrite
         .iter()
         .map(|f| ScanFile {
-            scan: scan_task(
-                f,
-                &task.schema,
-                fields.clone(),
-                f.deletes.iter().filter(|i| !applied.contains(i)).map(|&i| delete_ref(&task.deletes[i])).collect(),
-                task.name_mapping.clone(),
-            ),
-            equality: f.deletes.iter().any(|i| applied.contains(i)).then(|| (equality.clone(), f.sequence)),
+            scan: scan_task(f, &task.schema, fields.clone(), task.name_mapping.clone()),
+            positions: positions.remove(f.file.file_path()).filter(|p| !p.is_empty()).map(Arc::new),
+            equality: f
+                .deletes
+                .iter()
+                .any(|&i| task.deletes[i].file.content_type() == DataContentType::EqualityDeletes)
+                .then(|| (equality.clone(), f.sequence)),
         })
         .collect();
     let writer_props = parquet_writer_properties(props)?;
@@ -261,7 +244,6 @@ async fn rewrite(
     // Files are read and decoded several at once on tasks of their own while the writer
     // encodes columns on others, so one task can use every core; memory stays bounded.
     let readers = Readers {
-        iceberg: reader(&task.io),
         io: task.io.clone(),
         plain: PlainTarget::new(fields.clone(), target.clone(), task.name_mapping.clone()),
     };
@@ -285,30 +267,73 @@ async fn rewrite(
     Ok(writer.close().await?)
 }
 
-/// The keys of the equality deletes that apply to the rewrite files, each file read once, and
-/// the indexes (in `task.deletes`) of the files they came from; deletes on nested columns stay
-/// with iceberg's reader.
-async fn equality_deletes(task: &Decoded, target: &ArrowSchema) -> Result<(Arc<EqualityDeletes>, HashSet<usize>)> {
+/// The keys of the equality deletes that apply to the rewrite files, each file read once.
+/// Deletes on nested columns are refused: iceberg-rust 0.10's reader cannot apply them either
+/// (its loader panics, "field not found"), and the rows must not come out with them unapplied.
+async fn equality_deletes(task: &Decoded, target: &ArrowSchema) -> Result<Arc<EqualityDeletes>> {
     let referenced: BTreeSet<usize> = task.rewrite.iter().flat_map(|f| f.deletes.iter().copied()).collect();
     let mut deletes = EqualityDeletes::default();
-    let mut applied = HashSet::new();
     for index in referenced {
         let delete = &task.deletes[index];
         if delete.file.content_type() != DataContentType::EqualityDeletes {
             continue;
         }
         let ids = delete.file.equality_ids().unwrap_or_default();
-        let Some(columns) = crate::equality::key_columns(target, &ids) else { continue };
-        let scan = scan_task(delete, &task.schema, ids.clone(), vec![], task.name_mapping.clone());
-        let mut stream = reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream();
+        let Some(columns) = crate::equality::key_columns(target, &ids) else {
+            return Err(ExecuteError::Input(format!(
+                "{}: equality deletes on nested columns (field ids {ids:?}) are not supported",
+                delete.file.file_path()
+            )));
+        };
+        let scan = scan_task(delete, &task.schema, ids.clone(), task.name_mapping.clone());
+        let mut stream = iceberg_reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream();
         while let Some(batch) = stream.try_next().await? {
             deletes
                 .add(target, &ids, &columns, &batch, delete.sequence)
                 .map_err(|e| ExecuteError::Input(format!("equality deletes of {}: {e}", delete.file.file_path())))?;
         }
-        applied.insert(index);
     }
-    Ok((Arc::new(deletes), applied))
+    Ok(Arc::new(deletes))
+}
+
+/// Position delete files read at once.
+const POSITION_DELETE_READS: usize = 4;
+
+/// The deleted positions of each rewrite file with position deletes (by path). Each position
+/// delete file is read once, keeping only rows of the task's files it applies to. Deletion
+/// vectors (Puffin) are refused: iceberg-rust 0.10 cannot read them either.
+async fn position_deletes(task: &Decoded) -> Result<HashMap<String, DeletedPositions>> {
+    let mut users: BTreeMap<usize, HashSet<String>> = BTreeMap::new();
+    for f in &task.rewrite {
+        for &i in &f.deletes {
+            let delete = &task.deletes[i];
+            match (delete.file.content_type(), delete.file.file_format()) {
+                (DataContentType::EqualityDeletes, _) => {}
+                (DataContentType::PositionDeletes, DataFileFormat::Parquet) => {
+                    users.entry(i).or_default().insert(f.file.file_path().to_string());
+                }
+                (DataContentType::PositionDeletes, format) => {
+                    return Err(ExecuteError::Input(format!(
+                        "{}: position deletes in {format:?} files (deletion vectors) are not supported",
+                        delete.file.file_path()
+                    )));
+                }
+                (DataContentType::Data, _) => {
+                    return Err(ExecuteError::Input(format!("{} is not a delete file", delete.file.file_path())));
+                }
+            }
+        }
+    }
+    let reads =
+        users.into_iter().map(|(index, paths)| async move { position_rows(task, &task.deletes[index], &paths).await });
+    let mut by_path: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut reads = futures::stream::iter(reads).buffered(POSITION_DELETE_READS);
+    while let Some(rows) = reads.try_next().await? {
+        for (path, pos) in rows {
+            by_path.entry(path).or_default().push(pos);
+        }
+    }
+    Ok(by_path.into_iter().map(|(path, positions)| (path, DeletedPositions::new(positions))).collect())
 }
 
 /// The task's files merged by copying row groups ([`crate::row_group_merge`]), when the table
@@ -440,18 +465,28 @@ async fn deleted_positions(task: &Decoded, data: &TaskFile) -> Result<Vec<i64>> 
 
 /// Positions a position delete file holds for `data_path`.
 async fn read_positions(task: &Decoded, delete: &TaskFile, data_path: &str) -> Result<Vec<i64>> {
+    let wanted = HashSet::from([data_path.to_string()]);
+    Ok(position_rows(task, delete, &wanted).await?.into_iter().map(|(_, pos)| pos).collect())
+}
+
+/// The (data file path, position) rows of the position delete file `delete` whose path is one
+/// of `paths`.
+async fn position_rows(task: &Decoded, delete: &TaskFile, paths: &HashSet<String>) -> Result<Vec<(String, i64)>> {
     let schema = Arc::new(loch_table::position_delete::position_delete_schema()?);
-    let scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], vec![], None);
-    let batches: Vec<RecordBatch> =
-        reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream().try_collect().await?;
+    let scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], None);
+    let mut batches = iceberg_reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream();
     let mut out = Vec::new();
-    for batch in batches {
-        let paths = batch.column(0).as_any().downcast_ref::<StringArray>();
+    while let Some(batch) = batches.try_next().await? {
+        let paths_column = batch.column(0).as_any().downcast_ref::<StringArray>();
         let pos = batch.column(1).as_any().downcast_ref::<Int64Array>();
-        let (Some(paths), Some(pos)) = (paths, pos) else {
+        let (Some(column), Some(pos)) = (paths_column, pos) else {
             return Err(ExecuteError::Input(format!("{} is not a position delete file", delete.file.file_path())));
         };
-        out.extend((0..batch.num_rows()).filter(|&i| paths.value(i) == data_path).map(|i| pos.value(i)));
+        for i in 0..batch.num_rows() {
+            if let Some(path) = paths.get(column.value(i)) {
+                out.push((path.clone(), pos.value(i)));
+            }
+        }
     }
     Ok(out)
 }
@@ -463,10 +498,10 @@ async fn equality_deleted_positions(
     ids: &[i32],
     deletes: &[&TaskFile],
 ) -> Result<Vec<i64>> {
-    let read = |file: &TaskFile| scan_task(file, &task.schema, ids.to_vec(), vec![], task.name_mapping.clone());
+    let read = |file: &TaskFile| scan_task(file, &task.schema, ids.to_vec(), task.name_mapping.clone());
     let delete_scans: Vec<iceberg::Result<FileScanTask>> = deletes.iter().map(|d| Ok(read(d))).collect();
     let delete_batches: Vec<RecordBatch> =
-        reader(&task.io).read(Box::pin(futures::stream::iter(delete_scans)))?.stream().try_collect().await?;
+        iceberg_reader(&task.io).read(Box::pin(futures::stream::iter(delete_scans)))?.stream().try_collect().await?;
     let Some(first) = delete_batches.first() else { return Ok(Vec::new()) };
     let fields: Vec<SortField> =
         first.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
@@ -479,7 +514,7 @@ async fn equality_deleted_positions(
         keys.extend(rows.iter().map(|r| r.as_ref().to_vec()));
     }
     // Rows of the data file in file order: the running count is the position.
-    let mut stream = reader(&task.io).read(Box::pin(futures::stream::iter([Ok(read(data))])))?.stream();
+    let mut stream = iceberg_reader(&task.io).read(Box::pin(futures::stream::iter([Ok(read(data))])))?.stream();
     let mut position = 0i64;
     let mut out = Vec::new();
     while let Some(batch) = stream.try_next().await? {

@@ -8,6 +8,7 @@ mod error;
 pub mod executor;
 mod keyed;
 pub mod plain_read;
+pub mod position;
 pub mod read_ahead;
 pub mod row_group_merge;
 pub mod worker;

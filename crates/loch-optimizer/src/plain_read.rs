@@ -1,11 +1,12 @@
-//! Reading a small data file that no delete applies to straight from its bytes.
+//! Reading a small data file straight from its bytes (its deletes are applied by the executor
+//! on the batches, as for any file).
 //!
 //! Streaming writers leave thousands of files of a few thousand rows. Iceberg's reader pays per
 //! file for ranged reads (the footer, then each column chunk), an async decoder and a schema
-//! transformer. A file that is small, has no deletes and already stores the table's columns in
+//! transformer. A file that is small and already stores the table's columns in
 //! the table's order and types needs none of that: it is read with one request and decoded by
 //! the synchronous Parquet reader. Any other file (evolved schema, nested or promoted columns,
-//! deletes, large files) goes through iceberg's reader, so this is a shortcut, never a second
+//! large files) goes through iceberg's reader, so this is a shortcut, never a second
 //! set of read rules.
 
 use std::sync::Arc;

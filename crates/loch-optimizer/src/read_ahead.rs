@@ -14,13 +14,15 @@ use arrow_array::RecordBatch;
 use arrow_schema::Schema as ArrowSchema;
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, future};
-use iceberg::arrow::ArrowReader;
+use iceberg::Runtime;
+use iceberg::arrow::{ArrowReader, ArrowReaderBuilder};
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::equality::EqualityDeletes;
 use crate::plain_read::PlainTarget;
+use crate::position::{DeletedPositions, PositionFilter};
 
 /// Files read beyond the one the writer takes batches from.
 pub const FILES_AHEAD: usize = 6;
@@ -29,24 +31,33 @@ pub const BATCHES_PER_FILE: usize = 2;
 /// Bytes of input files being read at once by one task (a larger file takes all of it).
 pub const READ_BUDGET_BYTES: u64 = 256 << 20;
 
-/// How one task's files are read: iceberg's reader (its clones share its cache of delete
-/// files) and, for small files without deletes that hold exactly the table's columns, a plain
-/// read of the whole file ([`crate::plain_read`]).
+/// How one task's files are read: iceberg's reader and, for small files that hold exactly the
+/// table's columns, a plain read of the whole file ([`crate::plain_read`]).
 #[derive(Clone)]
 pub struct Readers {
-    /// Iceberg's reader, for every file a plain read declines.
-    pub iceberg: ArrowReader,
-    /// Storage, for plain reads.
+    /// Storage, for both reads.
     pub io: FileIO,
     /// What plain reads check files against; `None` turns them off.
     pub plain: Option<PlainTarget>,
 }
 
-/// One file to read: iceberg's scan of it (with the deletes its reader applies) and the
-/// equality deletes the executor applies itself ([`crate::equality`]).
+/// iceberg's reader for one file, which the executor gives no deletes ([`crate::position`]
+/// says why).
+pub fn iceberg_reader(io: &FileIO) -> ArrowReader {
+    ArrowReaderBuilder::new(io.clone(), Runtime::current())
+        .with_data_file_concurrency_limit(2)
+        .with_batch_size(8192)
+        .build()
+}
+
+/// One file to read: iceberg's scan of it (without deletes) and the position and equality
+/// deletes the executor applies itself ([`crate::position`], [`crate::equality`]), positions
+/// first since they count the file's rows.
 pub struct ScanFile {
     /// The scan of the file.
     pub scan: FileScanTask,
+    /// Deleted positions of the file.
+    pub positions: Option<Arc<DeletedPositions>>,
     /// Equality deletes to apply, with the file's data sequence number.
     pub equality: Option<(Arc<EqualityDeletes>, i64)>,
 }
@@ -84,22 +95,31 @@ struct FileReader {
 impl FileReader {
     fn spawn(readers: Readers, file: ScanFile, target: Arc<ArrowSchema>, permit: Option<OwnedSemaphorePermit>) -> Self {
         let (tx, batches) = mpsc::channel(BATCHES_PER_FILE);
-        let ScanFile { scan, equality } = file;
-        let equality = move |batch: RecordBatch| match &equality {
-            None => Ok(batch),
-            Some((deletes, sequence)) => deletes
-                .filter(batch, *sequence)
-                .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("equality deletes: {e}"))),
+        let ScanFile { scan, positions, equality } = file;
+        let mut positions = positions.map(PositionFilter::new);
+        let mut deletes = move |batch: RecordBatch| {
+            let batch = match positions.as_mut() {
+                None => batch,
+                Some(filter) => filter.apply(batch).map_err(|e| {
+                    iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("position deletes: {e}"))
+                })?,
+            };
+            match &equality {
+                None => Ok(batch),
+                Some((deletes, sequence)) => deletes.filter(batch, *sequence).map_err(|e| {
+                    iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("equality deletes: {e}"))
+                }),
+            }
         };
         let task = tokio::spawn(async move {
             let _permit = permit;
             if let Some(plain) = readers.plain.as_ref().filter(|p| p.accepts(&scan)) {
-                match read_plain(&readers.io, plain, &scan, &tx, &equality).await {
+                match read_plain(&readers.io, plain, &scan, &tx, &mut deletes).await {
                     Plain::Done => return,
                     Plain::Declined => {}
                 }
             }
-            let mut stream = match readers.iceberg.read(Box::pin(stream::iter([Ok(scan)]))) {
+            let mut stream = match iceberg_reader(&readers.io).read(Box::pin(stream::iter([Ok(scan)]))) {
                 Ok(result) => result.stream(),
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -112,7 +132,7 @@ impl FileReader {
                         loch_table::scan::conform(batch, &target)
                             .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, e.to_string()))
                     })
-                    .and_then(&equality);
+                    .and_then(&mut deletes);
                 let failed = item.is_err();
                 if tx.send(item).await.is_err() || failed {
                     break;
@@ -138,7 +158,7 @@ async fn read_plain(
     plain: &PlainTarget,
     scan: &FileScanTask,
     tx: &mpsc::Sender<iceberg::Result<RecordBatch>>,
-    equality: &impl Fn(RecordBatch) -> iceberg::Result<RecordBatch>,
+    deletes: &mut impl FnMut(RecordBatch) -> iceberg::Result<RecordBatch>,
 ) -> Plain {
     let bytes = match crate::plain_read::read_whole(io, scan).await {
         Ok(bytes) => bytes,
@@ -152,7 +172,7 @@ async fn read_plain(
         let item = batch
             .map_err(|e| iceberg::Error::new(iceberg::ErrorKind::DataInvalid, format!("{}: {e}", scan.data_file_path)))
             .and_then(|b| plain.relabel(b))
-            .and_then(equality);
+            .and_then(&mut *deletes);
         let failed = item.is_err();
         if tx.send(item).await.is_err() || failed {
             break;

@@ -119,7 +119,13 @@ impl Env {
     /// Appends rows `ids` of `category`, one data file per partition.
     pub async fn append(&self, ids: impl IntoIterator<Item = i64>, category: &str) -> Vec<iceberg::spec::DataFile> {
         let t = self.table().await;
-        let files = write_data_files(&t.table, &batch(&t.table, ids, category)).await.unwrap();
+        self.append_batch(&batch(&t.table, ids, category)).await
+    }
+
+    /// Appends the rows of `batch` (of the table's schema), one data file per partition.
+    pub async fn append_batch(&self, batch: &RecordBatch) -> Vec<iceberg::spec::DataFile> {
+        let t = self.table().await;
+        let files = write_data_files(&t.table, batch).await.unwrap();
         let mut delta = RowDelta::new();
         for f in &files {
             delta = delta.add_rows(f.clone());

@@ -508,3 +508,73 @@ async fn equality_deletes_apply_to_older_rows_only() {
     assert_eq!(env.rows().await, before, "same rows, same deletes applied");
     assert_eq!(env.file_counts().await.0, 1);
 }
+
+/// A table with a struct column: position deletes are applied by the executor, counted over
+/// the file's rows (same rows before and after); an equality delete on a nested column, which
+/// iceberg-rust's reader cannot apply either, fails the task with an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_deletes_apply_and_nested_equality_deletes_are_refused() {
+    use arrow_array::{Array, Int64Array, StringArray, StructArray};
+    use iceberg::spec::{NestedField, PrimitiveType, Schema, StructType, Type};
+    let root = Env::new(false, &[]).await;
+    let schema = Schema::builder()
+        .with_fields(vec![
+            NestedField::required(1, "id", Type::Primitive(PrimitiveType::Long)).into(),
+            NestedField::required(
+                2,
+                "info",
+                Type::Struct(StructType::new(vec![
+                    NestedField::required(3, "tag", Type::Primitive(PrimitiveType::String)).into(),
+                ])),
+            )
+            .into(),
+        ])
+        .build()
+        .unwrap();
+    let env = root.custom_table("nested", schema, None, &[("self-optimizing.full.trigger.interval", "0")]).await;
+    let t = env.table().await;
+    let arrow = loch_testkit::data::arrow_schema(&t.table);
+    let rows = |ids: std::ops::Range<i64>| {
+        let tags: Vec<&str> = ids.clone().map(|i| if i % 4 == 0 { "x" } else { "y" }).collect();
+        let arrow_schema::DataType::Struct(fields) = arrow.field(1).data_type().clone() else { panic!("a struct") };
+        let tags = std::sync::Arc::new(StringArray::from(tags)) as std::sync::Arc<dyn Array>;
+        arrow_array::RecordBatch::try_new(
+            arrow.clone(),
+            vec![
+                std::sync::Arc::new(Int64Array::from_iter_values(ids)),
+                std::sync::Arc::new(StructArray::new(fields, vec![tags], None)),
+            ],
+        )
+        .unwrap()
+    };
+    let mut files = Vec::new();
+    for i in 0..3 {
+        files.extend(env.append_batch(&rows(i * 10..i * 10 + 10)).await);
+    }
+    let io = t.table.file_io();
+    let mut deletes = Vec::new();
+    // Two delete files for file 0, one overlapping the other; one for file 2.
+    for (file, positions) in [(&files[0], vec![1, 2]), (&files[0], vec![2, 9]), (&files[2], vec![0, 5])] {
+        deletes.push(write_position_deletes(io, file.file_path(), &positions, Struct::empty(), 0).await.unwrap());
+    }
+    env.delete(deletes).await;
+    let before = env.rows().await;
+    let mut ids: Vec<i64> = before.iter().map(|r| r["id"].parse().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..30).filter(|i| ![1, 2, 9, 20, 25].contains(i)).collect::<Vec<_>>());
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let results = execute(&plan).await;
+    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
+    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+
+    let t = env.table().await;
+    env.delete(vec![write_equality_deletes(&t.table, vec![3], &rows(0..1), None).await.unwrap()]).await;
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    for (_, input) in &plan.tasks {
+        let error = loch_optimizer::executor::execute(input).await.expect_err("a nested equality delete is refused");
+        assert!(error.to_string().contains("equality deletes on nested columns"), "{error}");
+    }
+}
