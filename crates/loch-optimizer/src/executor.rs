@@ -473,7 +473,9 @@ async fn read_positions(task: &Decoded, delete: &TaskFile, data_path: &str) -> R
 /// of `paths`.
 async fn position_rows(task: &Decoded, delete: &TaskFile, paths: &HashSet<String>) -> Result<Vec<(String, i64)>> {
     let schema = Arc::new(loch_table::position_delete::position_delete_schema()?);
-    let scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], None);
+    let mut scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], None);
+    // The file holds no partition columns: its partition is not looked up in its schema.
+    (scan.partition, scan.partition_spec) = (None, None);
     let mut batches = iceberg_reader(&task.io).read(Box::pin(futures::stream::iter([Ok(scan)])))?.stream();
     let mut out = Vec::new();
     while let Some(batch) = batches.try_next().await? {

@@ -578,3 +578,35 @@ async fn position_deletes_apply_and_nested_equality_deletes_are_refused() {
         assert!(error.to_string().contains("equality deletes on nested columns"), "{error}");
     }
 }
+
+/// Position delete files of a partitioned table (they hold no partition column) are read with
+/// their own schema: compacting the partition applies them, and the rows stay the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn position_deletes_apply_in_a_partitioned_table() {
+    let env = Env::new(true, &[("self-optimizing.full.trigger.interval", "0")]).await;
+    let mut files = Vec::new();
+    for i in 0..3 {
+        files.extend(env.append(i * 10..i * 10 + 10, "a").await);
+    }
+    let t = env.table().await;
+    let spec = t.table.metadata().default_partition_spec_id();
+    let mut deletes = Vec::new();
+    for (file, positions) in [(&files[0], vec![0, 4]), (&files[2], vec![9])] {
+        let io = t.table.file_io();
+        deletes.push(
+            write_position_deletes(io, file.file_path(), &positions, file.partition().clone(), spec).await.unwrap(),
+        );
+    }
+    env.delete(deletes).await;
+    let before = env.rows().await;
+    let mut ids: Vec<i64> = before.iter().map(|r| r["id"].parse().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..30).filter(|i| ![0, 4, 29].contains(i)).collect::<Vec<_>>());
+    let plan = plan_now(&env).await.expect("full optimizing is due");
+    let results = execute(&plan).await;
+    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
+    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
+    commit(&env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    assert_eq!(env.file_counts().await, (1, 0, 0));
+}
