@@ -103,8 +103,13 @@ impl PlainTarget {
     }
 }
 
-/// The whole of `scan`'s file, in one read.
+/// The whole of `scan`'s file, in one read: a local file on this thread, like the decoding that
+/// follows (through the storage, each of its system calls is a hop to a blocking thread, paid
+/// per file, thousands of times for a streaming table's files).
 pub async fn read_whole(io: &FileIO, scan: &FileScanTask) -> iceberg::Result<bytes::Bytes> {
+    if let Some(read) = loch_table::io::read_local_blocking(&scan.data_file_path) {
+        return read;
+    }
     io.new_input(&scan.data_file_path)?.read().await
 }
 

@@ -117,8 +117,9 @@ async fn write_local(path: std::path::PathBuf, bytes: Bytes) -> Result<()> {
 }
 
 /// Reads a whole local file on the calling thread, with the guard's checks (a path that parses,
-/// a regular file). For callers already off the async workers: a read through the storage costs
-/// an async hop per system call. `None` when `path` is not a local file.
+/// a regular file). For small files read by callers off the async workers or about to decode
+/// them there: a read through the storage costs an async hop per system call. `None` when
+/// `path` is not a local file.
 pub fn read_local_blocking(path: &str) -> Option<Result<Bytes>> {
     let location = Location::parse(path).ok()?;
     let local = location.local_path()?;
