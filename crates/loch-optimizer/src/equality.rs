@@ -5,14 +5,21 @@
 //! left over 5 million rows took three minutes to compact. Here a task reads each of its
 //! equality delete files once and keeps every key in a hash map with the newest sequence number
 //! that deletes it; a data row is dropped when its key's number is above its file's data
-//! sequence number (the rule of the Iceberg spec). Keys compare as Arrow rows, so a null in a
-//! key column matches a null, as Iceberg's equality deletes require.
+//! sequence number (the rule of the Iceberg spec). A key of one integer column (the usual
+//! primary key of a CDC stream) is kept as a number; other keys compare as Arrow rows. Either
+//! way a null in a key column matches a null, as Iceberg's equality deletes require.
 
 use std::collections::HashMap;
 
-use arrow_array::{BooleanArray, RecordBatch};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int32Type, Int64Type};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use arrow_row::{RowConverter, SortField};
-use arrow_schema::{ArrowError, Schema as ArrowSchema};
+use arrow_schema::{ArrowError, DataType, Schema as ArrowSchema};
+
+/// Hashing of keys: a data row is looked up once per applying group, millions per task, and
+/// the keys come from the table's own files.
+type Hasher = foldhash::fast::RandomState;
 
 /// The equality deletes of one task, by the set of columns they compare.
 #[derive(Default)]
@@ -25,9 +32,41 @@ struct Group {
     ids: Vec<i32>,
     /// Positions of the key columns in the table's Arrow schema (and in conformed batches).
     columns: Vec<usize>,
-    converter: RowConverter,
     /// Each deleted key with the newest sequence number of a delete file holding it.
-    keys: HashMap<Box<[u8]>, i64>,
+    keys: Keys,
+}
+
+/// Deleted keys of one group, each with the newest sequence number deleting it.
+enum Keys {
+    /// A key of one integer column, compared as a number.
+    Integer(HashMap<Option<i64>, i64, Hasher>),
+    /// Any other key, as Arrow rows.
+    Rows(RowConverter, HashMap<Box<[u8]>, i64, Hasher>),
+}
+
+impl Keys {
+    fn len(&self) -> usize {
+        match self {
+            Keys::Integer(keys) => keys.len(),
+            Keys::Rows(_, keys) => keys.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Calls `f` with each value of `array` as an `i64`, when it is an integer column.
+fn each_integer(array: &ArrayRef, mut f: impl FnMut(usize, Option<i64>)) -> bool {
+    match array.data_type() {
+        DataType::Int64 => array.as_primitive::<Int64Type>().iter().enumerate().for_each(|(i, v)| f(i, v)),
+        DataType::Int32 => {
+            array.as_primitive::<Int32Type>().iter().enumerate().for_each(|(i, v)| f(i, v.map(i64::from)))
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// The top-level positions of `ids` in `table`, or `None` when one is not a top-level column
@@ -57,21 +96,32 @@ impl EqualityDeletes {
         let index = match self.groups.iter().position(|g| g.ids == ids) {
             Some(index) => index,
             None => {
-                let fields = columns.iter().map(|&c| SortField::new(table.field(c).data_type().clone())).collect();
-                self.groups.push(Group {
-                    ids: ids.to_vec(),
-                    columns: columns.to_vec(),
-                    converter: RowConverter::new(fields)?,
-                    keys: HashMap::new(),
-                });
+                let types: Vec<&DataType> = columns.iter().map(|&c| table.field(c).data_type()).collect();
+                let keys = match types.as_slice() {
+                    [DataType::Int64 | DataType::Int32] => Keys::Integer(HashMap::default()),
+                    _ => {
+                        let fields = types.into_iter().map(|t| SortField::new(t.clone())).collect();
+                        Keys::Rows(RowConverter::new(fields)?, HashMap::default())
+                    }
+                };
+                self.groups.push(Group { ids: ids.to_vec(), columns: columns.to_vec(), keys });
                 self.groups.len() - 1
             }
         };
-        let group = &mut self.groups[index];
-        let rows = group.converter.convert_columns(batch.columns())?;
-        for row in rows.iter() {
-            let newest = group.keys.entry(row.as_ref().into()).or_insert(sequence);
-            *newest = (*newest).max(sequence);
+        let newest = |seen: &mut i64| *seen = (*seen).max(sequence);
+        match &mut self.groups[index].keys {
+            Keys::Integer(keys) => {
+                let column = batch.columns().first().ok_or_else(|| ArrowError::SchemaError("no key column".into()))?;
+                let integers = each_integer(column, |_, key| newest(keys.entry(key).or_insert(sequence)));
+                if !integers {
+                    return Err(ArrowError::SchemaError(format!("key column of type {}", column.data_type())));
+                }
+            }
+            Keys::Rows(converter, keys) => {
+                for row in converter.convert_columns(batch.columns())?.iter() {
+                    newest(keys.entry(row.as_ref().into()).or_insert(sequence));
+                }
+            }
         }
         Ok(())
     }
@@ -85,12 +135,28 @@ impl EqualityDeletes {
     /// `data_sequence`) that no delete removes.
     pub fn filter(&self, batch: RecordBatch, data_sequence: i64) -> Result<RecordBatch, ArrowError> {
         let mut keep: Option<Vec<bool>> = None;
+        let rows = batch.num_rows();
+        let mut drop = |i: usize| keep.get_or_insert_with(|| vec![true; rows])[i] = false;
+        let applies = |sequence: Option<&i64>| sequence.is_some_and(|&sequence| sequence > data_sequence);
         for group in &self.groups {
             let columns: Vec<_> = group.columns.iter().map(|&c| batch.column(c).clone()).collect();
-            let rows = group.converter.convert_columns(&columns)?;
-            for (i, row) in rows.iter().enumerate() {
-                if group.keys.get(row.as_ref()).is_some_and(|&sequence| sequence > data_sequence) {
-                    keep.get_or_insert_with(|| vec![true; batch.num_rows()])[i] = false;
+            match &group.keys {
+                Keys::Integer(keys) => {
+                    let integers = each_integer(&columns[0], |i, key| {
+                        if applies(keys.get(&key)) {
+                            drop(i);
+                        }
+                    });
+                    if !integers {
+                        return Err(ArrowError::SchemaError(format!("key column of type {}", columns[0].data_type())));
+                    }
+                }
+                Keys::Rows(converter, keys) => {
+                    for (i, row) in converter.convert_columns(&columns)?.iter().enumerate() {
+                        if applies(keys.get(row.as_ref())) {
+                            drop(i);
+                        }
+                    }
                 }
             }
         }
@@ -162,5 +228,31 @@ mod tests {
         assert_eq!(ids(&deletes.filter(batch.clone(), 1).unwrap()), vec![Some(4)]);
         assert_eq!(ids(&deletes.filter(batch.clone(), 5).unwrap()), vec![Some(1), Some(4), None]);
         assert_eq!(ids(&deletes.filter(batch.clone(), 9).unwrap()).len(), 5);
+        // A second group on the name column (compared as rows) applies beside the first.
+        let names = RecordBatch::try_new(
+            Arc::new(ArrowSchema::new(vec![table.field(1).clone()])),
+            vec![Arc::new(StringArray::from(vec!["nSome(4)", "nSome(3)"]))],
+        )
+        .unwrap();
+        deletes.add(&table, &[2], &key_columns(&table, &[2]).unwrap(), &names, 7).unwrap();
+        assert_eq!(ids(&deletes.filter(batch.clone(), 1).unwrap()), Vec::<Option<i64>>::new());
+        assert_eq!(ids(&deletes.filter(batch.clone(), 6).unwrap()), vec![Some(1), None]);
+        assert_eq!(ids(&deletes.filter(batch, 7).unwrap()).len(), 3);
+    }
+
+    /// An `int` key is compared as a number too, nulls matching nulls.
+    #[test]
+    fn int_keys_match_as_numbers() {
+        let field = Field::new("k", DataType::Int32, true)
+            .with_metadata(Map::from([(PARQUET_FIELD_ID_META_KEY.to_string(), "1".to_string())]));
+        let table = Arc::new(ArrowSchema::new(vec![field]));
+        let batch = |values: Vec<Option<i32>>| {
+            RecordBatch::try_new(table.clone(), vec![Arc::new(arrow_array::Int32Array::from(values))]).unwrap()
+        };
+        let mut deletes = EqualityDeletes::default();
+        deletes.add(&table, &[1], &[0], &batch(vec![Some(-3), None]), 2).unwrap();
+        let kept = deletes.filter(batch(vec![Some(-3), Some(3), None, Some(0)]), 1).unwrap();
+        let column = kept.column(0).as_any().downcast_ref::<arrow_array::Int32Array>().unwrap();
+        assert_eq!(column.iter().collect::<Vec<_>>(), vec![Some(3), Some(0)]);
     }
 }
