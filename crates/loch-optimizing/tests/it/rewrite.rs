@@ -63,6 +63,18 @@ async fn commit(
     commit_rewrite(&env.catalogs, output).await
 }
 
+/// Plans full optimizing now, executes and commits it: every delete was applied while reading
+/// (as many rows read as `before` holds) and the table holds the rows `before` after.
+async fn compact_fully(env: &Env, before: &[std::collections::BTreeMap<String, String>]) -> ProcessPlan {
+    let plan = plan_now(env).await.expect("full optimizing is due");
+    let results = execute(&plan).await;
+    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
+    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
+    commit(env, &plan, &results).await.unwrap();
+    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    plan
+}
+
 async fn set_properties(env: &Env, props: &[(&str, String)]) {
     let t = env.table().await;
     let updates = props.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<HashMap<_, _>>();
@@ -257,14 +269,8 @@ async fn many_tiny_files_with_shared_deletes_compact_to_the_same_rows() {
     env.delete(deletes).await;
     let before = env.rows().await;
     assert!(before.len() < 1_000 - 143 && before.len() > 700, "{} rows left", before.len());
-    let plan = plan_now(&env).await.expect("full optimizing is due");
-    let rewrite: usize = plan.tasks.iter().map(|(_, t)| t.rewrite.len()).sum();
-    assert_eq!(rewrite, 200);
-    let results = execute(&plan).await;
-    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
-    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
-    commit(&env, &plan, &results).await.unwrap();
-    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    let plan = compact_fully(&env, &before).await;
+    assert_eq!(plan.tasks.iter().map(|(_, t)| t.rewrite.len()).sum::<usize>(), 200);
     assert_eq!(env.file_counts().await, (1, 0, 0));
 }
 
@@ -500,12 +506,7 @@ async fn equality_deletes_apply_to_older_rows_only() {
     let before = env.rows().await;
     let older = (0..400).filter(|i| i % 3 != 0 && i % 7 != 0).count();
     assert_eq!(before.len(), older + 40);
-    let plan = plan_now(&env).await.expect("full optimizing is due");
-    let results = execute(&plan).await;
-    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
-    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
-    commit(&env, &plan, &results).await.unwrap();
-    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    compact_fully(&env, &before).await;
     assert_eq!(env.file_counts().await.0, 1);
 }
 
@@ -562,12 +563,7 @@ async fn position_deletes_apply_and_nested_equality_deletes_are_refused() {
     let mut ids: Vec<i64> = before.iter().map(|r| r["id"].parse().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, (0..30).filter(|i| ![1, 2, 9, 20, 25].contains(i)).collect::<Vec<_>>());
-    let plan = plan_now(&env).await.expect("full optimizing is due");
-    let results = execute(&plan).await;
-    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
-    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
-    commit(&env, &plan, &results).await.unwrap();
-    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    compact_fully(&env, &before).await;
     assert_eq!(env.file_counts().await, (1, 0, 0));
 
     let t = env.table().await;
@@ -602,11 +598,6 @@ async fn position_deletes_apply_in_a_partitioned_table() {
     let mut ids: Vec<i64> = before.iter().map(|r| r["id"].parse().unwrap()).collect();
     ids.sort();
     assert_eq!(ids, (0..30).filter(|i| ![0, 4, 29].contains(i)).collect::<Vec<_>>());
-    let plan = plan_now(&env).await.expect("full optimizing is due");
-    let results = execute(&plan).await;
-    let read: u64 = results.iter().map(|(_, out)| out.summary.rows_read).sum();
-    assert_eq!(read as usize, before.len(), "the deletes were applied while reading");
-    commit(&env, &plan, &results).await.unwrap();
-    assert_eq!(env.rows().await, before, "same rows, same deletes applied");
+    compact_fully(&env, &before).await;
     assert_eq!(env.file_counts().await, (1, 0, 0));
 }
