@@ -72,6 +72,7 @@ impl OptimizingService {
         thread_id: u32,
         ignore_quota: bool,
     ) -> Result<Option<TaskAssignment>> {
+        let _one_claim_at_a_time = self.claiming.lock().await;
         let planned = self.store.group_tasks(group, &names(&[TaskStatus::Planned])).await?;
         if planned.is_empty() {
             return Ok(None);
@@ -242,9 +243,12 @@ impl OptimizingService {
                 return Ok(false);
             }
         }
-        let result = self.plan_next_locked(group).await;
-        self.planning.lock().unwrap_or_else(|e| e.into_inner()).remove(group);
-        result
+        // The plan runs on a task of its own: a poll that is dropped (its worker hung up) must not
+        // stop it halfway, leaving the table in `planning` and the group without a planner.
+        let planner = Planner { service: self.clone(), group: group.to_string() };
+        tokio::spawn(async move { planner.service.plan_next_locked(&planner.group).await })
+            .await
+            .map_err(|e| OptimizingError::Corrupt(format!("planning group {group} stopped: {e}")))?
     }
 
     async fn plan_next_locked(self: &Arc<Self>, group: &str) -> Result<bool> {
@@ -459,6 +463,19 @@ impl OptimizingService {
         metrics::counter!("loch_optimizing_processes_started_total", "type" => plan.action.type_name()).increment(1);
         self.wake(group);
         Ok(PlanOutcome::Created(id))
+    }
+}
+
+/// The group's one planner while it lives; the group is free to plan again when it is dropped,
+/// however the plan ended.
+struct Planner {
+    service: Arc<OptimizingService>,
+    group: String,
+}
+
+impl Drop for Planner {
+    fn drop(&mut self) {
+        self.service.planning.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.group);
     }
 }
 

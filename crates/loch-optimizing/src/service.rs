@@ -77,6 +77,9 @@ pub struct OptimizingService {
     pub(crate) config: OptimizingConfig,
     wakeups: Mutex<HashMap<String, Arc<Notify>>>,
     pub(crate) planning: Mutex<HashSet<String>>,
+    /// Taken by each claim of a task: a claim counts the tasks each table holds before taking
+    /// one, and two claims at once (threads woken together) would both see room under a quota.
+    pub(crate) claiming: tokio::sync::Mutex<()>,
     pub(crate) committing: Mutex<HashSet<i64>>,
     pub(crate) tracker: crate::tracker::Tracker,
     /// The maintenance actions each table's properties switch on, as of its last look: the
@@ -110,6 +113,7 @@ impl OptimizingService {
             config,
             wakeups: Mutex::new(HashMap::new()),
             planning: Mutex::new(HashSet::new()),
+            claiming: tokio::sync::Mutex::new(()),
             committing: Mutex::new(HashSet::new()),
             tracker: crate::tracker::Tracker::default(),
             switches: Mutex::new(HashMap::new()),

@@ -202,10 +202,24 @@ fn the_quota_keeps_a_busy_table_from_starving_the_others() {
             assert_eq!(done[0]["tasks"], 12, "{done}");
         }
     }
+    // Each process's plan time and each task's run, ms after the busy table's plan, to show how
+    // the threads were shared when the order is wrong.
     let busy_started = server.get(&processes("busy"))[0]["createdAt"].as_i64().unwrap();
+    let mut schedule = String::new();
+    for table in ["busy", "small1", "small2"] {
+        let process = server.get(&processes(table))[0].clone();
+        let at = |v: &Value| v.as_i64().map_or("-".to_string(), |t| (t - busy_started).to_string());
+        schedule +=
+            &format!("\n{table}: planned {} finished {}; tasks", at(&process["createdAt"]), at(&process["finishedAt"]));
+        for task in server.get(&format!("{}/{}/tasks", processes(table), process["id"])).as_array().unwrap() {
+            let thread = format!("{}#{}", task["optimizer"].as_str().unwrap_or("-"), task["threadId"]);
+            schedule += &format!(" [{thread} {}..{}]", at(&task["startedAt"]), at(&task["finishedAt"]));
+        }
+    }
     assert!(
         finished[1] < finished[0] && finished[2] < finished[0],
-        "the small tables wait for the busy one: busy planned at {busy_started}, finished at {finished:?}"
+        "the small tables wait for the busy one:{schedule}\n{}",
+        server.proc.log_tail()
     );
 
     let digest = tables.run(&["digest", "ns.busy"]);
