@@ -143,8 +143,9 @@ pub async fn execute(input: &TaskInput) -> Result<TaskOutput> {
         }
     }
     let mut delete_files = Vec::new();
-    for data in &task.reposition {
-        let positions = deleted_positions(&task, data).await?;
+    let from_position_deletes = position_deletes(&task, &task.reposition).await?;
+    for (data, from_position_deletes) in task.reposition.iter().zip(from_position_deletes) {
+        let positions = deleted_positions(&task, data, from_position_deletes).await?;
         if positions.is_empty() {
             continue;
         }
@@ -212,13 +213,14 @@ async fn rewrite(
     let fields: Vec<i32> = task.schema.as_struct().fields().iter().map(|f| f.id).collect();
     let target = Arc::new(schema_to_arrow_schema(&task.schema)?);
     let equality = equality_deletes(task, &target).await?;
-    let mut positions = position_deletes(task).await?;
+    let positions = position_deletes(task, &task.rewrite).await?;
     let scans: Vec<ScanFile> = task
         .rewrite
         .iter()
-        .map(|f| ScanFile {
+        .zip(positions)
+        .map(|(f, positions)| ScanFile {
             scan: scan_task(f, &task.schema, fields.clone(), task.name_mapping.clone()),
-            positions: positions.remove(f.file.file_path()).filter(|p| !p.is_empty()).map(Arc::new),
+            positions: (!positions.is_empty()).then(|| Arc::new(DeletedPositions::new(positions))),
             equality: f
                 .deletes
                 .iter()
@@ -299,18 +301,19 @@ async fn equality_deletes(task: &Decoded, target: &ArrowSchema) -> Result<Arc<Eq
 /// Position delete files read at once.
 const POSITION_DELETE_READS: usize = 4;
 
-/// The deleted positions of each rewrite file with position deletes (by path). Each position
-/// delete file is read once, keeping only rows of the task's files it applies to. Deletion
-/// vectors (Puffin) are refused: iceberg-rust 0.10 cannot read them either.
-async fn position_deletes(task: &Decoded) -> Result<HashMap<String, DeletedPositions>> {
-    let mut users: BTreeMap<usize, HashSet<String>> = BTreeMap::new();
-    for f in &task.rewrite {
+/// The positions that the position delete files of `files` delete, one list per file in
+/// `files`' order (unsorted, possibly repeated). Each delete file is read once, however many of
+/// the files it covers, keeping only their rows. Deletion vectors (Puffin) are refused:
+/// iceberg-rust 0.10 cannot read them either.
+async fn position_deletes(task: &Decoded, files: &[TaskFile]) -> Result<Vec<Vec<i64>>> {
+    let mut users: BTreeMap<usize, HashMap<String, usize>> = BTreeMap::new();
+    for (n, f) in files.iter().enumerate() {
         for &i in &f.deletes {
             let delete = &task.deletes[i];
             match (delete.file.content_type(), delete.file.file_format()) {
                 (DataContentType::EqualityDeletes, _) => {}
                 (DataContentType::PositionDeletes, DataFileFormat::Parquet) => {
-                    users.entry(i).or_default().insert(f.file.file_path().to_string());
+                    users.entry(i).or_default().insert(f.file.file_path().to_string(), n);
                 }
                 (DataContentType::PositionDeletes, format) => {
                     return Err(ExecuteError::Input(format!(
@@ -326,14 +329,14 @@ async fn position_deletes(task: &Decoded) -> Result<HashMap<String, DeletedPosit
     }
     let reads =
         users.into_iter().map(|(index, paths)| async move { position_rows(task, &task.deletes[index], &paths).await });
-    let mut by_path: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut positions = vec![Vec::new(); files.len()];
     let mut reads = futures::stream::iter(reads).buffered(POSITION_DELETE_READS);
     while let Some(rows) = reads.try_next().await? {
-        for (path, pos) in rows {
-            by_path.entry(path).or_default().push(pos);
+        for (n, pos) in rows {
+            positions[n].push(pos);
         }
     }
-    Ok(by_path.into_iter().map(|(path, positions)| (path, DeletedPositions::new(positions))).collect())
+    Ok(positions)
 }
 
 /// The task's files merged by copying row groups ([`crate::row_group_merge`]), when the table
@@ -439,15 +442,14 @@ fn synthetic_metadata(task: &Decoded, input: &TaskInput) -> Result<iceberg::spec
     .metadata)
 }
 
-/// Positions of `data` removed by its position and equality deletes, ascending.
-async fn deleted_positions(task: &Decoded, data: &TaskFile) -> Result<Vec<i64>> {
-    let mut positions = BTreeSet::new();
+/// Positions of `data` removed by its position deletes (`from_position_deletes`, read before)
+/// and its equality deletes, ascending.
+async fn deleted_positions(task: &Decoded, data: &TaskFile, from_position_deletes: Vec<i64>) -> Result<Vec<i64>> {
+    let mut positions = BTreeSet::from_iter(from_position_deletes);
     let mut eq_groups: HashMap<Vec<i32>, Vec<&TaskFile>> = HashMap::new();
     for del in data.deletes.iter().map(|&i| &task.deletes[i]) {
         match del.file.content_type() {
-            DataContentType::PositionDeletes => {
-                positions.extend(read_positions(task, del, data.file.file_path()).await?)
-            }
+            DataContentType::PositionDeletes => {}
             DataContentType::EqualityDeletes => {
                 let ids = del.file.equality_ids().unwrap_or_default();
                 eq_groups.entry(ids).or_default().push(del);
@@ -463,15 +465,9 @@ async fn deleted_positions(task: &Decoded, data: &TaskFile) -> Result<Vec<i64>> 
     Ok(positions.into_iter().collect())
 }
 
-/// Positions a position delete file holds for `data_path`.
-async fn read_positions(task: &Decoded, delete: &TaskFile, data_path: &str) -> Result<Vec<i64>> {
-    let wanted = HashSet::from([data_path.to_string()]);
-    Ok(position_rows(task, delete, &wanted).await?.into_iter().map(|(_, pos)| pos).collect())
-}
-
-/// The (data file path, position) rows of the position delete file `delete` whose path is one
-/// of `paths`.
-async fn position_rows(task: &Decoded, delete: &TaskFile, paths: &HashSet<String>) -> Result<Vec<(String, i64)>> {
+/// The rows of the position delete file `delete` whose path is a key of `paths`, as (the
+/// path's value in `paths`, position).
+async fn position_rows(task: &Decoded, delete: &TaskFile, paths: &HashMap<String, usize>) -> Result<Vec<(usize, i64)>> {
     let schema = Arc::new(loch_table::position_delete::position_delete_schema()?);
     let mut scan = scan_task(delete, &schema, vec![POSITION_DELETE_FILE_PATH_ID, POSITION_DELETE_POS_ID], None);
     // The file holds no partition columns: its partition is not looked up in its schema.
@@ -485,8 +481,8 @@ async fn position_rows(task: &Decoded, delete: &TaskFile, paths: &HashSet<String
             return Err(ExecuteError::Input(format!("{} is not a position delete file", delete.file.file_path())));
         };
         for i in 0..batch.num_rows() {
-            if let Some(path) = paths.get(column.value(i)) {
-                out.push((path.clone(), pos.value(i)));
+            if let Some(&n) = paths.get(column.value(i)) {
+                out.push((n, pos.value(i)));
             }
         }
     }
