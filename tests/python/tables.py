@@ -99,8 +99,10 @@ def append(args):
 
 
 def rows_sha256(rows):
-    rows = sorted(rows, key=lambda r: r["id"])
-    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
+    # Rows of one id (a keyed table without upsert keeps every insert) are ordered by their
+    # JSON, not by where the scan met them, which changes with how optimizing laid out the files.
+    encoded = sorted((r["id"], json.dumps(r, sort_keys=True, default=str)) for r in rows)
+    return hashlib.sha256(("[" + ", ".join(e for _, e in encoded) + "]").encode()).hexdigest()
 
 
 def digest(args):
