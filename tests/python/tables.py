@@ -98,11 +98,14 @@ def append(args):
     print(json.dumps({"appends": args.appends, "next_id": next_id, "rows": len(written), "sha256": rows_sha256(written)}))
 
 
+def in_order(rows):
+    """Rows by id; rows of one id (a keyed table without upsert keeps every insert) by their
+    JSON, not by where the scan met them, which changes with how optimizing laid out the files."""
+    return sorted(rows, key=lambda r: (r["id"], json.dumps(r, sort_keys=True, default=str)))
+
+
 def rows_sha256(rows):
-    # Rows of one id (a keyed table without upsert keeps every insert) are ordered by their
-    # JSON, not by where the scan met them, which changes with how optimizing laid out the files.
-    encoded = sorted((r["id"], json.dumps(r, sort_keys=True, default=str)) for r in rows)
-    return hashlib.sha256(("[" + ", ".join(e for _, e in encoded) + "]").encode()).hexdigest()
+    return hashlib.sha256(json.dumps(in_order(rows), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def digest(args):
@@ -145,7 +148,7 @@ def overwrite(args):
 
 def rows(args):
     table = catalog().load_table(args.table)
-    found = sorted(table.scan().to_arrow().to_pylist(), key=lambda r: r["id"])
+    found = in_order(table.scan().to_arrow().to_pylist())
     print(json.dumps(found, default=str))
 
 

@@ -237,15 +237,9 @@ impl OptimizingService {
     /// Plans the group's next pending table, if no plan is being made for the group; true if a
     /// process was created.
     async fn plan_next(self: &Arc<Self>, group: &str) -> Result<bool> {
-        {
-            let mut planning = self.planning.lock().unwrap_or_else(|e| e.into_inner());
-            if !planning.insert(group.to_string()) {
-                return Ok(false);
-            }
-        }
+        let Some(planner) = Planner::take(self, group) else { return Ok(false) };
         // The plan runs on a task of its own: a poll that is dropped (its worker hung up) must not
         // stop it halfway, leaving the table in `planning` and the group without a planner.
-        let planner = Planner { service: self.clone(), group: group.to_string() };
         tokio::spawn(async move { planner.service.plan_next_locked(&planner.group).await })
             .await
             .map_err(|e| OptimizingError::Corrupt(format!("planning group {group} stopped: {e}")))?
@@ -471,6 +465,14 @@ impl OptimizingService {
 struct Planner {
     service: Arc<OptimizingService>,
     group: String,
+}
+
+impl Planner {
+    /// The group's planner slot, unless another plan for the group is being made.
+    fn take(service: &Arc<OptimizingService>, group: &str) -> Option<Self> {
+        let mut planning = service.planning.lock().unwrap_or_else(|e| e.into_inner());
+        planning.insert(group.to_string()).then(|| Self { service: service.clone(), group: group.to_string() })
+    }
 }
 
 impl Drop for Planner {

@@ -205,10 +205,10 @@ fn the_quota_keeps_a_busy_table_from_starving_the_others() {
     // Each process's plan time and each task's run, ms after the busy table's plan, to show how
     // the threads were shared when the order is wrong.
     let busy_started = server.get(&processes("busy"))[0]["createdAt"].as_i64().unwrap();
+    let at = |v: &Value| v.as_i64().map_or("-".to_string(), |t| (t - busy_started).to_string());
     let mut schedule = String::new();
     for table in ["busy", "small1", "small2"] {
         let process = server.get(&processes(table))[0].clone();
-        let at = |v: &Value| v.as_i64().map_or("-".to_string(), |t| (t - busy_started).to_string());
         schedule +=
             &format!("\n{table}: planned {} finished {}; tasks", at(&process["createdAt"]), at(&process["finishedAt"]));
         for task in server.get(&format!("{}/{}/tasks", processes(table), process["id"])).as_array().unwrap() {

@@ -674,6 +674,7 @@ async fn keyed_tables_are_optimized_by_the_server() {
         assert_eq!(status, 200, "{body}");
     }
     let processes = "/api/v1/tables/local/kt/orders/optimizing/processes";
+    let state = "/api/v1/tables/local/kt/orders/optimizing";
     let server = &server;
     let wait_for = |count: usize| async move {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -685,7 +686,7 @@ async fn keyed_tables_are_optimized_by_the_server() {
                 return done;
             }
             if std::time::Instant::now() > deadline {
-                let runtime = call(server, Method::GET, "/api/v1/tables/local/kt/orders/optimizing", None).await.1;
+                let runtime = call(server, Method::GET, state, None).await.1;
                 let metrics =
                     server.http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
                 let metrics: Vec<&str> =
@@ -725,7 +726,7 @@ async fn keyed_tables_are_optimized_by_the_server() {
         }
         if std::time::Instant::now() >= deadline {
             // What the server thinks of the table, to tell a plan that never came from a wrong fold.
-            let runtime = call(server, Method::GET, "/api/v1/tables/local/kt/orders/optimizing", None).await.1;
+            let runtime = call(server, Method::GET, state, None).await.1;
             let list = call(server, Method::GET, processes, None).await.1;
             panic!(
                 "PyIceberg reads the base store as the merge-on-read once the folds are done: {digest}\n\
